@@ -1,0 +1,109 @@
+"""Model configuration: one frozen dataclass, saved as ``config.json`` (``asdict``), with named presets.
+
+Loading tolerates keys this version does not know (a newer checkpoint's extra fields), so old code can still
+read the fields it understands; missing keys take the defaults below.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from engine.errors import CheckpointError
+
+MODEL_TYPE = "diffill"
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    # Matches the shipped byte-level BPE (12k merges + specials): small enough that the tied embedding is a
+    # modest share of a 20M model, large enough that indentation and keywords are single tokens.
+    vocab_size: int = 12288
+    # Width 384 / 8 layers is ~20M parameters with the tied embedding: fast on a 2-core CPU.
+    d_model: int = 384
+    n_layers: int = 8
+    # Head dim 64 (384 / 6): the size SDPA kernels are tuned for.
+    n_heads: int = 6
+    # SwiGLU hidden width 3 * d_model (Shazeer 2020 uses ~8/3; a little wider brings the preset to 20M),
+    # a multiple of 64 for matmul efficiency.
+    ffn_hidden: int = 1152
+    # Longest context (suffix + prefix + FIM tags) the rotary table is built for.
+    max_context: int = 2048
+    # Longest canvas (masked middle) a request may ask for; training targets are padded with <eos> to it.
+    max_canvas: int = 64
+    # Standard RoPE base (Su et al. 2021); contexts are short enough not to need NTK scaling.
+    rope_theta: float = 10000.0
+    norm_eps: float = 1e-5
+    # Tied input/output embedding: saves vocab_size * d_model parameters, which matters at this size.
+    tie_embeddings: bool = True
+    # False: the diffusion model (bidirectional canvas). True: the autoregressive twin (causal canvas,
+    # next-token loss), the honest peer for every speed and quality claim.
+    causal_canvas: bool = False
+    model_type: str = MODEL_TYPE
+
+    def __post_init__(self) -> None:
+        positive = ("vocab_size", "d_model", "n_layers", "n_heads", "ffn_hidden", "max_context", "max_canvas")
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ValueError(f"ModelConfig.{name} must be positive, got {getattr(self, name)}")
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
+        if self.head_dim % 2:
+            raise ValueError(f"head_dim ({self.head_dim}) must be even for rotary embeddings")
+        if self.model_type != MODEL_TYPE:
+            raise ValueError(f"model_type must be {MODEL_TYPE!r}, got {self.model_type!r}")
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+    @property
+    def max_seq_len(self) -> int:
+        return self.max_context + self.max_canvas
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> ModelConfig:
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError as e:
+            raise CheckpointError(f"missing model config: {path}") from e
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise CheckpointError(f"corrupt model config {path}: {e}") from e
+        if not isinstance(data, dict):
+            raise CheckpointError(f"corrupt model config {path}: expected a JSON object")
+        try:
+            return cls.from_dict(data)
+        except (TypeError, ValueError) as e:
+            raise CheckpointError(f"invalid model config {path}: {e}") from e
+
+
+PRESETS: dict[str, ModelConfig] = {
+    # Unit tests: a model that runs a forward in milliseconds.
+    "tiny": ModelConfig(d_model=64, n_layers=2, n_heads=2, ffn_hidden=192, max_context=512, max_canvas=32),
+    # The size the engine benchmark and the CPU-trained default use (~20M parameters with a 12k vocab).
+    "small-20m": ModelConfig(),
+    # Guide size for a GPU-trained default that stays fast on a 2-core CPU (~35M parameters).
+    "base-35m": ModelConfig(d_model=512, n_layers=8, n_heads=8, ffn_hidden=1408),
+}
+
+
+def preset(name: str, **overrides: Any) -> ModelConfig:
+    try:
+        base = PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}") from None
+    return replace(base, **overrides)

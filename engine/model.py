@@ -1,0 +1,247 @@
+"""The Diffill transformer: a masked-diffusion code model with an exact, reusable context cache.
+
+Architecture: pre-norm decoder blocks with RMSNorm (Zhang & Sennrich 2019), rotary positions (Su et al. 2021,
+rotate-half convention), SwiGLU feed-forward (Shazeer 2020), no biases, tied embeddings.
+
+Sequence layout (see ``engine.layout``): ``context = [lang, fim_suffix, suffix.., fim_prefix, prefix.., fim_middle]``
+followed by a canvas of L positions at the cursor. The attention mask is the key decision of the design:
+
+* context tokens attend causally to context only (suffix, then prefix), so their keys/values never depend on
+  the canvas: they are computed once per request (``extend``) and reused by every denoising step;
+* canvas tokens attend to the whole context and to the whole canvas (bidirectional; ``causal_canvas`` makes it
+  causal, which is the autoregressive twin).
+
+Three entry points share the blocks: ``forward`` (training: full sequence with an explicit mask), ``extend``
+(append tokens to a ``KVCache`` causally: prefilling a context, growing it when the user types, and AR decoding)
+and ``denoise`` (one denoising step: canvas against the cached context). ``forward`` returns logits and never
+samples; sampling lives in ``engine.sample``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from engine.cache import KVCache
+from engine.config import ModelConfig
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
+
+
+def rotary_tables(head_dim: int, max_len: int, theta: float) -> tuple[Tensor, Tensor]:
+    """cos/sin tables of shape (max_len, head_dim // 2) for positions 0..max_len-1."""
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim))
+    angles = torch.outer(torch.arange(max_len, dtype=torch.float64), inv_freq)
+    return angles.cos().float(), angles.sin().float()
+
+
+def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotate-half RoPE. x: (B, H, T, D); cos/sin: (B or 1, 1, T, D/2)."""
+    x1, x2 = x.chunk(2, dim=-1)
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+    return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.n_heads, self.head_dim = cfg.n_heads, cfg.head_dim
+        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=False)
+        self.proj = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
+
+    def _qkv(self, x: Tensor, cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).view(B, T, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)  # (B, H, T, D)
+        return apply_rotary(q, cos, sin), apply_rotary(k, cos, sin), v
+
+    def _out(self, y: Tensor) -> Tensor:
+        B, H, T, D = y.shape
+        return self.proj(y.transpose(1, 2).reshape(B, T, H * D))
+
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor) -> Tensor:
+        """Full sequence with an explicit boolean mask (B, 1, T, T), True = may attend."""
+        q, k, v = self._qkv(x, cos, sin)
+        return self._out(F.scaled_dot_product_attention(q, k, v, attn_mask=mask))
+
+    def extend(self, x: Tensor, cos: Tensor, sin: Tensor, cache: KVCache, layer: int) -> Tensor:
+        """Append x's keys/values at cache.length.. and attend causally to everything cached before them."""
+        q, k, v = self._qkv(x, cos, sin)
+        start, T = cache.length, x.shape[1]
+        keys, values = cache.write(layer, start, k, v)  # (B, H, start + T, D)
+        # Causal with an offset: new token i sees cached tokens and new tokens 0..i.
+        mask = torch.ones(T, start + T, dtype=torch.bool, device=x.device).tril(diagonal=start)
+        return self._out(F.scaled_dot_product_attention(q, keys, values, attn_mask=mask))
+
+    def denoise(self, x: Tensor, cos: Tensor, sin: Tensor, cache: KVCache, layer: int, causal: bool) -> Tensor:
+        """Canvas queries against the cached context (shared by all B rows) plus the canvas itself.
+
+        The context part folds the batch into the query axis so all candidates share one matmul against the
+        single cached context; the two score blocks are joined before one softmax, which is exact.
+        Cost: O(B * L * (C + L)) per head, independent of how the context was built.
+        """
+        q, k, v = self._qkv(x, cos, sin)  # (B, H, L, D)
+        B, H, L, D = q.shape
+        ctx_k, ctx_v = cache.view(layer)  # (1, H, C, D)
+        C = ctx_k.shape[2]
+        scale = 1.0 / math.sqrt(D)
+        q_fold = q.transpose(0, 1).reshape(1, H, B * L, D)  # (1, H, B*L, D)
+        s_ctx = (q_fold @ ctx_k.transpose(-1, -2)) * scale  # (1, H, B*L, C)
+        s_ctx = s_ctx.view(H, B, L, C).transpose(0, 1)  # (B, H, L, C)
+        s_can = (q @ k.transpose(-1, -2)) * scale  # (B, H, L, L)
+        if causal:
+            s_can = s_can.masked_fill(~torch.ones(L, L, dtype=torch.bool, device=x.device).tril(), -math.inf)
+        p = torch.cat((s_ctx, s_can), dim=-1).float().softmax(dim=-1).to(q.dtype)  # (B, H, L, C + L)
+        p_ctx = p[..., :C].transpose(0, 1).reshape(1, H, B * L, C)
+        y_ctx = (p_ctx @ ctx_v).view(H, B, L, D).transpose(0, 1)  # (B, H, L, D)
+        y = y_ctx + p[..., C:] @ v
+        return self._out(y)
+
+
+class SwiGLU(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.gate_up = nn.Linear(cfg.d_model, 2 * cfg.ffn_hidden, bias=False)
+        self.down = nn.Linear(cfg.ffn_hidden, cfg.d_model, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        gate, up = self.gate_up(x).chunk(2, dim=-1)
+        return self.down(F.silu(gate) * up)
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.attn_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
+        self.attn = Attention(cfg)
+        self.mlp_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
+        self.mlp = SwiGLU(cfg)
+
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor) -> Tensor:
+        x = x + self.attn(self.attn_norm(x), cos, sin, mask)
+        return x + self.mlp(self.mlp_norm(x))
+
+    def extend(self, x: Tensor, cos: Tensor, sin: Tensor, cache: KVCache, layer: int) -> Tensor:
+        x = x + self.attn.extend(self.attn_norm(x), cos, sin, cache, layer)
+        return x + self.mlp(self.mlp_norm(x))
+
+    def denoise(self, x: Tensor, cos: Tensor, sin: Tensor, cache: KVCache, layer: int, causal: bool) -> Tensor:
+        x = x + self.attn.denoise(self.attn_norm(x), cos, sin, cache, layer, causal)
+        return x + self.mlp(self.mlp_norm(x))
+
+
+def sequence_mask(pad: Tensor, context_len: int, canvas_len: int, causal_canvas: bool) -> Tensor:
+    """Boolean attention mask (B, 1, T, T) for left-padded ``context + canvas`` rows; True = may attend.
+
+    pad: (B,) number of pad tokens at the start of each row's context. Context queries see earlier valid
+    context; canvas queries see all valid context and the canvas (all of it, or causally). Pad queries see only
+    themselves so that no softmax row is empty (their outputs are never used).
+    """
+    T = context_len + canvas_len
+    idx = torch.arange(T, device=pad.device)
+    q, k = idx[:, None], idx[None, :]  # (T, 1), (1, T)
+    in_canvas_q, in_canvas_k = q >= context_len, k >= context_len
+    canvas_rule = (k <= q) if causal_canvas else torch.ones(T, T, dtype=torch.bool, device=pad.device)
+    allowed = torch.where(in_canvas_q, ~in_canvas_k | canvas_rule, (k <= q) & ~in_canvas_k)  # (T, T)
+    valid_k = k[None] >= pad[:, None, None]  # (B, 1, T)
+    valid_q = q[None] >= pad[:, None, None]  # (B, T, 1)
+    mask = (allowed[None] & valid_k & valid_q) | (q == k)[None]
+    return mask[:, None]  # (B, 1, T, T)
+
+
+class DiffillModel(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.config = cfg
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.norm = RMSNorm(cfg.d_model, cfg.norm_eps)
+        self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        if cfg.tie_embeddings:
+            self.lm_head.weight = self.embed.weight
+        cos, sin = rotary_tables(cfg.head_dim, cfg.max_seq_len, cfg.rope_theta)
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
+        self.apply(self._init_weights)
+        # GPT-2 style: scale residual output projections by depth so the residual stream starts near unit size.
+        for name, p in self.named_parameters():
+            if name.endswith(("attn.proj.weight", "mlp.down.weight")):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layers))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear | nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def _rotary(self, positions: Tensor) -> tuple[Tensor, Tensor]:
+        """positions: (B, T) or (T,) -> cos/sin of shape (B or 1, 1, T, D/2)."""
+        if positions.dim() == 1:
+            positions = positions[None]
+        return self.rope_cos[positions][:, None], self.rope_sin[positions][:, None]
+
+    def forward(self, tokens: Tensor, pad: Tensor, context_len: int) -> Tensor:
+        """Training forward. tokens: (B, T) = left-padded context (context_len) + canvas; pad: (B,).
+
+        Returns logits (B, T, V). Positions count from each row's first real token, so a padded row gets the same
+        positions as the same row unpadded (and as the cached path).
+        """
+        B, T = tokens.shape
+        if T > self.config.max_seq_len:
+            raise ValueError(f"sequence of {T} tokens exceeds max_seq_len {self.config.max_seq_len}")
+        positions = (torch.arange(T, device=tokens.device)[None] - pad[:, None]).clamp(min=0)  # (B, T)
+        cos, sin = self._rotary(positions)
+        mask = sequence_mask(pad, context_len, T - context_len, self.config.causal_canvas)
+        x = self.embed(tokens)  # (B, T, C)
+        for block in self.blocks:
+            x = block(x, cos, sin, mask)
+        return self.lm_head(self.norm(x))
+
+    def new_cache(self, batch: int = 1, capacity: int | None = None) -> KVCache:
+        cfg = self.config
+        return KVCache(
+            n_layers=cfg.n_layers,
+            batch=batch,
+            n_heads=cfg.n_heads,
+            head_dim=cfg.head_dim,
+            capacity=capacity or cfg.max_seq_len,
+            dtype=self.embed.weight.dtype,
+            device=self.embed.weight.device,
+        )
+
+    def extend(self, tokens: Tensor, cache: KVCache) -> Tensor:
+        """Append tokens (B, T) to the cache causally; returns logits of the last new position (B, V)."""
+        B, T = tokens.shape
+        start = cache.length
+        if start + T > cache.capacity:
+            raise ValueError(f"cache capacity {cache.capacity} exceeded by {start + T} tokens")
+        cos, sin = self._rotary(torch.arange(start, start + T, device=tokens.device))
+        x = self.embed(tokens)  # (B, T, C)
+        for i, block in enumerate(self.blocks):
+            x = block.extend(x, cos, sin, cache, i)
+        cache.length = start + T
+        return self.lm_head(self.norm(x[:, -1]))
+
+    def denoise(self, canvas: Tensor, cache: KVCache) -> Tensor:
+        """One denoising step: canvas tokens (B, L) against the cached context (batch 1). Returns (B, L, V)."""
+        B, L = canvas.shape
+        C = cache.length
+        if C + L > self.config.max_seq_len:
+            raise ValueError(f"context {C} + canvas {L} exceeds max_seq_len {self.config.max_seq_len}")
+        cos, sin = self._rotary(torch.arange(C, C + L, device=canvas.device))
+        x = self.embed(canvas)  # (B, L, C)
+        for i, block in enumerate(self.blocks):
+            x = block.denoise(x, cos, sin, cache, i, self.config.causal_canvas)
+        return self.lm_head(self.norm(x))

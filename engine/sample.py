@@ -1,0 +1,184 @@
+"""Samplers: parallel confidence-based unmasking for the diffusion model, left-to-right decoding for the AR twin.
+
+Diffusion (MaskGIT-style confidence decoding as used by LLaDA/Dream, on an MDLM-trained model): the canvas
+starts fully masked; each step predicts every masked position, then commits every masked position whose
+confidence passes ``threshold`` -- and at least ``ceil(remaining / steps_left)`` of them, highest first, so the
+canvas is always complete after ``steps`` steps. Committed tokens are never resampled. Committing ``<eos>`` at
+position i fills everything after i with ``<eos>`` (the middle has ended there). N candidates run as one batch.
+
+All functions are pure tensor code under ``torch.inference_mode()`` with an explicit seeded generator and fixed
+shapes. The step itself never syncs with the host; ``fill`` syncs once per step only for its early exit (a
+finished canvas), which ``early_exit=False`` turns off for a sync-free loop.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from engine.cache import KVCache
+from engine.model import DiffillModel
+
+
+@dataclass(frozen=True)
+class SampleOptions:
+    # Denoising step budget K: a 24-token single-line canvas finishes in 8 steps at 3 tokens/step.
+    steps: int = 8
+    # Commit every position at least this confident; 0.9 keeps quality near one-token-per-step decoding
+    # (Fast-dLLM's parallel-decoding threshold) while committing easy tokens (indentation, brackets) in bulk.
+    threshold: float = 0.9
+    # Temperature of candidates after the first; 0 = greedy. The first candidate is always greedy so that one
+    # candidate is the model's single best guess.
+    temperature: float = 0.8
+    seed: int = 0
+    early_exit: bool = True
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise ValueError(f"steps must be >= 1, got {self.steps}")
+        if not 0.0 <= self.threshold <= 1.0:
+            raise ValueError(f"threshold must be in [0, 1], got {self.threshold}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+
+
+def row_temperatures(n: int, temperature: float, device: torch.device | str) -> Tensor:
+    """(n, 1, 1): the first row greedy (0), the others at `temperature`."""
+    temps = torch.full((n, 1, 1), temperature, device=device)
+    temps[0] = 0.0
+    return temps
+
+
+def sample_categorical(probs: Tensor, generator: torch.Generator | None) -> Tensor:
+    """Draw one index per row from probs (..., V) without a host sync (exponential race == Gumbel-max)."""
+    race = torch.empty_like(probs).exponential_(1.0, generator=generator)
+    return (probs / race).argmax(dim=-1)
+
+
+def predict(logits: Tensor, temps: Tensor, banned: Tensor, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+    """Tokens and their probabilities for every position. logits (B, L, V); temps (B, 1, 1).
+
+    Greedy rows (temp 0) take the argmax, with its softmax probability as confidence; sampled rows draw from the
+    tempered distribution and report the drawn token's tempered probability.
+    """
+    logits = logits.float().index_fill(-1, banned, -math.inf)
+    greedy = temps == 0
+    probs = torch.softmax(logits / torch.where(greedy, 1.0, temps), dim=-1)  # (B, L, V)
+    drawn = sample_categorical(probs, generator)
+    tokens = torch.where(greedy.squeeze(-1), probs.argmax(dim=-1), drawn)  # (B, L)
+    return tokens, probs.gather(-1, tokens[..., None]).squeeze(-1)
+
+
+def denoise_step(
+    canvas: Tensor,
+    masked: Tensor,
+    logp: Tensor,
+    tokens: Tensor,
+    conf: Tensor,
+    steps_left: int,
+    threshold: float,
+    eos_id: int,
+) -> None:
+    """Commit positions of one step, in place. canvas/tokens (B, L) long; masked (B, L) bool; logp/conf (B, L)."""
+    B, L = canvas.shape
+    conf = torch.where(masked, conf, -1.0)
+    remaining = masked.sum(dim=-1, keepdim=True)  # (B, 1)
+    k_min = (remaining + steps_left - 1) // steps_left  # ceil; 0 for finished rows
+    rank = conf.argsort(dim=-1, descending=True).argsort(dim=-1)  # (B, L), 0 = most confident
+    commit = masked & ((conf >= threshold) | (rank < k_min))
+    canvas.copy_(torch.where(commit, tokens, canvas))
+    logp.copy_(torch.where(commit, conf.clamp_min(1e-12).log(), logp))
+    masked &= ~commit
+    # <eos> tail: after the first committed <eos>, the middle is over.
+    is_eos = (canvas == eos_id) & ~masked
+    first = torch.where(is_eos.any(dim=-1), is_eos.float().argmax(dim=-1), L)  # (B,)
+    tail = torch.arange(L, device=canvas.device)[None] > first[:, None]
+    canvas.masked_fill_(tail, eos_id)
+    logp.masked_fill_(tail, 0.0)
+    masked &= ~tail
+
+
+@torch.inference_mode()
+def fill(
+    model: DiffillModel,
+    cache: KVCache,
+    canvas_len: int,
+    num_candidates: int,
+    options: SampleOptions,
+    *,
+    mask_id: int,
+    eos_id: int,
+    banned: Tensor,
+) -> tuple[Tensor, Tensor]:
+    """Denoise `num_candidates` canvases of `canvas_len` against one cached context.
+
+    Returns tokens (N, L) with no mask left, and per-position log-probabilities at commit time (N, L; 0 for
+    positions filled by the <eos> tail rule).
+    """
+    device = cache.k.device
+    generator = torch.Generator(device=device).manual_seed(options.seed)
+    canvas = torch.full((num_candidates, canvas_len), mask_id, dtype=torch.long, device=device)
+    masked = torch.ones_like(canvas, dtype=torch.bool)
+    logp = torch.zeros(canvas.shape, device=device)
+    temps = row_temperatures(num_candidates, options.temperature, device)
+    for step in range(options.steps):
+        logits = model.denoise(canvas, cache)  # (N, L, V)
+        tokens, conf = predict(logits, temps, banned, generator)
+        denoise_step(canvas, masked, logp, tokens, conf, options.steps - step, options.threshold, eos_id)
+        if options.early_exit and not masked.any():  # the one host sync per step
+            break
+    return canvas, logp
+
+
+@torch.inference_mode()
+def generate_autoregressive(
+    model: DiffillModel,
+    cache: KVCache,
+    last_logits: Tensor,
+    canvas_len: int,
+    num_candidates: int,
+    options: SampleOptions,
+    *,
+    eos_id: int,
+    banned: Tensor,
+) -> tuple[Tensor, Tensor]:
+    """Left-to-right decoding for the AR twin, same outputs as ``fill``: tokens (N, L), log-probs (N, L).
+
+    `cache` holds the context (batch 1) and `last_logits` (1, V) its last position's logits; the cache is copied
+    per candidate, so the caller's context cache stays reusable.
+    """
+    device = cache.k.device
+    generator = torch.Generator(device=device).manual_seed(options.seed)
+    rows = cache.repeat(num_candidates, capacity=cache.length + canvas_len)
+    temps = row_temperatures(num_candidates, options.temperature, device)
+    out = torch.full((num_candidates, canvas_len), eos_id, dtype=torch.long, device=device)
+    logp = torch.zeros(out.shape, device=device)
+    done = torch.zeros(num_candidates, dtype=torch.bool, device=device)
+    logits = last_logits.expand(num_candidates, -1)
+    for i in range(canvas_len):
+        token, prob = predict(logits[:, None], temps, banned, generator)  # (N, 1)
+        token, prob = token[:, 0], prob[:, 0]
+        out[:, i] = torch.where(done, eos_id, token)
+        logp[:, i] = torch.where(done, 0.0, prob.clamp_min(1e-12).log())
+        done |= token == eos_id
+        if i + 1 == canvas_len or (options.early_exit and bool(done.all())):
+            break
+        logits = model.extend(out[:, i : i + 1], rows)
+    return out, logp
+
+
+def candidate_scores(tokens: Tensor, logp: Tensor, eos_id: int) -> Tensor:
+    """Mean log-probability of each candidate's tokens up to and including its first <eos>. (N,)"""
+    N, L = tokens.shape
+    is_eos = tokens == eos_id
+    first = torch.where(is_eos.any(dim=-1), is_eos.float().argmax(dim=-1), L - 1)
+    keep = torch.arange(L, device=tokens.device)[None] <= first[:, None]
+    return (logp * keep).sum(dim=-1) / keep.sum(dim=-1)
+
+
+def strip_eos(row: list[int], eos_id: int) -> list[int]:
+    """The middle's tokens: everything before the first <eos>."""
+    return row[: row.index(eos_id)] if eos_id in row else row
