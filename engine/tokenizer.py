@@ -6,7 +6,8 @@ symbols are always in the vocabulary, so no text is ever unknown.
 
 Why a custom split pattern instead of GPT-2's: indentation carries code structure and is most of the bytes of
 a source file. A line break is kept together with the indentation of the next line ("\\n" + 8 spaces becomes
-one pre-token, and BPE learns it as one token), runs of spaces inside a line leave their last space to the
+one pre-token, and BPE learns it as one token; a text's first line keeps its indentation whole the same way),
+runs of spaces inside a line leave their last space to the
 following word (as in GPT-4's pattern), digits are split in groups of at most 3, and punctuation runs stay
 apart from identifiers. The pattern is otherwise the GPT-4 (cl100k) one.
 
@@ -56,7 +57,8 @@ _LANGUAGE_IDS: dict[str, int] = {
 TOKENIZER_FILE = "tokenizer.json"
 
 SPLIT_PATTERN = (
-    r"(?:\r?\n|\r)+[^\S\r\n]*"  # line breaks (blank lines too) with the next line's indentation
+    r"\A[^\S\r\n]+"  # the first line's indentation, whole, as on every other line
+    r"|(?:\r?\n|\r)+[^\S\r\n]*"  # line breaks (blank lines too) with the next line's indentation
     r"|[^\r\n\p{L}\p{N}]?\p{L}+"  # a word, with one leading space or symbol ("_bar", ".baz", " x")
     r"|\p{N}{1,3}"  # digits in groups of up to 3
     r"| ?[^\s\p{L}\p{N}]+"  # punctuation runs, with one leading space
@@ -228,9 +230,7 @@ def _token_bytes_table(tokenizer: Tokenizer, vocab_size: int, source: str) -> li
     return table
 
 
-def train_tokenizer(
-    texts: Iterable[str], vocab_size: int = 12288, show_progress: bool = True
-) -> CodeTokenizer:
+def train_tokenizer(texts: Iterable[str], vocab_size: int = 12288, show_progress: bool = True) -> CodeTokenizer:
     """Train byte-level BPE on `texts`; `vocab_size` counts the special tokens and the 256 byte symbols."""
     minimum = len(SPECIAL_TOKENS) + 256
     if vocab_size < minimum:
