@@ -6,10 +6,10 @@ symbols are always in the vocabulary, so no text is ever unknown.
 
 Why a custom split pattern instead of GPT-2's: indentation carries code structure and is most of the bytes of
 a source file. A line break is kept together with the indentation of the next line ("\\n" + 8 spaces becomes
-one pre-token, and BPE learns it as one token; a text's first line keeps its indentation whole the same way),
-runs of spaces inside a line leave their last space to the
-following word (as in GPT-4's pattern), digits are split in groups of at most 3, and punctuation runs stay
-apart from identifiers. The pattern is otherwise the GPT-4 (cl100k) one.
+one pre-token, and BPE learns it as one token; a text's first line keeps its indentation whole the same
+way), runs of spaces inside a line leave their last space to the following word (as in GPT-4's pattern),
+digits are split in groups of at most 3, and punctuation runs stay apart from identifiers. The pattern is
+otherwise the GPT-4 (cl100k) one.
 
 Special tokens come first, so their ids are fixed: `SPECIAL_TOKENS` lists them in id order (pad = 0, mask = 1,
 eos = 2, fim_prefix = 3, fim_suffix = 4, fim_middle = 5, then one language tag per language in `LANGUAGES`
