@@ -1,0 +1,105 @@
+"""Properties of the transformer and its context cache, on a tiny random model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from engine.cache import ContextCache, common_prefix_len
+from engine.config import preset
+from engine.model import DiffillModel, sequence_mask
+
+
+def tiny(causal_canvas: bool = False) -> DiffillModel:
+    torch.manual_seed(0)
+    return DiffillModel(preset("tiny", vocab_size=300, causal_canvas=causal_canvas)).eval()
+
+
+def full_forward_canvas_logits(model: DiffillModel, context: list[int], canvas: torch.Tensor) -> torch.Tensor:
+    """Reference: the uncached training forward over context + canvas, one row per canvas."""
+    B, L = canvas.shape
+    tokens = torch.cat([torch.tensor(context).expand(B, -1), canvas], dim=1)
+    logits = model(tokens, torch.zeros(B, dtype=torch.long), len(context))
+    return logits[:, len(context) :]
+
+
+@pytest.mark.parametrize("causal_canvas", [False, True])
+def test_cached_denoise_step_equals_full_forward(causal_canvas: bool) -> None:
+    model = tiny(causal_canvas)
+    g = torch.Generator().manual_seed(1)
+    context = torch.randint(0, 300, (57,), generator=g).tolist()
+    canvas = torch.randint(0, 300, (3, 16), generator=g)
+    with torch.inference_mode():
+        ctx = ContextCache(model.new_cache())
+        ctx.update(model, context)
+        cached = model.denoise(canvas, ctx.cache)
+        full = full_forward_canvas_logits(model, context, canvas)
+    torch.testing.assert_close(cached, full, atol=1e-4, rtol=1e-4)
+
+
+def test_context_logits_do_not_depend_on_canvas() -> None:
+    model = tiny()
+    context = list(range(10, 40))
+    a = torch.randint(0, 300, (1, 8))
+    b = torch.randint(0, 300, (1, 8))
+    with torch.inference_mode():
+        la = model(torch.cat([torch.tensor([context]), a], 1), torch.zeros(1, dtype=torch.long), len(context))
+        lb = model(torch.cat([torch.tensor([context]), b], 1), torch.zeros(1, dtype=torch.long), len(context))
+    torch.testing.assert_close(la[:, : len(context)], lb[:, : len(context)])
+
+
+def test_incremental_cache_extension_equals_fresh_encode() -> None:
+    model = tiny()
+    g = torch.Generator().manual_seed(2)
+    first = torch.randint(0, 300, (80,), generator=g).tolist()
+    # The user typed: same first 70 tokens, then different and more tokens.
+    second = first[:70] + torch.randint(0, 300, (25,), generator=g).tolist()
+    canvas = torch.randint(0, 300, (2, 12), generator=g)
+    with torch.inference_mode():
+        warm = ContextCache(model.new_cache())
+        warm.update(model, first)
+        _, computed = warm.update(model, second)
+        fresh = ContextCache(model.new_cache())
+        fresh.update(model, second)
+        assert computed == len(second) - 70
+        assert warm.cache.length == fresh.cache.length == len(second)
+        for layer in range(model.config.n_layers):
+            for a, b in zip(warm.cache.view(layer), fresh.cache.view(layer), strict=True):
+                torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(model.denoise(canvas, warm.cache), model.denoise(canvas, fresh.cache))
+
+
+def test_identical_context_recomputes_only_last_token() -> None:
+    model = tiny()
+    tokens = list(range(5, 50))
+    with torch.inference_mode():
+        ctx = ContextCache(model.new_cache())
+        _, first = ctx.update(model, tokens)
+        _, second = ctx.update(model, tokens)
+    assert (first, second) == (len(tokens), 1)
+
+
+def test_left_padding_does_not_change_logits() -> None:
+    model = tiny()
+    context = list(range(20, 50))
+    canvas = list(range(60, 70))
+    with torch.inference_mode():
+        plain = model(torch.tensor([context + canvas]), torch.tensor([0]), len(context))
+        padded_tokens = torch.tensor([[0] * 7 + context + canvas])
+        padded = model(padded_tokens, torch.tensor([7]), len(context) + 7)
+    torch.testing.assert_close(plain, padded[:, 7:], atol=1e-5, rtol=1e-5)
+
+
+def test_mask_canvas_sees_context_context_never_sees_canvas() -> None:
+    m = sequence_mask(torch.tensor([0]), context_len=4, canvas_len=3, causal_canvas=False)[0, 0]
+    assert not m[:4, 4:].any()  # context never attends to the canvas
+    assert m[4:, :].all()  # canvas attends to everything
+    assert torch.equal(m[:4, :4], torch.ones(4, 4, dtype=torch.bool).tril())
+    causal = sequence_mask(torch.tensor([0]), 4, 3, causal_canvas=True)[0, 0]
+    assert torch.equal(causal[4:, 4:], torch.ones(3, 3, dtype=torch.bool).tril())
+
+
+def test_common_prefix_len() -> None:
+    assert common_prefix_len([1, 2, 3], [1, 2, 4]) == 2
+    assert common_prefix_len([], [1]) == 0
+    assert common_prefix_len([1, 2], [1, 2, 3]) == 2

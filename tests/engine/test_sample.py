@@ -1,0 +1,140 @@
+"""Sampler properties: no mask left, canvas length respected, <eos> tail rule, determinism, batching."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from engine.api import LocalEngine
+from engine.cache import ContextCache
+from engine.checkpoint import load_checkpoint
+from engine.sample import SampleOptions, candidate_scores, denoise_step, fill, generate_autoregressive
+
+PREFIX = "def add(a, b):\n    return "
+SUFFIX = "\n\nprint(add(1, 2))\n"
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_checkpoint) -> LocalEngine:
+    model, tok = load_checkpoint(tiny_checkpoint, device="cpu")
+    return LocalEngine(model=model, tokenizer=tok)
+
+
+def run_fill(engine: LocalEngine, options: SampleOptions, canvas_len: int = 16, n: int = 3):
+    tok = engine.tokenizer
+    ctx = ContextCache(engine.model.new_cache())
+    ctx.update(engine.model, [tok.fim_suffix_id, *tok.encode(SUFFIX), tok.fim_prefix_id, *tok.encode(PREFIX)])
+    return fill(
+        engine.model, ctx.cache, canvas_len, n, options, mask_id=tok.mask_id, eos_id=tok.eos_id, banned=engine._banned
+    )
+
+
+@pytest.mark.parametrize("steps,threshold", [(1, 0.9), (4, 0.9), (16, 1.0), (3, 0.0)])
+def test_sampler_never_leaves_a_mask_and_respects_canvas_length(engine, steps: int, threshold: float) -> None:
+    tokens, logp = run_fill(engine, SampleOptions(steps=steps, threshold=threshold), canvas_len=16)
+    assert tokens.shape == logp.shape == (3, 16)
+    assert not (tokens == engine.tokenizer.mask_id).any()
+    banned = set(engine._banned.tolist())
+    assert not banned & set(tokens.flatten().tolist())
+
+
+def test_same_seed_same_output_other_seed_differs(engine) -> None:
+    a, _ = run_fill(engine, SampleOptions(seed=7, temperature=1.5), n=4)
+    b, _ = run_fill(engine, SampleOptions(seed=7, temperature=1.5), n=4)
+    c, _ = run_fill(engine, SampleOptions(seed=8, temperature=1.5), n=4)
+    assert torch.equal(a, b)
+    assert not torch.equal(a[1:], c[1:])
+    assert torch.equal(a[0], c[0])  # the first candidate is greedy whatever the seed
+
+
+def test_eos_commit_fills_the_tail() -> None:
+    eos, mask = 2, 1
+    canvas = torch.full((2, 6), mask)
+    masked = torch.ones(2, 6, dtype=torch.bool)
+    logp = torch.zeros(2, 6)
+    tokens = torch.tensor([[10, 11, eos, 12, 13, 14], [20, 21, 22, 23, 24, 25]])
+    conf = torch.tensor([[0.1, 0.2, 0.99, 0.3, 0.95, 0.2], [0.1, 0.1, 0.1, 0.1, 0.1, 0.1]])
+    denoise_step(canvas, masked, logp, tokens, conf, steps_left=6, threshold=0.9, eos_id=eos)
+    # Row 0: <eos> at 2 passes the threshold, so 3.. become <eos> and are done (even position 4's 13).
+    assert canvas[0].tolist() == [mask, mask, eos, eos, eos, eos]
+    assert masked[0].tolist() == [True, True, False, False, False, False]
+    assert logp[0, 3:].eq(0).all()
+    # Row 1: nothing passes; ceil(6 / 6) = 1 position committed, the most confident (first on ties).
+    assert masked[1].sum() == 5
+
+
+def test_step_budget_commits_at_least_remaining_over_steps_left() -> None:
+    canvas = torch.full((1, 10), 1)
+    masked = torch.ones(1, 10, dtype=torch.bool)
+    logp = torch.zeros(1, 10)
+    tokens = torch.arange(10, 20)[None]
+    conf = torch.linspace(0.1, 0.5, 10)[None]
+    denoise_step(canvas, masked, logp, tokens, conf, steps_left=3, threshold=0.9, eos_id=2)
+    assert int((~masked).sum()) == 4  # ceil(10 / 3)
+    assert (~masked)[0, 6:].all()  # the four most confident
+
+
+def test_committed_tokens_are_never_resampled() -> None:
+    canvas = torch.tensor([[5, 1, 1]])
+    masked = torch.tensor([[False, True, True]])
+    logp = torch.tensor([[-0.5, 0.0, 0.0]])
+    tokens = torch.tensor([[9, 9, 9]])
+    conf = torch.tensor([[1.0, 1.0, 1.0]])
+    denoise_step(canvas, masked, logp, tokens, conf, steps_left=1, threshold=0.5, eos_id=2)
+    assert canvas.tolist() == [[5, 9, 9]]
+    assert logp[0, 0] == -0.5
+
+
+def test_candidate_score_counts_tokens_through_first_eos() -> None:
+    tokens = torch.tensor([[7, 8, 2, 2], [7, 8, 9, 10]])
+    logp = torch.tensor([[-1.0, -3.0, -2.0, 0.0], [-1.0, -1.0, -1.0, -1.0]])
+    assert candidate_scores(tokens, logp, eos_id=2).tolist() == [-2.0, -1.0]
+
+
+def test_autoregressive_twin_decodes_with_same_interface(tmp_path, small_tokenizer) -> None:
+    from engine.checkpoint import save_checkpoint
+    from engine.config import preset
+    from engine.model import DiffillModel
+
+    torch.manual_seed(0)
+    model = DiffillModel(preset("tiny", vocab_size=small_tokenizer.vocab_size, causal_canvas=True)).eval()
+    engine = LocalEngine(*load_checkpoint(save_checkpoint(tmp_path / "ar", model, small_tokenizer), device="cpu"))
+    out = engine.complete(PREFIX, SUFFIX, language="python", canvas_length=12, num_candidates=2)
+    assert len(out) == 2 and all(c.tokens <= 12 for c in out)
+    # Left-to-right decoding with the cache equals greedy decoding by full forwards.
+    tok = engine.tokenizer
+    ctx = ContextCache(engine.model.new_cache())
+    context = [tok.fim_suffix_id, *tok.encode(SUFFIX), tok.fim_prefix_id, *tok.encode(PREFIX), tok.fim_middle_id]
+    last, _ = ctx.update(engine.model, context)
+    greedy = SampleOptions(temperature=0.0, early_exit=False)
+    tokens, _ = generate_autoregressive(
+        engine.model, ctx.cache, last, 6, 1, greedy, eos_id=tok.eos_id, banned=engine._banned
+    )
+    seq = list(context)
+    with torch.inference_mode():
+        for _ in range(6):
+            logits = engine.model(torch.tensor([seq]), torch.tensor([0]), len(seq))[0, -1].float()
+            logits[engine._banned] = -float("inf")
+            seq.append(int(logits.argmax()))
+    expected = seq[len(context) :]
+    got = tokens[0].tolist()
+    if tok.eos_id in expected:  # after <eos> the sampler pads with <eos>
+        cut = expected.index(tok.eos_id) + 1
+        expected = expected[:cut] + [tok.eos_id] * (6 - cut)
+    assert got == expected
+
+
+def test_engine_returns_n_candidates_with_finite_scores(engine) -> None:
+    out = engine.complete(PREFIX, SUFFIX, language="python", canvas_length=16, num_candidates=3, session_id="a")
+    assert len(out) == 3
+    assert all(c.tokens <= 16 and c.score <= 0.0 for c in out)
+    again = engine.complete(PREFIX + "a", SUFFIX, language="python", canvas_length=16, num_candidates=3, session_id="a")
+    assert len(again) == 3
+    assert engine.last_stats.computed_tokens < engine.last_stats.context_tokens  # the session cache was reused
+
+
+def test_engine_rejects_bad_canvas_and_candidates(engine) -> None:
+    with pytest.raises(ValueError, match="canvas_length"):
+        engine.complete("a", "b", language="python", canvas_length=10_000, num_candidates=1)
+    with pytest.raises(ValueError, match="num_candidates"):
+        engine.complete("a", "b", language="python", canvas_length=8, num_candidates=0)
