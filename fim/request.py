@@ -1,0 +1,237 @@
+"""From an editor cursor to a fill-in-the-middle request: context window, mode, canvas length.
+
+The language server hands over the whole document and an LSP position (line, UTF-16 character). The model sees
+only a window around the cursor: the nearest lines of prefix and suffix that fit their token budgets, cut at
+line boundaries and preferably just after/before a blank line, so the context starts and ends at a paragraph
+rather than mid-statement. The mode follows what the editor is asking for: text after the cursor or an
+unfinished expression asks for the rest of one line; the end of a block opener (`:` in Python, `{` elsewhere)
+or a blank line inside an empty body asks for a block, hence a longer canvas and fewer candidates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+from fim.languages import normalize_language
+from fim.text import index_to_utf16, line_starts, utf16_to_index
+
+__all__ = [
+    "FimRequest",
+    "FimSettings",
+    "Mode",
+    "PositionError",
+    "approx_tokens",
+    "build_request",
+    "index_to_utf16",
+    "utf16_to_index",
+]
+
+TokenCounter = Callable[[str], int]
+
+
+class Mode(StrEnum):
+    SINGLE_LINE = "single-line"
+    MULTI_LINE = "multi-line"
+
+
+class PositionError(ValueError):
+    """An LSP position that is not in the document (a line past the end, or negative values)."""
+
+
+@dataclass(frozen=True)
+class FimSettings:
+    """Context budgets and generation sizes; defaults suit the embedded model on a laptop CPU."""
+
+    # Most of the signal is above the cursor; the suffix mainly tells where the middle must stop.
+    prefix_tokens: int = 1536
+    suffix_tokens: int = 512
+    # A rest-of-line completion is short; a block body needs room for several statements.
+    single_line_canvas: int = 32
+    multi_line_canvas: int = 128
+    # Short canvases are cheap, so ask for more alternatives; long ones cost more per candidate.
+    single_line_candidates: int = 4
+    multi_line_candidates: int = 2
+    # Longer multi-line suggestions are rarely accepted whole.
+    max_lines: int = 12
+
+    def __post_init__(self) -> None:
+        # Budgets may be 0 (no context on that side); every size the model generates must be positive.
+        minimum = {name: 0 if name.endswith("_tokens") else 1 for name in vars(self)}
+        invalid = [name for name, value in vars(self).items() if value < minimum[name]]
+        if invalid:
+            raise ValueError(f"invalid FIM settings: {', '.join(invalid)}")
+
+    def canvas_length(self, mode: Mode) -> int:
+        return self.single_line_canvas if mode is Mode.SINGLE_LINE else self.multi_line_canvas
+
+    def num_candidates(self, mode: Mode) -> int:
+        return self.single_line_candidates if mode is Mode.SINGLE_LINE else self.multi_line_candidates
+
+    def line_limit(self, mode: Mode) -> int:
+        return 1 if mode is Mode.SINGLE_LINE else self.max_lines
+
+
+@dataclass(frozen=True)
+class FimRequest:
+    """What the engine and the validator need; `prefix + suffix` is a window of the document."""
+
+    prefix: str
+    suffix: str
+    language: str  # canonical name (fim.languages.normalize_language)
+    mode: Mode
+    canvas_length: int
+    num_candidates: int
+    max_lines: int
+    indent: str  # leading whitespace of the cursor line
+    cursor_offset: int  # string index of the cursor in the original document
+
+
+def approx_tokens(text: str) -> int:
+    """About 3.5 characters per token for code under a BPE tokenizer: ceil(len / 3.5)."""
+    return (2 * len(text) + 6) // 7
+
+
+# Block openers by language: a line ending with one starts a body. Unknown languages accept both.
+_OPENERS: dict[str, tuple[str, ...]] = {"python": (":",)}
+_BRACE_OPENERS: tuple[str, ...] = ("{",)
+_UNKNOWN_OPENERS: tuple[str, ...] = ("{", ":")
+_BRACE_LANGUAGES = frozenset({"javascript", "typescript", "tsx", "go", "rust", "java", "c", "cpp"})
+
+
+def _openers(language: str) -> tuple[str, ...]:
+    if language in _BRACE_LANGUAGES:
+        return _BRACE_OPENERS
+    return _OPENERS.get(language, _UNKNOWN_OPENERS)
+
+
+def _leading_whitespace(line: str) -> str:
+    return line[: len(line) - len(line.lstrip(" \t"))]
+
+
+def _indent_width(line: str) -> int:
+    return len(_leading_whitespace(line).expandtabs(4))
+
+
+def _nearest_code_line(lines: Sequence[str], indices: range) -> str | None:
+    return next((lines[i] for i in indices if lines[i].strip()), None)
+
+
+def _in_empty_body(lines: Sequence[str], row: int, openers: tuple[str, ...]) -> bool:
+    """A blank line between a block opener and the line closing or dedenting past it (or the file's end)."""
+    above = _nearest_code_line(lines, range(row - 1, -1, -1))
+    below = _nearest_code_line(lines, range(row + 1, len(lines)))
+    if above is None:
+        return below is None  # a blank document is an empty body too
+    if not above.rstrip().endswith(openers):
+        return False
+    return below is None or _indent_width(below) <= _indent_width(above) or below.lstrip()[:1] in ")]}"
+
+
+def detect_mode(lines: Sequence[str], row: int, column: int, language: str) -> Mode:
+    """Multi-line after a block opener at the end of a line or on a blank line in an empty body."""
+    line = lines[row]
+    before, after = line[:column], line[column:]
+    openers = _openers(language)
+    if after.strip():
+        return Mode.SINGLE_LINE
+    if before.strip():
+        return Mode.MULTI_LINE if before.rstrip().endswith(openers) else Mode.SINGLE_LINE
+    return Mode.MULTI_LINE if _in_empty_body(lines, row, openers) else Mode.SINGLE_LINE
+
+
+def _longest_fitting(size: int, fits: Callable[[int], bool]) -> int:
+    """Largest n in [0, size] with fits(n) for a monotone `fits` (binary search: O(log size) counts)."""
+    low, high = 0, size
+    while low < high:
+        middle = (low + high + 1) // 2
+        if fits(middle):
+            low = middle
+        else:
+            high = middle - 1
+    return low
+
+
+def _lines_within(lines: Sequence[str], budget: int, count_tokens: TokenCounter) -> int:
+    """How many of `lines` (nearest first) fit in `budget`; a cut moves back to just before a blank line.
+
+    The blank-line search only looks at the outer quarter of the window, so it never gives away much context.
+    """
+    used = kept = 0
+    for line in lines:
+        used += count_tokens(line)
+        if used > budget:
+            break
+        kept += 1
+    else:
+        return kept
+    for count in range(kept, kept - kept // 4 - 1, -1):
+        if not lines[count].strip():
+            return count
+    return kept
+
+
+def _window_prefix(head: str, above: Sequence[str], budget: int, count_tokens: TokenCounter) -> str:
+    """The cursor line's text before the cursor plus the nearest lines above it (`above`: nearest first)."""
+    used = count_tokens(head)
+    if used > budget:  # one huge line: keep the characters nearest the cursor
+        keep = _longest_fitting(len(head), lambda n: count_tokens(head[len(head) - n :]) <= budget)
+        return head[len(head) - keep :]
+    kept = _lines_within(above, budget - used, count_tokens)
+    return "".join(reversed(above[:kept])) + head
+
+
+def _window_suffix(tail: str, below: Sequence[str], budget: int, count_tokens: TokenCounter) -> str:
+    """The cursor line's text after the cursor plus the nearest lines below it."""
+    used = count_tokens(tail)
+    if used > budget:
+        return tail[: _longest_fitting(len(tail), lambda n: count_tokens(tail[:n]) <= budget)]
+    kept = _lines_within(below, budget - used, count_tokens)
+    return tail + "".join(below[:kept])
+
+
+def _split_lines(text: str) -> tuple[list[int], list[str]]:
+    """Line start indices and lines with their terminators (LSP: "\\n", "\\r\\n", "\\r")."""
+    starts = line_starts(text)
+    ends = [*starts[1:], len(text)]
+    return starts, [text[start:end] for start, end in zip(starts, ends, strict=True)]
+
+
+def _content(line: str) -> str:
+    return line.rstrip("\r\n")
+
+
+def build_request(
+    text: str,
+    line: int,
+    character: int,
+    language_id: str,
+    settings: FimSettings | None = None,
+    count_tokens: TokenCounter | None = None,
+) -> FimRequest:
+    """Window, mode and sizes for a completion at LSP position (line, UTF-16 character) of `text`."""
+    settings = settings or FimSettings()
+    count = count_tokens or approx_tokens
+    starts, lines = _split_lines(text)
+    if line < 0 or character < 0 or line >= len(lines):
+        raise PositionError(f"position {line}:{character} is outside a document of {len(lines)} lines")
+    current = lines[line]
+    column = utf16_to_index(_content(current), character)
+    language = normalize_language(language_id)
+    contents = [_content(item) for item in lines]
+    mode = detect_mode(contents, line, column, language)
+    above = lines[line - 1 :: -1] if line else []
+    prefix = _window_prefix(current[:column], above, settings.prefix_tokens, count)
+    suffix = _window_suffix(current[column:], lines[line + 1 :], settings.suffix_tokens, count)
+    return FimRequest(
+        prefix=prefix,
+        suffix=suffix,
+        language=language,
+        mode=mode,
+        canvas_length=settings.canvas_length(mode),
+        num_candidates=settings.num_candidates(mode),
+        max_lines=settings.line_limit(mode),
+        indent=_leading_whitespace(current),
+        cursor_offset=starts[line] + column,
+    )
