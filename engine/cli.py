@@ -1,0 +1,168 @@
+"""The ``diffill`` command line.
+
+    diffill complete FILE:LINE:COL [--model DIR]   print completions at a position (1-based line and column)
+    diffill corpus --src DIR... --out DIR          build a training corpus
+    diffill train --corpus DIR --out DIR ...       train the diffusion model (or --autoregressive twin)
+    diffill lsp [--tcp] ...                        the language server (lsp_server)
+    diffill serve --model DIR ...                  the network engine for a shared GPU box
+    diffill eval ...                               benchmarks (eval)
+
+Subcommands owned by other packages are dispatched by module name, so importing the engine never imports the
+language server or the benchmarks. Logs and progress go to stderr; stdout carries only results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+from engine.errors import DiffillError
+
+# name -> (module, help): subcommands implemented elsewhere, each module exposing main(argv) -> int.
+FORWARDED = {
+    "lsp": ("lsp_server.cli", "run the language server (stdio by default)"),
+    "serve": ("engine.serve", "serve the engine over the network (msgpack + JSON endpoints)"),
+    "eval": ("eval.cli", "run benchmarks (HumanEval-Infilling, speed)"),
+}
+
+
+def parse_location(spec: str) -> tuple[Path, int, int]:
+    """FILE:LINE:COL with 1-based line and column (as compilers and editors print them)."""
+    try:
+        path, line, col = spec.rsplit(":", 2)
+        line_no, col_no = int(line), int(col)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected FILE:LINE:COL, got {spec!r}") from None
+    if line_no < 1 or col_no < 1:
+        raise argparse.ArgumentTypeError(f"line and column are 1-based, got {line_no}:{col_no}")
+    return Path(path), line_no, col_no
+
+
+def cmd_complete(args: argparse.Namespace) -> int:
+    from fim.validate import Candidate, postprocess
+
+    from engine.api import load_engine
+    from engine.sample import SampleOptions
+    from fim.languages import language_from_path, normalize_language
+    from fim.request import FimSettings, build_request
+
+    path, line, col = args.location
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise DiffillError(f"cannot read {path}: {e}") from e
+    language = normalize_language(args.language) if args.language else (language_from_path(path) or "other")
+    t0 = time.perf_counter()
+    engine = load_engine(args.model, device=args.device, autoregressive=args.autoregressive)
+    print(f"loaded {engine.describe()} in {time.perf_counter() - t0:.2f}s", file=sys.stderr)
+    tok = engine.tokenizer
+    request = build_request(text, line - 1, col - 1, language, FimSettings(), count_tokens=lambda s: len(tok.encode(s)))
+    options = SampleOptions(steps=args.steps, threshold=args.threshold, temperature=args.temperature, seed=args.seed)
+    canvas = min(args.canvas or request.canvas_length, engine.model.config.max_canvas)
+    n = args.candidates or request.num_candidates
+    timings = []
+    for _ in range(max(1, args.repeat)):
+        t0 = time.perf_counter()
+        raw = engine.complete(
+            request.prefix, request.suffix, language=language, canvas_length=canvas, num_candidates=n, options=options
+        )
+        ranked = postprocess(request, [Candidate(c.text, c.score) for c in raw])
+        timings.append((time.perf_counter() - t0) * 1e3)
+    if args.json:
+        out = {
+            "mode": str(request.mode),
+            "completions": [{"text": c.text, "score": c.score} for c in ranked],
+            "raw": [{"text": c.text, "score": c.score} for c in raw],
+            "latency_ms": timings,
+        }
+        print(json.dumps(out, indent=2))
+    else:
+        print(f"# {request.mode} at {path}:{line}:{col}, {len(ranked)} of {len(raw)} candidates kept", file=sys.stderr)
+        for i, c in enumerate(ranked):
+            print(f"--- completion {i + 1} (score {c.score:.3f})")
+            print(c.text)
+        if not ranked:
+            print("(no syntactically valid completion)", file=sys.stderr)
+        warm = timings[1:] or timings
+        print(f"latency: first {timings[0]:.1f} ms, warm median {sorted(warm)[len(warm) // 2]:.1f} ms", file=sys.stderr)
+    return 0
+
+
+def cmd_corpus(args: argparse.Namespace) -> int:
+    from engine.data import build_corpus, default_source_dirs
+
+    sources = [Path(s) for s in args.src] if args.src else default_source_dirs()
+    bench = Path(args.benchmarks) if args.benchmarks else None
+    stats = build_corpus(sources, Path(args.out), bench, max_file_bytes=args.max_file_bytes)
+    print(json.dumps(stats.__dict__ if hasattr(stats, "__dict__") else stats, indent=2, default=str))
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from engine.train import config_from_args, train
+
+    metrics = train(config_from_args(args))
+    print(json.dumps(metrics, indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from engine.train import add_arguments
+
+    parser = argparse.ArgumentParser(prog="diffill", description="Diffusion fill-in-the-middle code completion")
+    parser.add_argument("--log-level", default="WARNING", help="stderr log level (DEBUG, INFO, WARNING)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("complete", help="print completions at FILE:LINE:COL (1-based)")
+    p.add_argument("location", type=parse_location, metavar="FILE:LINE:COL")
+    p.add_argument("--model", help="checkpoint directory (default: the embedded model)")
+    p.add_argument("--autoregressive", action="store_true", help="use the embedded AR twin instead")
+    p.add_argument("--language", help="language id (default: from the file extension)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
+    p.add_argument("--steps", type=int, default=8)
+    p.add_argument("--threshold", type=float, default=0.9)
+    p.add_argument("--temperature", type=float, default=0.8)
+    p.add_argument("--candidates", type=int, default=None, help="default: per mode (fim settings)")
+    p.add_argument("--canvas", type=int, default=None, help="canvas tokens (default: per mode)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--repeat", type=int, default=1, help="run N times and report warm latency")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_complete)
+
+    p = sub.add_parser("corpus", help="build a training corpus from source directories")
+    p.add_argument("--src", nargs="*", help="directories to walk (default: this Python's stdlib + site-packages)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--benchmarks", help="HumanEval-Infilling directory to decontaminate against")
+    p.add_argument("--max-file-bytes", type=int, default=200_000)
+    p.set_defaults(func=cmd_corpus)
+
+    p = sub.add_parser("train", help="train a model (see engine/train.py)")
+    add_arguments(p)
+    p.set_defaults(func=cmd_train)
+
+    for name, (_, help_text) in FORWARDED.items():
+        sub.add_parser(name, help=help_text, add_help=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in FORWARDED:
+        module = importlib.import_module(FORWARDED[argv[0]][0])
+        return int(module.main(argv[1:]) or 0)
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except DiffillError as e:
+        print(f"diffill: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,276 @@
+"""Training: the masked-diffusion objective (MDLM / MD4) and the autoregressive twin, on one `accelerate` loop.
+
+Diffusion loss (Sahoo et al. 2024, MDLM eq. 10; Shi et al. 2024, MD4): for each row draw t ~ U(0, 1) --
+low-discrepancy over the batch, t_i = (u + i / B) mod 1 -- mask each canvas token with probability t, and take
+the cross-entropy of the clean token at masked positions weighted by 1/t (the ELBO weight of the linear
+schedule alpha_t = 1 - t), averaged over canvas positions. The context is never masked: it is the condition.
+
+AR twin: the same model with a causal canvas and teacher forcing; logits at position j predict token j + 1, so
+the context's last position (<fim_middle>) predicts the first middle token. Loss over the middle through its
+first <eos>. Same data, batch and steps as the diffusion model: tokens seen match.
+
+The loop reads top to bottom like nanoGPT's: data -> forward -> loss -> backward -> clip -> step -> log ->
+evaluate / checkpoint. It runs unchanged on CPU, one GPU, or several (``accelerate launch``). Resuming restores
+model, optimizer, scheduler and step; the data stream is reseeded with (seed, step) so a resumed run sees fresh
+examples rather than replaying the ones before the interruption.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from tqdm import tqdm
+
+from engine.checkpoint import save_checkpoint
+from engine.config import preset
+from engine.data import FimExample, iter_corpus, iter_fim_examples
+from engine.layout import Batch, collate, draw_canvas_len
+from engine.model import DiffillModel
+from engine.tokenizer import CodeTokenizer, train_tokenizer
+
+T_MIN = 1e-3  # lower bound on t: the 1/t weight is unbounded at 0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    corpus: str  # directory with train.jsonl / heldout.jsonl (engine.data.build_corpus)
+    out: str  # run directory: checkpoints, tokenizer, logs
+    preset: str = "small-20m"
+    autoregressive: bool = False  # train the AR twin instead of the diffusion model
+    tokenizer: str | None = None  # tokenizer.json to use; None = out/tokenizer.json, trained if missing
+    vocab_size: int = 12288
+    steps: int = 2000
+    batch_size: int = 16
+    context_tokens: int = 768  # context budget per training row (the model supports up to max_context)
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.1
+    warmup: int = 100
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    seed: int = 0
+    eval_every: int = 250
+    eval_batches: int = 8
+    save_every: int = 500
+    log_every: int = 10
+    save_dtype: str = "bfloat16"  # dtype of exported inference checkpoints
+    resume: bool = True
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.batch_size < 1:
+            raise ValueError("steps and batch_size must be positive")
+        if self.save_dtype not in ("float32", "bfloat16", "float16"):
+            raise ValueError(f"save_dtype must be float32, bfloat16 or float16, got {self.save_dtype}")
+
+
+# ---- objectives -------------------------------------------------------------------------------------------
+
+
+def low_discrepancy_times(batch: int, generator: torch.Generator) -> Tensor:
+    """t_i = (u + i/B) mod 1, clamped to [T_MIN, 1]: stratified, so every batch covers the whole noise range."""
+    u = torch.rand((), generator=generator)
+    return ((u + torch.arange(batch) / batch) % 1.0).clamp(min=T_MIN)
+
+
+def diffusion_loss(model: torch.nn.Module, batch: Batch, mask_id: int, t: Tensor, generator: torch.Generator) -> Tensor:
+    C = batch.context_len
+    target = batch.tokens[:, C:]  # (B, L)
+    masked = torch.rand(target.shape, generator=generator).to(target.device) < t.to(target.device)[:, None]
+    tokens = batch.tokens.clone()
+    tokens[:, C:] = torch.where(masked, mask_id, target)
+    logits = model(tokens, batch.pad, C)[:, C:]  # (B, L, V)
+    ce = F.cross_entropy(logits.float().transpose(1, 2), target, reduction="none")  # (B, L)
+    weight = masked.float() / t.to(target.device)[:, None]
+    return (ce * weight).sum() / target.numel()
+
+
+def autoregressive_loss(model: torch.nn.Module, batch: Batch, eos_id: int) -> Tensor:
+    C = batch.context_len
+    target = batch.tokens[:, C:]  # (B, L)
+    logits = model(batch.tokens, batch.pad, C)[:, C - 1 : -1]  # position j predicts token j + 1
+    ce = F.cross_entropy(logits.float().transpose(1, 2), target, reduction="none")  # (B, L)
+    is_eos = target == eos_id
+    # Through the first <eos>: the padding after it is not part of the middle.
+    after_first = (is_eos.long().cumsum(dim=1) - is_eos.long()) > 0
+    keep = (~after_first).float()
+    return (ce * keep).sum() / keep.sum()
+
+
+# ---- data ---------------------------------------------------------------------------------------------------
+
+
+def tokenize_example(tok: CodeTokenizer, ex: FimExample) -> tuple[list[int], list[int], list[int], str]:
+    return tok.encode(ex.prefix), tok.encode(ex.middle), tok.encode(ex.suffix), ex.language
+
+
+def batches(
+    examples: Iterator[FimExample], tok: CodeTokenizer, batch_size: int, context_tokens: int, max_canvas: int, seed: int
+) -> Iterator[Batch]:
+    rng = random.Random(seed)
+    while True:
+        rows = [tokenize_example(tok, next(examples)) for _ in range(batch_size)]
+        yield collate(tok, rows, draw_canvas_len(rng, max_canvas), context_tokens)
+
+
+def fixed_eval_batches(cfg: TrainConfig, tok: CodeTokenizer, max_canvas: int) -> list[Batch]:
+    """Held-out batches drawn once with a fixed seed, so evaluations along a run are comparable."""
+    path = Path(cfg.corpus) / "heldout.jsonl"
+    examples = iter_fim_examples(path, seed=1234, epochs=None)
+    stream = batches(examples, tok, cfg.batch_size, cfg.context_tokens, max_canvas, seed=1234)
+    return [next(stream) for _ in range(cfg.eval_batches)]
+
+
+def to_device(batch: Batch, device: torch.device) -> Batch:
+    return Batch(tokens=batch.tokens.to(device), pad=batch.pad.to(device), context_len=batch.context_len)
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, eval_set: list[Batch], tok: CodeTokenizer, autoregressive: bool) -> float:
+    """Mean held-out loss; diffusion uses a fixed grid of t so the estimate is low-variance and repeatable."""
+    model.eval()
+    device = next(model.parameters()).device
+    generator = torch.Generator().manual_seed(0)
+    losses = []
+    for batch in eval_set:
+        batch = to_device(batch, device)
+        if autoregressive:
+            losses.append(autoregressive_loss(model, batch, tok.eos_id).item())
+        else:
+            t = ((torch.arange(len(batch.pad)) + 0.5) / len(batch.pad)).clamp(min=T_MIN)
+            losses.append(diffusion_loss(model, batch, tok.mask_id, t, generator).item())
+    model.train()
+    return sum(losses) / len(losses)
+
+
+# ---- the loop ---------------------------------------------------------------------------------------------
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warmup, then cosine decay to min_lr_ratio * lr."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    progress = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def load_or_train_tokenizer(cfg: TrainConfig, out: Path) -> CodeTokenizer:
+    path = Path(cfg.tokenizer) if cfg.tokenizer else out / "tokenizer.json"
+    if path.exists():
+        return CodeTokenizer.load(path)
+    print(f"training tokenizer (vocab {cfg.vocab_size}) on {cfg.corpus}/train.jsonl", file=sys.stderr)
+    texts = (row["text"] for row in iter_corpus(Path(cfg.corpus) / "train.jsonl"))
+    tok = train_tokenizer(texts, vocab_size=cfg.vocab_size)
+    tok.save(out / "tokenizer.json")
+    return tok
+
+
+def train(cfg: TrainConfig) -> dict[str, float]:
+    from accelerate import Accelerator
+
+    accelerator = Accelerator(mixed_precision="bf16" if torch.cuda.is_available() else "no")
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
+    torch.manual_seed(cfg.seed)
+    tok = load_or_train_tokenizer(cfg, out)
+    model_cfg = preset(cfg.preset, vocab_size=tok.vocab_size, causal_canvas=cfg.autoregressive)
+    model = DiffillModel(model_cfg)
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.lr,
+        betas=(0.9, 0.95),
+    )
+    model, optimizer = accelerator.prepare(model, optimizer)
+
+    state_dir = out / "train_state"
+    start = 0
+    if cfg.resume and (state_dir / "step.json").exists():
+        accelerator.load_state(str(state_dir))
+        start = json.loads((state_dir / "step.json").read_text())["step"]
+        accelerator.print(f"resumed from {state_dir} at step {start}")
+
+    data_seed = cfg.seed * 1_000_003 + start * 7919 + accelerator.process_index
+    examples = iter_fim_examples(Path(cfg.corpus) / "train.jsonl", seed=data_seed)
+    stream = batches(examples, tok, cfg.batch_size, cfg.context_tokens, model_cfg.max_canvas, data_seed)
+    eval_set = fixed_eval_batches(cfg, tok, model_cfg.max_canvas)
+    generator = torch.Generator().manual_seed(data_seed)
+    log_path = out / "log.jsonl"
+
+    def checkpoint(step: int) -> None:
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            accelerator.save_state(str(state_dir))
+            (state_dir / "step.json").write_text(json.dumps({"step": step}) + "\n")
+            raw = accelerator.unwrap_model(model)
+            save_checkpoint(out / "model", raw, tok, dtype=getattr(torch, cfg.save_dtype))
+
+    n_params = accelerator.unwrap_model(model).num_parameters()
+    accelerator.print(f"model: {n_params / 1e6:.1f}M parameters, {'AR twin' if cfg.autoregressive else 'diffusion'}")
+    model.train()
+    tokens_seen = 0
+    t_start = time.perf_counter()
+    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, disable=not accelerator.is_main_process)
+    metrics: dict[str, float] = {}
+    for step in bar:
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, cfg)
+        batch = to_device(next(stream), accelerator.device)
+        with accelerator.autocast():
+            if cfg.autoregressive:
+                loss = autoregressive_loss(model, batch, tok.eos_id)
+            else:
+                t = low_discrepancy_times(len(batch.pad), generator)
+                loss = diffusion_loss(model, batch, tok.mask_id, t, generator)
+        accelerator.backward(loss)
+        accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        tokens_seen += batch.tokens.numel() * accelerator.num_processes
+        if step % cfg.log_every == 0 or step == cfg.steps - 1:
+            loss_value = loss.item()  # host sync, only on logging steps
+            elapsed = time.perf_counter() - t_start
+            bar.set_postfix(loss=f"{loss_value:.3f}", tok_s=f"{tokens_seen / elapsed:.0f}")
+            record = {"step": step, "loss": loss_value, "lr": lr_at(step, cfg), "tokens": tokens_seen}
+            if accelerator.is_main_process:
+                with log_path.open("a") as f:
+                    f.write(json.dumps(record) + "\n")
+            metrics["train_loss"] = loss_value
+        if (step + 1) % cfg.eval_every == 0 or step == cfg.steps - 1:
+            metrics["heldout_loss"] = evaluate(model, eval_set, tok, cfg.autoregressive)
+            accelerator.print(f"step {step + 1}: held-out loss {metrics['heldout_loss']:.4f}")
+        if (step + 1) % cfg.save_every == 0 or step == cfg.steps - 1:
+            checkpoint(step + 1)
+    metrics["tokens_seen_this_run"] = tokens_seen
+    metrics["wall_s"] = time.perf_counter() - t_start
+    if accelerator.is_main_process:
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    return metrics
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per TrainConfig field (``--batch-size 32``, ``--autoregressive``, ``--no-resume``)."""
+    for f in fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        if f.type in ("bool", bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default)
+        elif f.name in ("corpus", "out"):
+            parser.add_argument(flag, required=True)
+        else:
+            kind = {"int": int, "float": float}.get(str(f.type), str)
+            parser.add_argument(flag, type=kind, default=f.default)
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    return TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})

@@ -1,0 +1,1 @@
+"""Benchmarks and evaluation harnesses for Diffill (imports the packages, never imported by them)."""
