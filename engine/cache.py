@@ -4,7 +4,8 @@ The context's keys/values do not depend on the canvas (see ``engine.model``), so
 denoising step of a request. Between requests, typing at the cursor only appends to the prefix, so the new
 context usually shares a long token prefix with the cached one: we keep that part and compute only the rest,
 as llama.cpp does for prompts (``common_prefix_len`` + ``KVCache.truncate`` + ``DiffillModel.extend``).
-Buffers are preallocated to a fixed capacity, so extending never reallocates.
+Buffers are preallocated and grow by doubling (``reserve``), so a short file's cache stays small and extending
+rarely reallocates.
 """
 
 from __future__ import annotations
@@ -60,6 +61,18 @@ class KVCache:
     def view(self, layer: int) -> tuple[Tensor, Tensor]:
         """The filled part of one layer: (B, H, length, D) keys and values."""
         return self.k[layer, :, :, : self.length], self.v[layer, :, :, : self.length]
+
+    def reserve(self, capacity: int) -> None:
+        """Grow the buffers to hold at least `capacity` positions (doubling, so growth is amortised)."""
+        if capacity <= self.capacity:
+            return
+        new = max(capacity, 2 * self.capacity)
+        n_layers, batch, n_heads, _, head_dim = self.k.shape
+        k = self.k.new_zeros((n_layers, batch, n_heads, new, head_dim))
+        v = self.v.new_zeros((n_layers, batch, n_heads, new, head_dim))
+        k[:, :, :, : self.length] = self.k[:, :, :, : self.length]
+        v[:, :, :, : self.length] = self.v[:, :, :, : self.length]
+        self.k, self.v = k, v
 
     def truncate(self, length: int) -> None:
         """Forget positions >= length (their buffers are simply overwritten later)."""
@@ -118,10 +131,9 @@ class ContextCache:
         """
         if not tokens:
             raise ValueError("context must hold at least one token")
-        if len(tokens) > self.cache.capacity:
-            raise ValueError(f"context of {len(tokens)} tokens exceeds cache capacity {self.cache.capacity}")
         keep = self.reusable(tokens)
         self.cache.truncate(keep)
+        self.cache.reserve(len(tokens))
         self.tokens = []  # stays empty if extend raises, so a failed update never leaves a stale claim
         new = torch.tensor([tokens[keep:]], dtype=torch.long, device=self.cache.k.device)
         logits = model.extend(new, self.cache)

@@ -84,28 +84,53 @@ class Attention(nn.Module):
         return self._out(F.scaled_dot_product_attention(q, keys, values, attn_mask=mask))
 
     def denoise(self, x: Tensor, cos: Tensor, sin: Tensor, cache: KVCache, layer: int, causal: bool) -> Tensor:
-        """Canvas queries against the cached context (shared by all B rows) plus the canvas itself.
-
-        The context part folds the batch into the query axis so all candidates share one matmul against the
-        single cached context; the two score blocks are joined before one softmax, which is exact.
-        Cost: O(B * L * (C + L)) per head, independent of how the context was built.
-        """
+        """Canvas x (B, L, C) against the cached context (batch 1, shared by all B rows) plus the canvas itself."""
         q, k, v = self._qkv(x, cos, sin)  # (B, H, L, D)
-        B, H, L, D = q.shape
-        ctx_k, ctx_v = cache.view(layer)  # (1, H, C, D)
-        C = ctx_k.shape[2]
-        scale = 1.0 / math.sqrt(D)
-        q_fold = q.transpose(0, 1).reshape(1, H, B * L, D)  # (1, H, B*L, D)
-        s_ctx = (q_fold @ ctx_k.transpose(-1, -2)) * scale  # (1, H, B*L, C)
-        s_ctx = s_ctx.view(H, B, L, C).transpose(0, 1)  # (B, H, L, C)
-        s_can = (q @ k.transpose(-1, -2)) * scale  # (B, H, L, L)
-        if causal:
-            s_can = s_can.masked_fill(~torch.ones(L, L, dtype=torch.bool, device=x.device).tril(), -math.inf)
-        p = torch.cat((s_ctx, s_can), dim=-1).float().softmax(dim=-1).to(q.dtype)  # (B, H, L, C + L)
-        p_ctx = p[..., :C].transpose(0, 1).reshape(1, H, B * L, C)
-        y_ctx = (p_ctx @ ctx_v).view(H, B, L, D).transpose(0, 1)  # (B, H, L, D)
-        y = y_ctx + p[..., C:] @ v
-        return self._out(y)
+        return self._out(attend_canvas(q, k, v, *cache.view(layer), causal))
+
+    def denoise_packed(
+        self,
+        x: Tensor,
+        segments: list[tuple[int, int, Tensor, Tensor]],
+        caches: list[KVCache],
+        layer: int,
+        causal: bool,
+    ) -> Tensor:
+        """Several requests' canvases as one flat token batch x (T_total, C): the projections run once over all
+        tokens; attention runs per request against that request's own cached context.
+
+        segments[i] = (n_rows, canvas_len, cos, sin) of request i, in the order its tokens appear in x.
+        """
+        qkv = self.qkv(x)  # (T_total, 3C): one matmul for every request
+        outs, offset = [], 0
+        for (n, L, cos, sin), cache in zip(segments, caches, strict=True):
+            part = qkv[offset : offset + n * L].view(n, L, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+            q, k, v = apply_rotary(part[0], cos, sin), apply_rotary(part[1], cos, sin), part[2]
+            y = attend_canvas(q, k, v, *cache.view(layer), causal)  # (n, H, L, D)
+            outs.append(y.transpose(1, 2).reshape(n * L, -1))
+            offset += n * L
+        return self.proj(torch.cat(outs))
+
+
+def attend_canvas(q: Tensor, k: Tensor, v: Tensor, ctx_k: Tensor, ctx_v: Tensor, causal: bool) -> Tensor:
+    """Exact attention of canvas queries over [context ; canvas]. q, k, v: (B, H, L, D); ctx_k/v: (1, H, C, D).
+
+    The context part folds the batch into the query axis so all rows share one matmul against the single cached
+    context; the two score blocks are joined before one softmax. Cost O(B * L * (C + L)) per head.
+    """
+    B, H, L, D = q.shape
+    C = ctx_k.shape[2]
+    scale = 1.0 / math.sqrt(D)
+    q_fold = q.transpose(0, 1).reshape(1, H, B * L, D)  # (1, H, B*L, D)
+    s_ctx = (q_fold @ ctx_k.transpose(-1, -2)) * scale  # (1, H, B*L, C)
+    s_ctx = s_ctx.view(H, B, L, C).transpose(0, 1)  # (B, H, L, C)
+    s_can = (q @ k.transpose(-1, -2)) * scale  # (B, H, L, L)
+    if causal:
+        s_can = s_can.masked_fill(~torch.ones(L, L, dtype=torch.bool, device=q.device).tril(), -math.inf)
+    p = torch.cat((s_ctx, s_can), dim=-1).float().softmax(dim=-1).to(q.dtype)  # (B, H, L, C + L)
+    p_ctx = p[..., :C].transpose(0, 1).reshape(1, H, B * L, C)
+    y_ctx = (p_ctx @ ctx_v).view(H, B, L, D).transpose(0, 1)  # (B, H, L, D)
+    return y_ctx + p[..., C:] @ v
 
 
 class SwiGLU(nn.Module):
@@ -137,6 +162,17 @@ class Block(nn.Module):
 
     def denoise(self, x: Tensor, cos: Tensor, sin: Tensor, cache: KVCache, layer: int, causal: bool) -> Tensor:
         x = x + self.attn.denoise(self.attn_norm(x), cos, sin, cache, layer, causal)
+        return x + self.mlp(self.mlp_norm(x))
+
+    def denoise_packed(
+        self,
+        x: Tensor,
+        segments: list[tuple[int, int, Tensor, Tensor]],
+        caches: list[KVCache],
+        layer: int,
+        causal: bool,
+    ) -> Tensor:
+        x = x + self.attn.denoise_packed(self.attn_norm(x), segments, caches, layer, causal)
         return x + self.mlp(self.mlp_norm(x))
 
 
@@ -209,14 +245,15 @@ class DiffillModel(nn.Module):
             x = block(x, cos, sin, mask)
         return self.lm_head(self.norm(x))
 
-    def new_cache(self, batch: int = 1, capacity: int | None = None) -> KVCache:
+    def new_cache(self, batch: int = 1, capacity: int = 256) -> KVCache:
+        """An empty cache; it grows on demand up to the positions a request needs."""
         cfg = self.config
         return KVCache(
             n_layers=cfg.n_layers,
             batch=batch,
             n_heads=cfg.n_heads,
             head_dim=cfg.head_dim,
-            capacity=capacity or cfg.max_seq_len,
+            capacity=min(capacity, cfg.max_seq_len),
             dtype=self.embed.weight.dtype,
             device=self.embed.weight.device,
         )
@@ -225,8 +262,9 @@ class DiffillModel(nn.Module):
         """Append tokens (B, T) to the cache causally; returns logits of the last new position (B, V)."""
         B, T = tokens.shape
         start = cache.length
-        if start + T > cache.capacity:
-            raise ValueError(f"cache capacity {cache.capacity} exceeded by {start + T} tokens")
+        if start + T > self.config.max_seq_len:
+            raise ValueError(f"{start + T} positions exceed max_seq_len {self.config.max_seq_len}")
+        cache.reserve(start + T)
         cos, sin = self._rotary(torch.arange(start, start + T, device=tokens.device))
         x = self.embed(tokens)  # (B, T, C)
         for i, block in enumerate(self.blocks):
@@ -245,3 +283,21 @@ class DiffillModel(nn.Module):
         for i, block in enumerate(self.blocks):
             x = block.denoise(x, cos, sin, cache, i, self.config.causal_canvas)
         return self.lm_head(self.norm(x))
+
+    def denoise_packed(self, canvases: list[Tensor], caches: list[KVCache]) -> list[Tensor]:
+        """One denoising step for several requests at once (continuous batching): canvases[i] (n_i, L_i) against
+        caches[i] (batch 1). Returns logits (n_i, L_i, V) per request, equal to ``denoise`` on each alone."""
+        segments = []
+        for canvas, cache in zip(canvases, caches, strict=True):
+            n, L = canvas.shape
+            C = cache.length
+            if C + L > self.config.max_seq_len:
+                raise ValueError(f"context {C} + canvas {L} exceeds max_seq_len {self.config.max_seq_len}")
+            cos, sin = self._rotary(torch.arange(C, C + L, device=canvas.device))
+            segments.append((n, L, cos, sin))
+        x = self.embed(torch.cat([c.reshape(-1) for c in canvases]))  # (T_total, C)
+        for i, block in enumerate(self.blocks):
+            x = block.denoise_packed(x, segments, caches, i, self.config.causal_canvas)
+        logits = self.lm_head(self.norm(x))  # (T_total, V)
+        sizes = [n * L for n, L, _, _ in segments]
+        return [chunk.view(n, L, -1) for chunk, (n, L, _, _) in zip(logits.split(sizes), segments, strict=True)]

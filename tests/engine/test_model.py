@@ -103,3 +103,18 @@ def test_common_prefix_len() -> None:
     assert common_prefix_len([1, 2, 3], [1, 2, 4]) == 2
     assert common_prefix_len([], [1]) == 0
     assert common_prefix_len([1, 2], [1, 2, 3]) == 2
+
+
+def test_packed_step_of_several_requests_equals_each_alone() -> None:
+    model = tiny()
+    g = torch.Generator().manual_seed(5)
+    caches, canvases = [], []
+    with torch.inference_mode():
+        for ctx_len, n, L in [(40, 2, 8), (73, 1, 16), (12, 3, 5)]:
+            ctx = ContextCache(model.new_cache())
+            ctx.update(model, torch.randint(0, 300, (ctx_len,), generator=g).tolist())
+            caches.append(ctx.cache)
+            canvases.append(torch.randint(0, 300, (n, L), generator=g))
+        packed = model.denoise_packed(canvases, caches)
+        for canvas, cache, logits in zip(canvases, caches, packed, strict=True):
+            torch.testing.assert_close(logits, model.denoise(canvas, cache), atol=1e-5, rtol=1e-5)
