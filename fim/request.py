@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from fim.languages import normalize_language
+from fim.layout import CLOSERS, block_openers, indent_width, leading_whitespace
 from fim.text import index_to_utf16, line_starts, utf16_to_index
 
 __all__ = [
@@ -93,27 +94,6 @@ def approx_tokens(text: str) -> int:
     return (2 * len(text) + 6) // 7
 
 
-# Block openers by language: a line ending with one starts a body. Unknown languages accept both.
-_OPENERS: dict[str, tuple[str, ...]] = {"python": (":",)}
-_BRACE_OPENERS: tuple[str, ...] = ("{",)
-_UNKNOWN_OPENERS: tuple[str, ...] = ("{", ":")
-_BRACE_LANGUAGES = frozenset({"javascript", "typescript", "tsx", "go", "rust", "java", "c", "cpp"})
-
-
-def _openers(language: str) -> tuple[str, ...]:
-    if language in _BRACE_LANGUAGES:
-        return _BRACE_OPENERS
-    return _OPENERS.get(language, _UNKNOWN_OPENERS)
-
-
-def _leading_whitespace(line: str) -> str:
-    return line[: len(line) - len(line.lstrip(" \t"))]
-
-
-def _indent_width(line: str) -> int:
-    return len(_leading_whitespace(line).expandtabs(4))
-
-
 def _nearest_code_line(lines: Sequence[str], indices: range) -> str | None:
     return next((lines[i] for i in indices if lines[i].strip()), None)
 
@@ -126,14 +106,14 @@ def _in_empty_body(lines: Sequence[str], row: int, openers: tuple[str, ...]) -> 
         return below is None  # a blank document is an empty body too
     if not above.rstrip().endswith(openers):
         return False
-    return below is None or _indent_width(below) <= _indent_width(above) or below.lstrip()[:1] in ")]}"
+    return below is None or indent_width(below) <= indent_width(above) or below.lstrip()[:1] in CLOSERS
 
 
 def detect_mode(lines: Sequence[str], row: int, column: int, language: str) -> Mode:
     """Multi-line after a block opener at the end of a line or on a blank line in an empty body."""
     line = lines[row]
     before, after = line[:column], line[column:]
-    openers = _openers(language)
+    openers = block_openers(language)
     if after.strip():
         return Mode.SINGLE_LINE
     if before.strip():
@@ -232,6 +212,6 @@ def build_request(
         canvas_length=settings.canvas_length(mode),
         num_candidates=settings.num_candidates(mode),
         max_lines=settings.line_limit(mode),
-        indent=_leading_whitespace(current),
+        indent=leading_whitespace(current),
         cursor_offset=starts[line] + column,
     )

@@ -50,13 +50,9 @@ _GRAMMARS: dict[str, _Grammar] = {
         _BRACE_BODIES | {"interface_body"},
     ),
     "go": _Grammar(frozenset({"source_file", "statement_list"}), frozenset({"block"})),
-    "rust": _Grammar(
-        frozenset({"source_file", "block", "declaration_list"}), frozenset({"block", "declaration_list"})
-    ),
+    "rust": _Grammar(frozenset({"source_file", "block", "declaration_list"}), frozenset({"block", "declaration_list"})),
     "java": _Grammar(
-        frozenset(
-            {"program", "block", "class_body", "interface_body", "constructor_body", "enum_body_declarations"}
-        ),
+        frozenset({"program", "block", "class_body", "interface_body", "constructor_body", "enum_body_declarations"}),
         frozenset({"block", "class_body", "interface_body", "constructor_body"}),
     ),
     "c": _Grammar(

@@ -1,0 +1,158 @@
+"""Does inserting a text at the cursor add syntax errors? Incremental tree-sitter checks against one base tree.
+
+The base document is `prefix + suffix`; it is parsed once per request. Each check copies the base tree, records
+the insertion with `Tree.edit`, and re-parses with the edited tree as `old_tree`, so tree-sitter reuses every
+subtree the insertion did not touch: a check costs roughly the size of the edited region, not of the file.
+
+"Adds errors" is judged in the edited region only: `changed_ranges` between the edited base tree and the new
+tree (plus the inserted bytes) gives that region; ERROR and MISSING nodes overlapping it are counted in the new
+tree and, mapped back to base coordinates, in the base tree. A file that is already broken elsewhere, or broken
+right at the cursor, therefore does not veto every candidate: a candidate is rejected only when the region
+around it holds more errors than before.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import tree_sitter
+
+__all__ = ["SyntaxChecker", "Verdict", "local_region"]
+
+
+def _point_after(start: tuple[int, int], data: bytes) -> tuple[int, int]:
+    """tree-sitter point (row, byte column) reached by writing `data` from `start`; rows end at b"\\n"."""
+    newlines = data.count(b"\n")
+    if newlines == 0:
+        return start[0], start[1] + len(data)
+    return start[0] + newlines, len(data) - data.rfind(b"\n") - 1
+
+
+def _error_starts(node: tree_sitter.Node, start: int, end: int) -> list[int]:
+    """Start bytes of the ERROR and MISSING nodes under `node` overlapping the closed range [start, end].
+
+    Only subtrees flagged `has_error` are entered, so an error-free tree costs one attribute read.
+    """
+    if not node.has_error and not node.is_missing:
+        return []
+    if node.end_byte < start or node.start_byte > end:
+        return []
+    own = [node.start_byte] if node.is_error or node.is_missing else []
+    return own + [byte for child in node.children for byte in _error_starts(child, start, end)]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Outcome of one check; `error_at` (bytes into the inserted text) hints where a new error starts."""
+
+    ok: bool
+    error_at: int | None = None
+
+
+@dataclass(frozen=True)
+class _Insertion:
+    at: int  # byte offset of the cursor in the base document
+    size: int  # bytes inserted
+
+    def to_base(self, byte: int) -> int:
+        """A byte offset of the new document mapped to the base document (inside the insertion -> cursor)."""
+        if byte <= self.at:
+            return byte
+        return max(self.at, byte - self.size)
+
+
+def _line_start(data: bytes, byte: int) -> int:
+    return data.rfind(b"\n", 0, byte) + 1
+
+
+def _line_end(data: bytes, byte: int) -> int:
+    end = data.find(b"\n", byte)
+    return len(data) if end < 0 else end + 1
+
+
+def _neighbours(container: tree_sitter.Node, cursor: int, limit: int) -> tuple[int, int]:
+    """Byte range of the children of `container` at and around the cursor, grown outwards within `limit`."""
+    children = container.children
+    after = next((i for i, child in enumerate(children) if child.start_byte >= cursor), len(children))
+    before = after - 1
+    start = end = cursor
+    if before >= 0 and children[before].end_byte > cursor:  # the child holding the cursor
+        start, end, before = children[before].start_byte, children[before].end_byte, before - 1
+    grown = True
+    while grown:
+        grown = False
+        if before >= 0 and end - children[before].start_byte <= limit:
+            start, before, grown = children[before].start_byte, before - 1, True
+        if after < len(children) and children[after].end_byte - start <= limit:
+            end, after, grown = children[after].end_byte, after + 1, True
+    return start, end
+
+
+def local_region(root: tree_sitter.Node, cursor: int, limit: int) -> tuple[int, int]:
+    """Byte range around the cursor worth re-parsing: the children nearest the cursor of the lowest enclosing
+    node larger than `limit` bytes (the whole tree when it fits).
+
+    tree-sitter-python re-parses everything after an edit that adds a line, so incremental parsing alone does
+    not keep a check cheap in a long file; a local region does, and errors are judged near the edit anyway.
+    """
+    node = root.descendant_for_byte_range(cursor, cursor) or root
+    while node.parent is not None and node.end_byte - node.start_byte <= limit:
+        node = node.parent
+    if node.end_byte - node.start_byte <= limit or node.child_count == 0:
+        return node.start_byte, node.end_byte
+    return _neighbours(node, cursor, limit)
+
+
+class SyntaxChecker:
+    """Parses `prefix + suffix` once; `adds_errors(text)` tells whether inserting `text` at the cursor hurts.
+
+    Checks run on a local region of at most about `limit` bytes around the cursor, cut at line boundaries.
+    """
+
+    def __init__(self, parser: tree_sitter.Parser, prefix: bytes, suffix: bytes, limit: int = 4096) -> None:
+        self._parser = parser
+        document = prefix + suffix
+        cursor = len(prefix)
+        start, end = local_region(parser.parse(document).root_node, cursor, limit)
+        start = _line_start(document, min(start, cursor))
+        end = _line_end(document, max(end, cursor))
+        self._prefix = document[start:cursor]
+        self._suffix = document[cursor:end]
+        self._base = parser.parse(self._prefix + self._suffix)
+        self._cursor_point = _point_after((0, 0), prefix)
+        self._end_point = _point_after(self._cursor_point, suffix)
+
+    @property
+    def base_has_errors(self) -> bool:
+        return self._base.root_node.has_error
+
+    def parse_with(self, text: bytes) -> tuple[tree_sitter.Tree, tree_sitter.Tree]:
+        """(edited copy of the base tree, tree of the document with `text` inserted), parsed incrementally."""
+        old = self._base.copy()
+        at = len(self._prefix)
+        old.edit(
+            start_byte=at,
+            old_end_byte=at,
+            new_end_byte=at + len(text),
+            start_point=self._cursor_point,
+            old_end_point=self._cursor_point,
+            new_end_point=_point_after(self._cursor_point, text),
+        )
+        new = self._parser.parse(self._prefix + text + self._suffix, old)
+        return old, new
+
+    def check(self, text: bytes) -> Verdict:
+        """Whether the edited region holds no more ERROR/MISSING nodes with `text` inserted than without."""
+        old, new = self.parse_with(text)
+        if not new.root_node.has_error:
+            return Verdict(ok=True)
+        insertion = _Insertion(len(self._prefix), len(text))
+        changed = old.changed_ranges(new)
+        start = min([insertion.at, *(r.start_byte for r in changed)])
+        end = max([insertion.at + insertion.size, *(r.end_byte for r in changed)])
+        added = _error_starts(new.root_node, start, end)
+        before = _error_starts(self._base.root_node, insertion.to_base(start), insertion.to_base(end))
+        if len(added) <= len(before):
+            return Verdict(ok=True)
+        inside = [byte - insertion.at for byte in added if insertion.at < byte <= insertion.at + insertion.size]
+        return Verdict(ok=False, error_at=min(inside, default=None))

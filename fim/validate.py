@@ -1,0 +1,142 @@
+"""Post-processing of the model's candidates: truncate, drop suffix overlap, re-indent, validate, rank.
+
+A diffusion canvas decides itself where the middle ends, but a candidate can still run past the block it
+should fill, repeat the code that follows the cursor, or stop inside a statement. For every candidate this
+module proposes truncations (`fim.edits`), longest first, and keeps the first one that tree-sitter accepts
+(`fim.syntax`: no new ERROR/MISSING nodes near the edit, judged against the document without the candidate).
+Single-line requests keep only the first line; multi-line ones keep whole lines up to the end of the block,
+at most `max_lines`. Languages without a grammar get the line-based truncation only.
+
+Validation re-parses incrementally from one base tree per request, and verdicts are cached by text, so N
+candidates that share prefixes cost little more than one.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+from fim.edits import Layout, block_end_variants, cut_points, drop_overlap, drop_repeated_lines, limit_lines
+from fim.edits import reindent as reindent_lines
+from fim.languages import get_parser
+from fim.layout import block_openers
+from fim.request import FimRequest, Mode
+from fim.syntax import SyntaxChecker, Verdict
+
+__all__ = ["Candidate", "postprocess"]
+
+MAX_CHECKS = 8  # parses per candidate before giving up on it; cached verdicts are free
+_LINE_BREAK = re.compile(r"\r\n|\r")
+_UNIT_SAMPLE_LINES = 200  # lines of prefix read to learn the indentation unit
+
+
+@dataclass(frozen=True)
+class Candidate:
+    text: str
+    score: float = 0.0
+
+
+def _normalize(text: str) -> str:
+    return _LINE_BREAK.sub("\n", text)
+
+
+def _encode(text: str) -> bytes:
+    return text.encode("utf-8", "surrogatepass")
+
+
+@dataclass
+class _Validator:
+    """Per-request state: layout facts, the syntax checker (built on first use) and cached verdicts."""
+
+    request: FimRequest
+    suffix: str
+    prefix_lines: list[str]  # the last lines of the prefix, the cursor's partial line last
+    checker: SyntaxChecker | None = None
+    verdicts: dict[str, Verdict] = field(default_factory=dict)
+    parsable: bool = True
+
+    @classmethod
+    def of(cls, request: FimRequest) -> _Validator:
+        prefix_lines = _normalize(request.prefix).split("\n")[-_UNIT_SAMPLE_LINES:]
+        parsable = get_parser(request.language) is not None
+        return cls(request, _normalize(request.suffix), prefix_lines, parsable=parsable)
+
+    def verdict(self, text: str) -> Verdict:
+        if not self.parsable:
+            return Verdict(ok=True)
+        if text not in self.verdicts:
+            self.verdicts[text] = self._checker().check(_encode(text))
+        return self.verdicts[text]
+
+    def _checker(self) -> SyntaxChecker:
+        """Built on first use: a request whose candidates are all empty never parses the document."""
+        if self.checker is None:
+            parser = get_parser(self.request.language)
+            if parser is None:
+                raise LookupError(f"no grammar for {self.request.language}")
+            self.checker = SyntaxChecker(parser, _encode(self.request.prefix), _encode(self.request.suffix))
+        return self.checker
+
+    def first_accepted(self, proposals: Iterator[str], nested: bool) -> str | None:
+        """The first proposal that adds no syntax error. When each proposal is a prefix of the one before
+        (`nested`), those still containing the position of an error seen earlier are skipped unchecked."""
+        checks = 0
+        error_at: int | None = None
+        for text in proposals:
+            if nested and error_at is not None and len(_encode(text)) > error_at:
+                continue
+            if checks >= MAX_CHECKS:
+                return None
+            checks += text not in self.verdicts
+            verdict = self.verdict(text)
+            if verdict.ok:
+                return text
+            error_at = verdict.error_at if error_at is None else min(error_at, verdict.error_at or error_at)
+        return None
+
+    def single_line(self, text: str) -> Iterator[str]:
+        line = text.split("\n", 1)[0]
+        if not self.suffix.split("\n", 1)[0].strip():
+            line = line.rstrip()
+        stripped = drop_overlap(line, self.suffix)
+        if not stripped.strip():
+            return  # nothing left, or only what the suffix already says
+        yield stripped
+        yield line
+
+    def multi_line(self, text: str) -> Iterator[str]:
+        text = limit_lines(text, self.request.max_lines)
+        layout = Layout.learn(self.prefix_lines, text, block_openers(self.request.language))
+        text = reindent_lines(text, layout)
+        for block in block_end_variants(text, layout):
+            yield from cut_points(drop_repeated_lines(block, layout, self.suffix), layout.openers)
+
+    def finish(self, text: str) -> str | None:
+        text = _normalize(text)
+        if self.request.mode is Mode.SINGLE_LINE:
+            return self.first_accepted(self.single_line(text), nested=False)
+        return self.first_accepted(self.multi_line(text), nested=True)
+
+
+def _document_newline(request: FimRequest) -> str:
+    match = re.search(r"\r\n|\r|\n", request.prefix) or re.search(r"\r\n|\r|\n", request.suffix)
+    return match.group() if match else "\n"
+
+
+def postprocess(request: FimRequest, candidates: Sequence[Candidate]) -> list[Candidate]:
+    """Truncated, de-duplicated, syntax-checked candidates, best score first; rejected and empty ones dropped.
+
+    Returned texts use the document's line ending and are meant to be inserted at the cursor as they are.
+    """
+    if not candidates:
+        return []
+    validator = _Validator.of(request)
+    best: dict[str, float] = {}
+    for candidate in candidates:
+        text = validator.finish(candidate.text)
+        if text is not None and text.strip():
+            best[text] = max(candidate.score, best.get(text, candidate.score))
+    newline = _document_newline(request)
+    ranked = sorted(best.items(), key=lambda item: -item[1])  # stable: ties keep the model's order
+    return [Candidate(text.replace("\n", newline), score) for text, score in ranked]
