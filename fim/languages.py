@@ -34,8 +34,8 @@ _GRAMMARS: dict[str, tuple[str, str]] = {
 
 SUPPORTED_LANGUAGES: tuple[str, ...] = tuple(_GRAMMARS)
 
-# LSP language ids (https://microsoft.github.io/language-server-protocol/specifications/lsp/3.17/specification/
-# #textDocumentItem) and common aliases. JSX goes through the JavaScript grammar, which parses it.
+# LSP language ids (LSP 3.17 specification, TextDocumentItem) and common aliases.
+# JSX goes through the JavaScript grammar, which parses it.
 _ALIASES: dict[str, str] = {
     "py": "python",
     "python3": "python",

@@ -1,0 +1,241 @@
+"""postprocess with real grammars: syntax rejection, truncation at boundaries, suffix overlap, ranking."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+
+from fim.request import FimRequest, Mode, build_request
+from fim.validate import Candidate, postprocess
+
+
+def request_at(marked: str, language: str) -> FimRequest:
+    """A request for the document with its | marker as the cursor (ASCII before the marker's line)."""
+    index = marked.index("|")
+    before = marked[:index]
+    line = before.count("\n")
+    column = len(before[before.rfind("\n") + 1 :].encode("utf-16-le")) // 2
+    return build_request(marked.replace("|", "", 1), line, column, language)
+
+
+def texts(request: FimRequest, *candidates: str) -> list[str]:
+    return [c.text for c in postprocess(request, [Candidate(text, 1.0) for text in candidates])]
+
+
+@dataclass(frozen=True)
+class Case:
+    """One language's snippets: a call to complete on one line, and a function body after its opener."""
+
+    call: str  # document, | inside a call whose closing bracket is already in the suffix
+    call_good: str  # candidate repeating the suffix's closing text
+    call_kept: str  # what must remain of it
+    call_bad: str  # candidate closing with the wrong bracket
+    body: str  # document, | at the end of a function header's opener line
+    body_candidate: str  # body, then the closer and another function
+    body_kept: str
+    broken: str  # a line that does not parse, prepended to the documents
+
+
+CASES: dict[str, Case] = {
+    "python": Case(
+        "def f(a, b):\n    return max(|)\n",
+        "a, b)",
+        "a, b",
+        "a, b]",
+        "def f(a, b):|\n\n\ndef g():\n    return 1\n",
+        "\n    total = a + b\n    return total\n\n\ndef h():\n    pass",
+        "\n    total = a + b\n    return total",
+        "x = = (\n\n",
+    ),
+    "javascript": Case(
+        "function f(a, b) {\n  return Math.max(|);\n}\n",
+        "a, b);",
+        "a, b",
+        "a, b]);",
+        "function f(a, b) {|\n}\n\nfunction g() {\n  return 1;\n}\n",
+        "\n  const total = a + b;\n  return total;\n}\n\nfunction h() {}",
+        "\n  const total = a + b;\n  return total;",
+        "let x = = ;\n\n",
+    ),
+    "typescript": Case(
+        "function f(a: number, b: number): number {\n  return Math.max(|);\n}\n",
+        "a, b);",
+        "a, b",
+        "a, b}",
+        "function f(a: number, b: number): number {|\n}\n",
+        "\n  const total: number = a + b;\n  return total;\n}\n\nfunction h(): void {}",
+        "\n  const total: number = a + b;\n  return total;",
+        "let x: = = ;\n\n",
+    ),
+    "go": Case(
+        "package main\n\nfunc f(a, b int) int {\n\treturn max(|)\n}\n",
+        "a, b)",
+        "a, b",
+        "a, b]",
+        "package main\n\nfunc f(a, b int) int {|\n}\n",
+        "\n\ttotal := a + b\n\treturn total\n}\n\nfunc h() {}",
+        "\n\ttotal := a + b\n\treturn total",
+        "var x = = \n\n",
+    ),
+    "rust": Case(
+        "fn f(a: i32, b: i32) -> i32 {\n    std::cmp::max(|)\n}\n",
+        "a, b)",
+        "a, b",
+        "a, b]",
+        "fn f(a: i32, b: i32) -> i32 {|\n}\n",
+        "\n    let total = a + b;\n    total\n}\n\nfn h() {}",
+        "\n    let total = a + b;\n    total",
+        "let x = = ;\n\n",
+    ),
+    "java": Case(
+        "class A {\n  int f(int a, int b) {\n    return Math.max(|);\n  }\n}\n",
+        "a, b);",
+        "a, b",
+        "a, b]);",
+        "class A {\n  int f(int a, int b) {|\n  }\n}\n",
+        "\n    int total = a + b;\n    return total;\n  }\n\n  void h() {}",
+        "\n    int total = a + b;\n    return total;",
+        "int x = = ;\n\n",
+    ),
+    "c": Case(
+        "int f(int a, int b) {\n  return max(|);\n}\n",
+        "a, b);",
+        "a, b",
+        "a, b]);",
+        "int f(int a, int b) {|\n}\n",
+        "\n  int total = a + b;\n  return total;\n}\n\nvoid h(void) {}",
+        "\n  int total = a + b;\n  return total;",
+        "int x = = ;\n\n",
+    ),
+    "cpp": Case(
+        "int f(int a, int b) {\n  return std::max(|);\n}\n",
+        "a, b);",
+        "a, b",
+        "a, b]);",
+        "int f(int a, int b) {|\n}\n",
+        "\n  auto total = a + b;\n  return total;\n}\n\nvoid h() {}",
+        "\n  auto total = a + b;\n  return total;",
+        "int x = = ;\n\n",
+    ),
+}
+LANGUAGES = sorted(CASES)
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_candidate_closing_with_the_wrong_bracket_is_rejected(language: str) -> None:
+    case = CASES[language]
+    assert texts(request_at(case.call, language), case.call_bad) == []
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_repeated_closing_text_of_the_suffix_is_removed(language: str) -> None:
+    case = CASES[language]
+    request = request_at(case.call, language)
+    assert request.mode is Mode.SINGLE_LINE
+    assert texts(request, case.call_good) == [case.call_kept]
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_body_is_kept_and_cut_at_the_end_of_the_block(language: str) -> None:
+    case = CASES[language]
+    request = request_at(case.body, language)
+    assert request.mode is Mode.MULTI_LINE
+    assert texts(request, case.body_candidate) == [case.body_kept]
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_already_broken_file_does_not_veto_good_candidates(language: str) -> None:
+    case = CASES[language]
+    call = request_at(case.broken + case.call, language)
+    assert texts(call, case.call_good) == [case.call_kept]
+    assert texts(call, case.call_bad) == []
+    body = request_at(case.broken + case.body, language)
+    assert texts(body, case.body_candidate) == [case.body_kept]
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_statement_cut_short_by_the_canvas_is_truncated_to_complete_lines(language: str) -> None:
+    case = CASES[language]
+    unfinished = case.body_kept + "\n" + case.body_kept.split("\n")[-1].replace("total", "g(total,", 1)
+    assert texts(request_at(case.body, language), unfinished) == [case.body_kept]
+
+
+def test_error_right_at_the_cursor_does_not_veto_a_good_candidate() -> None:
+    request = request_at("def f(a):\n    x = g(a,\n    y = |\n    return y\n", "python")
+    assert texts(request, "a + 1") == ["a + 1"]
+
+
+def test_single_line_mode_keeps_only_the_first_line() -> None:
+    request = request_at("def f(a):\n    y = |\n", "python")
+    assert texts(request, "a + 1\n    z = 2\n    return z") == ["a + 1"]
+    assert texts(request, "\n    z = 2") == []
+
+
+def test_whole_lines_repeating_the_suffix_are_dropped() -> None:
+    request = request_at("def f(a):\n    |\n    return total\n", "python")
+    assert request.mode is Mode.SINGLE_LINE
+    body = request_at("def f(a):|\n    return total\n", "python")
+    assert texts(body, "\n    total = a * 2\n    return total\n") == ["\n    total = a * 2"]
+
+
+def test_overlap_never_splits_a_word() -> None:
+    request = request_at("def f(a):\n    return |x\n", "python")
+    assert texts(request, "max") == ["max"]
+
+
+def test_wrongly_indented_body_is_reindented_relative_to_the_cursor_line() -> None:
+    request = request_at("class A:\n    def f(self):|\n", "python")
+    fixed = "\n        x = 1\n        if x:\n            return x"
+    assert texts(request, "\n  x = 1\n  if x:\n      return x") == [fixed]
+
+
+def test_unfinished_block_opener_is_not_a_complete_suggestion() -> None:
+    request = request_at("def f(a):|\n", "python")
+    assert texts(request, "\n    x = 1\n    if x:") == ["\n    x = 1"]
+
+
+def test_multi_line_candidates_stop_at_max_lines() -> None:
+    request = request_at("def f(a):|\n", "python")
+    body = "".join(f"\n    x{i} = {i}" for i in range(30))
+    (kept,) = texts(request, body)
+    assert kept.count("\n") == request.max_lines
+
+
+def test_ranking_puts_higher_scores_first_and_dedupes_identical_texts() -> None:
+    request = request_at("def f(a):\n    y = |\n", "python")
+    ranked = postprocess(
+        request,
+        [Candidate("a + 1", 0.2), Candidate("a + 2", 0.9), Candidate("a + 1", 0.5), Candidate("a +", 1.0)],
+    )
+    assert ranked == [Candidate("a + 2", 0.9), Candidate("a + 1", 0.5)]
+
+
+def test_empty_candidates_and_empty_lists_give_nothing() -> None:
+    request = request_at("x = |\n", "python")
+    assert postprocess(request, []) == []
+    assert texts(request, "", "   ", "\n") == []
+
+
+def test_crlf_document_gets_crlf_candidates() -> None:
+    request = request_at("def f(a):|\r\n\r\ndef g():\r\n    pass\r\n", "python")
+    assert texts(request, "\n    y = a\r\n    return y") == ["\r\n    y = a\r\n    return y"]
+
+
+def test_non_ascii_text_is_validated_in_utf8_bytes() -> None:
+    request = request_at("def f(名):\n    s = '漢字🙂'\n    return g(|)\n", "python")
+    assert texts(request, "名, '🎉')") == ["名, '🎉'"]
+    assert texts(request, "名, '🎉']") == []
+
+
+def test_unknown_language_gets_line_based_truncation_only() -> None:
+    request = request_at("main = do {|\n}\n", "haskell")
+    assert request.mode is Mode.MULTI_LINE
+    assert texts(request, "\n  print 1\n}\n\nfoo = (") == ["\n  print 1"]
+    single = request_at("x = f(|)\n", "haskell")
+    assert texts(single, "1 2)\nnext line") == ["1 2"]
+
+
+def test_empty_file_accepts_a_new_program() -> None:
+    request = request_at("|", "python")
+    assert texts(request, "import os\n\nprint(os.getcwd())\n") == ["import os\n\nprint(os.getcwd())"]
