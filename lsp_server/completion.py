@@ -1,0 +1,134 @@
+"""The latency-aware path of one completion request, shared by inline completion and classic completion.
+
+In order, cheapest first: guards (open document, size, binary, language, position) -> the typed-prefix cache
+(no model call) -> debounce (skipped for an explicit invoke) -> staleness check under the model lock -> the
+pipeline in a worker thread -> a last staleness check (an edit during the model call makes the answer stale).
+Never raises except `CancelledError` (a `$/cancelRequest`, which pygls turns into a RequestCancelled reply).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from lsprotocol import types
+
+from lsp_server import documents, pipeline
+from lsp_server.documents import Cursor, Snapshot
+from lsp_server.server import DiffillServer
+
+__all__ = ["Answer", "completion_items", "inline_items", "suggest"]
+
+log = logging.getLogger(__name__)
+
+_LABEL_CHARS = 80
+
+
+@dataclass(frozen=True)
+class Answer:
+    cursor: Cursor
+    texts: list[str]  # insert at the cursor, best first
+
+
+def _admit(ls: DiffillServer, uri: str, position: types.Position) -> tuple[Snapshot, Cursor] | None:
+    """The snapshot and cursor, or None for requests that get an empty answer without any work."""
+    document = documents.snapshot(ls.workspace, uri)
+    if document is None:
+        return None
+    reason = documents.rejection(document.text, ls.settings.limits.max_file_bytes)
+    if reason is None and not ls.settings.languages.allows(document.language_id):
+        reason = f"language {document.language_id!r} disabled in settings"
+    if reason is not None:
+        ls.stats.skipped += 1
+        ls.note_once(f"{uri}@{document.version}", f"no completions for {uri}: {reason}")
+        return None
+    cursor = documents.locate(document.text, position, ls.workspace.position_codec)
+    if cursor is None:
+        ls.stats.skipped += 1
+        log.info("position %s:%s is outside %s", position.line, position.character, uri)
+        return None
+    return document, cursor
+
+
+async def _compute(ls: DiffillServer, document: Snapshot, cursor: Cursor, generation: int) -> list[str] | None:
+    async with ls.model_lock:
+        engine = ls.engine
+        if engine is None:
+            ls.stats.not_ready += 1
+            return None
+        if not ls.is_current(document.uri, generation, document.version):
+            ls.stats.stale += 1
+            return None
+        ls.stats.model_calls += 1
+        job = pipeline.Job(engine, document, cursor, ls.fim, ls.settings.completion, ls.cache)
+        texts = await asyncio.to_thread(pipeline.run, job)
+    if not ls.is_current(document.uri, generation, document.version):
+        ls.stats.stale += 1
+        return None
+    return texts
+
+
+async def suggest(ls: DiffillServer, uri: str, position: types.Position, *, debounce: bool) -> Answer | None:
+    """Completions at `position` of the open document `uri`, or None (nothing to show; never an error)."""
+    try:
+        admitted = _admit(ls, uri, position)
+        if admitted is None:
+            return None
+        document, cursor = admitted
+        ls.stats.requests += 1
+        generation = ls.begin_request(uri)
+        cached = ls.cache.get(document.language_id, document.text, cursor.offset)
+        if cached:
+            ls.stats.cache_hits += 1
+            return Answer(cursor, cached)
+        if ls.engine is None:  # loading, failed, or reloading: answer now rather than after a debounce
+            ls.stats.not_ready += 1
+            return None
+        if debounce and ls.settings.completion.debounce_ms:
+            await asyncio.sleep(ls.settings.completion.debounce_ms / 1000)
+        texts = await _compute(ls, document, cursor, generation)
+        return Answer(cursor, texts) if texts else None
+    except Exception:
+        ls.stats.errors += 1
+        log.exception("completion at %s:%s in %s failed", position.line, position.character, uri)
+        ls.note_once(f"error:{uri}", f"completion failed in {uri}; see the server's stderr for the traceback")
+        return None
+
+
+def inline_items(answer: Answer | None) -> types.InlineCompletionList:
+    if answer is None:
+        return types.InlineCompletionList(items=[])
+    at = types.Range(start=answer.cursor.position, end=answer.cursor.position)
+    return types.InlineCompletionList(items=[types.InlineCompletionItem(insert_text=t, range=at) for t in answer.texts])
+
+
+def _label(text: str) -> str:
+    first = next((line.strip() for line in text.splitlines() if line.strip()), text.strip())
+    return first if len(first) <= _LABEL_CHARS else first[: _LABEL_CHARS - 1] + "…"
+
+
+def completion_items(answer: Answer | None) -> types.CompletionList:
+    """Classic completion items: each replaces the word before the cursor by word + completion, so clients that
+    filter by that word keep the item, and the multi-line text lands exactly at the cursor."""
+    if answer is None:
+        return types.CompletionList(is_incomplete=True, items=[])
+    replace = types.Range(start=answer.cursor.word_start, end=answer.cursor.position)
+    items = []
+    for rank, text in enumerate(answer.texts):
+        new_text = answer.cursor.word + text
+        items.append(
+            types.CompletionItem(
+                label=_label(new_text),
+                kind=types.CompletionItemKind.Text,
+                detail="Diffill",
+                documentation=types.MarkupContent(kind=types.MarkupKind.PlainText, value=new_text),
+                insert_text_format=types.InsertTextFormat.PlainText,
+                text_edit=types.TextEdit(range=replace, new_text=new_text),
+                filter_text=new_text,
+                sort_text=f"{rank:04d}",
+                preselect=rank == 0,
+            )
+        )
+    # Incomplete: ask again as the user types (answered from the cache while they follow a suggestion).
+    return types.CompletionList(is_incomplete=True, items=items)

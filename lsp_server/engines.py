@@ -1,0 +1,109 @@
+"""Engine selection: one small factory from settings to a `CompletionEngine`, plus what the server derives from it.
+
+The server never imports torch on its own thread: `create_engine` runs in a worker thread and imports the engine
+lazily, so `initialize` is answered at once and the model loads while the editor goes on. A remote engine
+(`engine.remote.RemoteEngine`, a `diffill serve` box) has the same protocol; when that module is not installed
+the factory raises `EngineUnavailable` with a message fit for `window/showMessage`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from fim.request import FimSettings, approx_tokens
+from lsp_server.settings import CompletionSettings, Settings
+
+if TYPE_CHECKING:
+    from engine.api import CompletionEngine
+
+__all__ = ["EngineUnavailable", "create_engine", "describe", "fim_settings", "token_counter", "warm_up"]
+
+log = logging.getLogger(__name__)
+
+# Context tags the engine adds around prefix and suffix (engine.layout.N_CONTEXT_TAGS), kept out of the budgets.
+_CONTEXT_TAGS = 4
+
+
+class EngineUnavailable(RuntimeError):
+    """The configured engine cannot be created in this installation."""
+
+
+def _remote_engine(settings: Settings) -> CompletionEngine:
+    try:
+        from engine.remote import RemoteEngine  # built by the serving work; optional here
+    except ImportError as exc:
+        raise EngineUnavailable(
+            f"diffill.remote.url is set ({settings.remote.url}) but this installation has no remote engine "
+            "(engine.remote.RemoteEngine); clear the setting to use the local model"
+        ) from exc
+    return RemoteEngine(settings.remote.url, token=settings.remote.token)
+
+
+def create_engine(settings: Settings, default_model: str | None = None) -> CompletionEngine:
+    """The engine the settings ask for: remote when `remote.url` is set, else a local checkpoint.
+
+    The local checkpoint is `model.path`, else the server's `--model`, else the embedded default model.
+    Blocking (imports torch, reads weights): call it from a worker thread.
+    """
+    if settings.remote.url:
+        return _remote_engine(settings)
+    from engine.api import load_engine
+
+    path = settings.model.path or default_model
+    log.info("loading model %s on %s", path or "(embedded default)", settings.model.device)
+    return load_engine(path, device=settings.model.device)
+
+
+def describe(engine: CompletionEngine) -> dict[str, Any]:
+    try:
+        return dict(engine.describe())
+    except Exception:  # a remote engine may fail to answer; the description is informational
+        log.exception("engine.describe() failed")
+        return {}
+
+
+def warm_up(engine: CompletionEngine, fim: FimSettings, sampling: CompletionSettings) -> None:
+    """One single-line-shaped completion, so the first real request does not pay for lazy initialisation
+    (allocator pools and kernels are per shape)."""
+    from engine.sample import SampleOptions
+
+    options = SampleOptions(steps=sampling.steps, threshold=sampling.threshold, temperature=sampling.temperature)
+    engine.complete(
+        "def main():\n    ",
+        "\n",
+        language="python",
+        canvas_length=fim.single_line_canvas,
+        num_candidates=fim.single_line_candidates,
+        options=options,
+    )
+
+
+def token_counter(engine: CompletionEngine) -> Callable[[str], int]:
+    """Exact counts from the engine's tokenizer when it has one (LocalEngine), else fim's estimate."""
+    tokenizer = getattr(engine, "tokenizer", None)
+    encode = getattr(tokenizer, "encode", None)
+    if encode is None:
+        return approx_tokens
+    return lambda text: len(encode(text))
+
+
+def fim_settings(settings: Settings, description: dict[str, Any]) -> FimSettings:
+    """fim's sizes from the user's settings, clamped to what the model can take (canvas, context)."""
+    base = FimSettings()
+    changes: dict[str, int] = {"max_lines": settings.completion.max_lines}
+    if (candidates := settings.completion.candidates) is not None:
+        changes |= {"single_line_candidates": candidates, "multi_line_candidates": candidates}
+    if isinstance(max_canvas := description.get("max_canvas"), int) and max_canvas > 0:
+        changes |= {
+            "single_line_canvas": min(base.single_line_canvas, max_canvas),
+            "multi_line_canvas": min(base.multi_line_canvas, max_canvas),
+        }
+    if isinstance(max_context := description.get("max_context"), int) and max_context > _CONTEXT_TAGS:
+        # Keep fim's 3:1 prefix:suffix split inside the model's context, so the engine need not cut again.
+        room = max_context - _CONTEXT_TAGS
+        prefix = min(base.prefix_tokens, room * 3 // 4)
+        changes |= {"prefix_tokens": prefix, "suffix_tokens": min(base.suffix_tokens, room - prefix)}
+    return dataclasses.replace(base, **changes)

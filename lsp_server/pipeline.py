@@ -1,0 +1,59 @@
+"""One completion, from a document snapshot and cursor to ranked texts: fim request -> engine -> fim validation.
+
+Runs in a worker thread (tokenizing, the model and tree-sitter are all blocking work); the event loop only
+awaits it. The document URI is the engine's session id, so the engine's per-document context cache is
+extended rather than rebuilt as the user types.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from fim.request import FimSettings, build_request
+from fim.validate import Candidate, postprocess
+from lsp_server.cache import CompletionCache
+from lsp_server.documents import Cursor, Snapshot
+from lsp_server.engines import token_counter
+from lsp_server.settings import CompletionSettings
+
+if TYPE_CHECKING:
+    from engine.api import CompletionEngine
+
+__all__ = ["Job", "run"]
+
+
+@dataclass(frozen=True)
+class Job:
+    engine: CompletionEngine
+    document: Snapshot
+    cursor: Cursor
+    fim: FimSettings
+    sampling: CompletionSettings
+    cache: CompletionCache
+
+
+def run(job: Job) -> list[str]:
+    """Ranked, validated completion texts for the job's cursor (possibly empty); stores them in the cache."""
+    from engine.sample import SampleOptions  # torch is imported by the loader thread, never at server start
+
+    document, cursor = job.document, job.cursor
+    request = build_request(
+        document.text, cursor.line, cursor.utf16, document.language_id, job.fim, token_counter(job.engine)
+    )
+    options = SampleOptions(
+        steps=job.sampling.steps, threshold=job.sampling.threshold, temperature=job.sampling.temperature
+    )
+    completions = job.engine.complete(
+        request.prefix,
+        request.suffix,
+        language=request.language,
+        canvas_length=request.canvas_length,
+        num_candidates=request.num_candidates,
+        options=options,
+        session_id=document.uri,
+    )
+    ranked = postprocess(request, [Candidate(c.text, c.score) for c in completions])
+    texts = [c.text for c in ranked if c.text]
+    job.cache.put(document.language_id, document.text, cursor.offset, texts)
+    return texts

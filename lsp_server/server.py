@@ -1,0 +1,240 @@
+"""`DiffillServer`: the pygls `LanguageServer` subclass that owns settings, the engine and in-flight requests.
+
+State lives here; the LSP handlers (`lsp_server.handlers`) are thin functions that call into it. The model
+loads in a background task (`$/progress` begin/report/end when the client supports it), so the server answers
+from the first message on: until the engine is ready, completions are empty, never errors. A load failure is
+shown to the user and logged; the server stays up, answering empty, until settings change.
+
+Staleness: every completion request takes a generation number for its document. A later request for the same
+document, or an edit (a new document version), makes older requests stale: they return empty instead of
+running or returning the model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import uuid
+from collections.abc import Awaitable
+from dataclasses import asdict, dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import unquote
+
+from lsprotocol import types
+from pygls.capabilities import get_capability
+from pygls.lsp.server import LanguageServer
+
+from fim.request import FimSettings
+from lsp_server import __version__
+from lsp_server.cache import CompletionCache
+from lsp_server.engines import create_engine, describe, fim_settings, warm_up
+from lsp_server.settings import SECTION, Settings, merge, parse_settings, section_of
+
+if TYPE_CHECKING:
+    from engine.api import CompletionEngine
+
+__all__ = ["DiffillServer", "LoadState", "Stats"]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# How long to wait on the client for a progress token or configuration before going on without it.
+CLIENT_TIMEOUT_S = 5.0
+
+
+def _message_type(level: int) -> types.MessageType:
+    if level >= logging.ERROR:
+        return types.MessageType.Error
+    return types.MessageType.Warning if level >= logging.WARNING else types.MessageType.Info
+
+
+class LoadState(StrEnum):
+    IDLE = "idle"  # not started (before `initialized`)
+    LOADING = "loading"
+    READY = "ready"
+    FAILED = "failed"
+
+
+@dataclass
+class Stats:
+    """Counters exposed by the `diffill/stats` request (tests and the benchmark read them)."""
+
+    requests: int = 0
+    cache_hits: int = 0
+    model_calls: int = 0
+    stale: int = 0
+    not_ready: int = 0
+    skipped: int = 0  # documents too large, binary, of a disabled language, or positions outside them
+    errors: int = 0
+
+
+class DiffillServer(LanguageServer):
+    def __init__(self, default_model: str | None = None) -> None:
+        super().__init__("diffill", __version__, text_document_sync_kind=types.TextDocumentSyncKind.Incremental)
+        self.default_model = default_model
+        self.initialization_options: Any = None
+        self.settings = Settings()
+        self.fim = FimSettings()
+        self.engine: CompletionEngine | None = None
+        self.engine_info: dict[str, Any] = {}
+        self.state = LoadState.IDLE
+        self.load_error: str | None = None
+        self.loaded = asyncio.Event()  # set when a load settles (ready or failed)
+        self.cache = CompletionCache()
+        self.stats = Stats()
+        self.model_lock = asyncio.Lock()  # one model call in flight; waiting requests re-check staleness
+        self._latest: dict[str, int] = {}
+        self._generations = itertools.count(1)
+        self._load_generation = 0
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._noted: set[str] = set()
+
+    # -- messages ---------------------------------------------------------------------------------------------
+
+    def log_message(self, level: int, message: str) -> None:
+        """Log to stderr and, from INFO up, to the client's log (`window/logMessage`). Event loop thread only."""
+        log.log(level, "%s", message)
+        if level >= logging.INFO:
+            self.window_log_message(types.LogMessageParams(type=_message_type(level), message=f"diffill: {message}"))
+
+    def note_once(self, key: str, message: str) -> None:
+        """Log a recurring condition (a huge file asked again on every keystroke) once per key."""
+        if key not in self._noted:
+            self._noted.add(key)
+            self.log_message(logging.WARNING, message)
+
+    def show(self, kind: types.MessageType, message: str) -> None:
+        level = logging.ERROR if kind == types.MessageType.Error else logging.WARNING
+        log.log(level, "%s", message)
+        self.window_show_message(types.ShowMessageParams(type=kind, message=f"Diffill: {message}"))
+
+    # -- requests ---------------------------------------------------------------------------------------------
+
+    def begin_request(self, uri: str) -> int:
+        generation = next(self._generations)
+        self._latest[uri] = generation
+        return generation
+
+    def is_current(self, uri: str, generation: int, version: int | None) -> bool:
+        """False when a newer request for the document exists or the document changed or closed since."""
+        if self._latest.get(uri) != generation:
+            return False
+        document = self.workspace.text_documents.get(unquote(uri))  # pygls keys documents by unquoted URI
+        return document is not None and document.version == version
+
+    def forget_document(self, uri: str) -> None:
+        self._latest.pop(uri, None)
+        forget = getattr(self.engine, "forget", None)
+        if callable(forget):  # LocalEngine drops the document's context cache; it takes the engine lock
+            self.spawn(asyncio.to_thread(forget, uri))
+
+    def spawn(self, work: Awaitable[T]) -> asyncio.Task[T]:
+        """Run `work` in the background, keeping a reference (asyncio only keeps weak ones) and logging failures."""
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("background task failed", exc_info=exc)
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "state": str(self.state),
+            "error": self.load_error,
+            "engine": self.engine_info,
+            "cacheEntries": len(self.cache),
+            **asdict(self.stats),
+        }
+
+    # -- settings ---------------------------------------------------------------------------------------------
+
+    async def _from_client(self, request: Awaitable[T]) -> tuple[bool, T | None]:
+        """Await a request to the client for at most CLIENT_TIMEOUT_S; (False, None) if it fails or is late.
+
+        `asyncio.wait` does not cancel the request on timeout: cancelling would break pygls's bookkeeping when
+        the late answer arrives.
+        """
+        task = asyncio.ensure_future(request)
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())  # late failures are not "unretrieved"
+        done, _ = await asyncio.wait({task}, timeout=CLIENT_TIMEOUT_S)
+        if task not in done or task.exception() is not None:
+            log.warning("client did not answer %s", "in time" if task not in done else f": {task.exception()}")
+            return False, None
+        return True, task.result()
+
+    async def _configuration(self) -> Any:
+        """The client's "diffill" section via `workspace/configuration`, when the client offers it."""
+        if not get_capability(self.client_capabilities, "workspace.configuration", False):
+            return None
+        params = types.ConfigurationParams(items=[types.ConfigurationItem(section=SECTION)])
+        ok, result = await self._from_client(self.workspace_configuration_async(params))
+        return result[0] if ok and result else None
+
+    async def refresh_settings(self, pushed: Any = None) -> None:
+        """Re-read settings (initializationOptions, then the pushed or pulled "diffill" section) and apply them."""
+        source = section_of(pushed) if pushed is not None else await self._configuration()
+        settings, problems = parse_settings(merge(section_of(self.initialization_options), source))
+        for problem in problems:
+            self.show(types.MessageType.Warning, f"invalid setting {problem}")
+        previous, self.settings = self.settings, settings
+        if settings != previous:
+            self.cache.clear()
+            self.fim = fim_settings(settings, self.engine_info)
+        if self.state == LoadState.IDLE or settings.engine_key() != previous.engine_key():
+            self.start_loading()
+
+    # -- engine loading ---------------------------------------------------------------------------------------
+
+    def start_loading(self) -> asyncio.Task[None]:
+        """Drop the current engine and load the one the settings select, in the background."""
+        self._load_generation += 1
+        self.engine, self.engine_info = None, {}
+        self.state, self.load_error = LoadState.LOADING, None
+        self.loaded.clear()
+        self.cache.clear()
+        return self.spawn(self._load(self._load_generation, self.settings))
+
+    async def _progress_token(self) -> str | None:
+        if not get_capability(self.client_capabilities, "window.work_done_progress", False):
+            return None
+        token = f"diffill-load-{uuid.uuid4().hex[:8]}"
+        ok, _ = await self._from_client(self.work_done_progress.create_async(token))
+        return token if ok else None
+
+    async def _load(self, generation: int, settings: Settings) -> None:
+        token = await self._progress_token()
+        what = "remote engine" if settings.remote.url else "model"
+        outcome = "stopped"
+        if token:
+            begin = types.WorkDoneProgressBegin(title="Diffill", message=f"loading the {what}", cancellable=False)
+            self.work_done_progress.begin(token, begin)
+        try:
+            engine = await asyncio.to_thread(create_engine, settings, self.default_model)
+            if token:
+                self.work_done_progress.report(token, types.WorkDoneProgressReport(message="warming up"))
+            info = await asyncio.to_thread(describe, engine)
+            fim = fim_settings(settings, info)
+            await asyncio.to_thread(warm_up, engine, fim, settings.completion)
+        except Exception as exc:
+            if generation == self._load_generation:
+                self.state, self.load_error = LoadState.FAILED, str(exc) or type(exc).__name__
+                log.error("engine load failed", exc_info=exc)
+                self.show(types.MessageType.Error, f"could not load the {what}: {self.load_error}")
+            outcome = "failed"
+        else:
+            if generation == self._load_generation:  # else settings changed meanwhile: a newer load wins
+                self.engine, self.engine_info = engine, info
+                self.fim = fim_settings(self.settings, info)
+                self.state = LoadState.READY
+                self.log_message(logging.INFO, f"engine ready: {info}")
+            outcome = "ready"
+        finally:
+            if token:
+                self.work_done_progress.end(token, types.WorkDoneProgressEnd(message=outcome))
+            if generation == self._load_generation:
+                self.loaded.set()
