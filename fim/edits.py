@@ -43,15 +43,10 @@ class Layout:
     openers: tuple[str, ...]
 
     @classmethod
-    def learn(cls, prefix_lines: list[str], candidate: str, openers: tuple[str, ...]) -> Layout:
-        """Indent unit from the prefix (the cursor's own indentation included), else from the candidate."""
-        line_before = prefix_lines[-1] if prefix_lines else ""
+    def learn(cls, line_before: str, file_unit: str | None, candidate: str, openers: tuple[str, ...]) -> Layout:
+        """The file's indent unit when it shows one, else the one the candidate itself uses."""
         cursor_line = line_before + candidate.split("\n", 1)[0]
-        unit = (
-            indent_unit([*prefix_lines[:-1], line_before + "x"])
-            or indent_unit([cursor_line + "x", *candidate.split("\n")[1:]])
-            or DEFAULT_UNIT
-        )
+        unit = file_unit or indent_unit([cursor_line + "x", *candidate.split("\n")[1:]]) or DEFAULT_UNIT
         return cls(line_before, unit, openers)
 
     @property

@@ -10,13 +10,14 @@ or a blank line inside an empty body asks for a block, hence a longer canvas and
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import re
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
 from fim.languages import normalize_language
 from fim.layout import CLOSERS, block_openers, indent_width, leading_whitespace
-from fim.text import index_to_utf16, line_starts, utf16_to_index
+from fim.text import index_to_utf16, utf16_to_index
 
 __all__ = [
     "FimRequest",
@@ -133,53 +134,68 @@ def _longest_fitting(size: int, fits: Callable[[int], bool]) -> int:
     return low
 
 
-def _lines_within(lines: Sequence[str], budget: int, count_tokens: TokenCounter) -> int:
-    """How many of `lines` (nearest first) fit in `budget`; a cut moves back to just before a blank line.
+def _lines_within(lines: Iterable[str], budget: int, count_tokens: TokenCounter) -> list[str]:
+    """The nearest `lines` (nearest first) that fit in `budget`; a cut moves back to just before a blank line.
 
-    The blank-line search only looks at the outer quarter of the window, so it never gives away much context.
+    Lines are read lazily, so a long file costs only the lines near the cursor. The blank-line search looks
+    at the outer quarter of the window only, so it never gives away much context.
     """
-    used = kept = 0
+    seen: list[str] = []
+    used = 0
     for line in lines:
+        seen.append(line)
         used += count_tokens(line)
         if used > budget:
             break
-        kept += 1
     else:
-        return kept
+        return seen
+    kept = len(seen) - 1  # the last line seen broke the budget
     for count in range(kept, kept - kept // 4 - 1, -1):
-        if not lines[count].strip():
-            return count
-    return kept
+        if not seen[count].strip():
+            return seen[:count]
+    return seen[:kept]
 
 
-def _window_prefix(head: str, above: Sequence[str], budget: int, count_tokens: TokenCounter) -> str:
+def _window_prefix(head: str, above: Iterable[str], budget: int, count_tokens: TokenCounter) -> str:
     """The cursor line's text before the cursor plus the nearest lines above it (`above`: nearest first)."""
     used = count_tokens(head)
     if used > budget:  # one huge line: keep the characters nearest the cursor
         keep = _longest_fitting(len(head), lambda n: count_tokens(head[len(head) - n :]) <= budget)
         return head[len(head) - keep :]
-    kept = _lines_within(above, budget - used, count_tokens)
-    return "".join(reversed(above[:kept])) + head
+    return "".join(reversed(_lines_within(above, budget - used, count_tokens))) + head
 
 
-def _window_suffix(tail: str, below: Sequence[str], budget: int, count_tokens: TokenCounter) -> str:
+def _window_suffix(tail: str, below: Iterable[str], budget: int, count_tokens: TokenCounter) -> str:
     """The cursor line's text after the cursor plus the nearest lines below it."""
     used = count_tokens(tail)
     if used > budget:
         return tail[: _longest_fitting(len(tail), lambda n: count_tokens(tail[:n]) <= budget)]
-    kept = _lines_within(below, budget - used, count_tokens)
-    return tail + "".join(below[:kept])
+    return tail + "".join(_lines_within(below, budget - used, count_tokens))
 
 
-def _split_lines(text: str) -> tuple[list[int], list[str]]:
-    """Line start indices and lines with their terminators (LSP: "\\n", "\\r\\n", "\\r")."""
-    starts = line_starts(text)
-    ends = [*starts[1:], len(text)]
-    return starts, [text[start:end] for start, end in zip(starts, ends, strict=True)]
+_LINE_BREAK = re.compile(r"(\r\n|\r|\n)")
 
 
-def _content(line: str) -> str:
-    return line.rstrip("\r\n")
+@dataclass(frozen=True)
+class _Lines:
+    """A document split per LSP ("\n", "\r\n", "\r"): line contents and the break ending each line."""
+
+    contents: list[str]
+    breaks: list[str]  # "" for the last line
+
+    @classmethod
+    def of(cls, text: str) -> _Lines:
+        if "\r" not in text:  # the common case, several times faster than the regular expression
+            contents = text.split("\n")
+            return cls(contents, ["\n"] * (len(contents) - 1) + [""])
+        parts = _LINE_BREAK.split(text)  # content, break, content, ..., content
+        return cls(parts[0::2], [*parts[1::2], ""])
+
+    def full(self, row: int) -> str:
+        return self.contents[row] + self.breaks[row]
+
+    def start(self, row: int) -> int:
+        return sum(map(len, self.contents[:row])) + sum(map(len, self.breaks[:row]))
 
 
 def build_request(
@@ -193,17 +209,18 @@ def build_request(
     """Window, mode and sizes for a completion at LSP position (line, UTF-16 character) of `text`."""
     settings = settings or FimSettings()
     count = count_tokens or approx_tokens
-    starts, lines = _split_lines(text)
-    if line < 0 or character < 0 or line >= len(lines):
-        raise PositionError(f"position {line}:{character} is outside a document of {len(lines)} lines")
-    current = lines[line]
-    column = utf16_to_index(_content(current), character)
+    lines = _Lines.of(text)
+    rows = len(lines.contents)
+    if line < 0 or character < 0 or line >= rows:
+        raise PositionError(f"position {line}:{character} is outside a document of {rows} lines")
+    current = lines.contents[line]
+    column = utf16_to_index(current, character)
     language = normalize_language(language_id)
-    contents = [_content(item) for item in lines]
-    mode = detect_mode(contents, line, column, language)
-    above = lines[line - 1 :: -1] if line else []
+    mode = detect_mode(lines.contents, line, column, language)
+    above = map(lines.full, range(line - 1, -1, -1))
+    below = map(lines.full, range(line + 1, rows))
     prefix = _window_prefix(current[:column], above, settings.prefix_tokens, count)
-    suffix = _window_suffix(current[column:], lines[line + 1 :], settings.suffix_tokens, count)
+    suffix = _window_suffix(lines.full(line)[column:], below, settings.suffix_tokens, count)
     return FimRequest(
         prefix=prefix,
         suffix=suffix,
@@ -213,5 +230,5 @@ def build_request(
         num_candidates=settings.num_candidates(mode),
         max_lines=settings.line_limit(mode),
         indent=leading_whitespace(current),
-        cursor_offset=starts[line] + column,
+        cursor_offset=lines.start(line) + column,
     )

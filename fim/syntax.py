@@ -115,14 +115,20 @@ class SyntaxChecker:
 
     def __init__(self, parser: tree_sitter.Parser, prefix: bytes, suffix: bytes, limit: int = 4096) -> None:
         self._parser = parser
-        document = prefix + suffix
-        cursor = len(prefix)
-        start, end = local_region(parser.parse(document).root_node, cursor, limit)
+        # Finding the region needs a parse, but only of the lines within a few regions' reach of the cursor:
+        # a check never looks further, and a long window must not cost a full parse per request.
+        head = _line_start(prefix, max(0, len(prefix) - 2 * limit))
+        tail = _line_end(suffix, min(len(suffix), 2 * limit))
+        document = prefix[head:] + suffix[:tail]
+        cursor = len(prefix) - head
+        scanned = parser.parse(document)
+        start, end = local_region(scanned.root_node, cursor, limit)
         start = _line_start(document, min(start, cursor))
         end = _line_end(document, max(end, cursor))
         self._prefix = document[start:cursor]
         self._suffix = document[cursor:end]
-        self._base = parser.parse(self._prefix + self._suffix)
+        whole = start == 0 and end == len(document)
+        self._base = scanned if whole else parser.parse(self._prefix + self._suffix)
         self._cursor_point = _point_after((0, 0), self._prefix)
         self._holes = self._count_holes()
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from fim.edits import Layout, block_end_variants, cut_points, drop_overlap, drop_repeated_lines, limit_lines
 from fim.edits import reindent as reindent_lines
 from fim.languages import get_parser
-from fim.layout import block_openers
+from fim.layout import block_openers, indent_unit
 from fim.request import FimRequest, Mode
 from fim.syntax import SyntaxChecker, Verdict
 
@@ -51,16 +51,19 @@ class _Validator:
 
     request: FimRequest
     suffix: str
-    prefix_lines: list[str]  # the last lines of the prefix, the cursor's partial line last
+    line_before: str  # the cursor line's text before the cursor
+    file_unit: str | None  # indentation unit the prefix shows, if any
     checker: SyntaxChecker | None = None
     verdicts: dict[str, Verdict] = field(default_factory=dict)
     parsable: bool = True
 
     @classmethod
     def of(cls, request: FimRequest) -> _Validator:
-        prefix_lines = _normalize(request.prefix).split("\n")[-_UNIT_SAMPLE_LINES:]
+        lines = _normalize(request.prefix).split("\n")[-_UNIT_SAMPLE_LINES:]
+        # The cursor's own indentation counts as a line, so a body's first line teaches the unit too.
+        file_unit = indent_unit([*lines[:-1], lines[-1] + "x"])
         parsable = get_parser(request.language) is not None
-        return cls(request, _normalize(request.suffix), prefix_lines, parsable=parsable)
+        return cls(request, _normalize(request.suffix), lines[-1], file_unit, parsable=parsable)
 
     def verdict(self, text: str) -> Verdict:
         if not self.parsable:
@@ -107,7 +110,7 @@ class _Validator:
 
     def multi_line(self, text: str) -> Iterator[str]:
         text = limit_lines(text, self.request.max_lines)
-        layout = Layout.learn(self.prefix_lines, text, block_openers(self.request.language))
+        layout = Layout.learn(self.line_before, self.file_unit, text, block_openers(self.request.language))
         text = reindent_lines(text, layout)
         for block in block_end_variants(text, layout):
             yield from cut_points(drop_repeated_lines(block, layout, self.suffix), layout.openers)
