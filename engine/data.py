@@ -38,12 +38,12 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from tqdm import tqdm
 
 from fim.languages import language_from_path
 from fim.spans import syntax_spans
-from fim.text import line_starts
 
 __all__ = [
     "FIM_KIND_WEIGHTS",
@@ -284,7 +284,9 @@ def build_corpus(
             totals[f"{split}_chars"] += len(text)
             kept_languages[language] += 1
     stats = CorpusStats(
-        **{name: totals[name] for name in ("files_seen", "train_files", "heldout_files")},
+        files_seen=totals["files_seen"],
+        train_files=totals["train_files"],
+        heldout_files=totals["heldout_files"],
         train_chars=totals["train_chars"],
         heldout_chars=totals["heldout_chars"],
         languages=dict(sorted(kept_languages.items())),
@@ -328,40 +330,19 @@ class FimExample:
     kind: str
 
 
-@dataclass(frozen=True)
-class _Line:
-    start: int  # first character
-    indent_end: int  # first non-blank character (content_end for a blank line)
-    content_end: int  # where the line break starts
+class _Line(NamedTuple):
+    """A non-blank line's content: from after its indentation to its last non-blank character."""
 
-    @property
-    def blank(self) -> bool:
-        return self.indent_end == self.content_end
+    indent_end: int
+    content_end: int
 
 
-@dataclass(frozen=True)
-class _Doc:
-    text: str
-    language: str
-    lines: tuple[_Line, ...]
-    code_lines: tuple[_Line, ...]  # the non-blank ones
+_CODE_LINE = re.compile(r"[ \t]*(\S(?:[^\r\n]*\S)?)")  # group 1: a line's content, from \S to \S
 
 
 @functools.lru_cache(maxsize=4)  # several examples are drawn from one file in a row
-def _analyze(text: str, language: str) -> _Doc:
-    starts = line_starts(text)
-    lines = []
-    for start, end in zip(starts, [*starts[1:], len(text)], strict=True):
-        content_end = end
-        while content_end > start and text[content_end - 1] in "\r\n":
-            content_end -= 1
-        indent_end = start
-        while indent_end < content_end and text[indent_end] in " \t":
-            indent_end += 1
-        if text[indent_end:content_end].isspace():
-            indent_end = content_end
-        lines.append(_Line(start, indent_end, content_end))
-    return _Doc(text, language, tuple(lines), tuple(line for line in lines if not line.blank))
+def _code_lines(text: str) -> tuple[_Line, ...]:
+    return tuple(_Line(*match.span(1)) for match in _CODE_LINE.finditer(text))
 
 
 @functools.lru_cache(maxsize=4)
@@ -372,9 +353,12 @@ def _syntax_spans(text: str, language: str) -> dict[str, list[tuple[int, int]]]:
     return spans
 
 
-def _rest_of_line(doc: _Doc, rng: random.Random, max_middle: int) -> tuple[int, int] | None:
+_Pick = tuple[int, int] | None  # [start, end) of the middle, or None when the file has no such span
+
+
+def _rest_of_line(text: str, language: str, rng: random.Random, max_middle: int) -> _Pick:
     """Cursor after at least one typed character of a line; the middle is the rest of that line."""
-    lines = [line for line in doc.code_lines if line.content_end - line.indent_end >= 2]
+    lines = [line for line in _code_lines(text) if line.content_end - line.indent_end >= 2]
     if not lines:
         return None
     line = rng.choice(lines)
@@ -382,43 +366,41 @@ def _rest_of_line(doc: _Doc, rng: random.Random, max_middle: int) -> tuple[int, 
     return cursor, line.content_end
 
 
-def _whole_line(doc: _Doc, rng: random.Random, max_middle: int) -> tuple[int, int] | None:
+def _whole_line(text: str, language: str, rng: random.Random, max_middle: int) -> _Pick:
     """Cursor after the indentation of a line; the middle is the line without its line break."""
-    lines = [line for line in doc.code_lines if line.content_end - line.indent_end <= max_middle]
+    lines = [line for line in _code_lines(text) if line.content_end - line.indent_end <= max_middle]
     if not lines:
         return None
     line = rng.choice(lines)
     return line.indent_end, line.content_end
 
 
-def _syntax_span(kind: str, doc: _Doc, rng: random.Random, max_middle: int) -> tuple[int, int] | None:
-    spans = [s for s in _syntax_spans(doc.text, doc.language)[kind] if s[1] - s[0] <= max_middle]
+def _syntax_span(kind: str, text: str, language: str, rng: random.Random, max_middle: int) -> _Pick:
+    spans = [s for s in _syntax_spans(text, language)[kind] if s[1] - s[0] <= max_middle]
     return rng.choice(spans) if spans else None
 
 
-def _random_span(doc: _Doc, rng: random.Random, max_middle: int) -> tuple[int, int] | None:
-    start = rng.randrange(len(doc.text))
-    return start, min(len(doc.text), start + rng.randint(1, max_middle))
+def _random_span(text: str, language: str, rng: random.Random, max_middle: int) -> _Pick:
+    start = rng.randrange(len(text))
+    return start, min(len(text), start + rng.randint(1, max_middle))
 
 
-def _end_of_file(doc: _Doc, rng: random.Random, max_middle: int) -> tuple[int, int] | None:
-    """Cursor after the indentation of a line; the middle is the next 1..8 lines, ending on a non-blank one."""
-    if not doc.code_lines:
+def _end_of_file(text: str, language: str, rng: random.Random, max_middle: int) -> _Pick:
+    """Cursor after the indentation of a line; the middle is the next 1..8 non-blank lines (what fits)."""
+    lines = _code_lines(text)
+    if not lines:
         return None
-    first = rng.randrange(len(doc.code_lines))
-    start = doc.code_lines[first].indent_end
-    last = min(len(doc.code_lines), first + rng.randint(1, EOF_MAX_LINES)) - 1
-    for line in reversed(doc.code_lines[first : last + 1]):
-        if line.content_end - start <= max_middle:
-            return start, line.content_end
-    return None
+    first = rng.randrange(len(lines))
+    chunk = lines[first : first + rng.randint(1, EOF_MAX_LINES)]
+    start = chunk[0].indent_end
+    ends = [line.content_end for line in chunk if line.content_end - start <= max_middle]
+    return (start, ends[-1]) if ends else None
 
 
-def _empty(doc: _Doc, rng: random.Random, max_middle: int) -> tuple[int, int] | None:
+def _empty(text: str, language: str, rng: random.Random, max_middle: int) -> _Pick:
     """Cursor at the end of a finished line: nothing to insert."""
-    if not doc.code_lines:
-        return None
-    end = rng.choice(doc.code_lines).content_end
+    lines = _code_lines(text)
+    end = rng.choice(lines).content_end if lines else len(text)
     return end, end
 
 
@@ -467,11 +449,10 @@ def sample_fim_example(
         return FimExample("", "", "", language, "empty")
     kinds = list(weights)
     kind = rng.choices(kinds, weights=[weights[k] for k in kinds])[0]
-    doc = _analyze(text, language)
-    span = _PICKERS[kind](doc, rng, max_middle_chars)
+    span = _PICKERS[kind](text, language, rng, max_middle_chars)
     while span is None:
         kind = _FALLBACK.get(kind, "random_span")
-        span = _PICKERS[kind](doc, rng, max_middle_chars)
+        span = _PICKERS[kind](text, language, rng, max_middle_chars)
     start, end = span
     suffix = "" if kind == "end_of_file" else text[end:]
     prefix, suffix = _trim_context(text[:start], suffix, max_context_chars)
@@ -514,30 +495,30 @@ def iter_fim_examples(
         raise ValueError(f"{path} holds no corpus records")
     order_rng = random.Random(f"order-{seed}")
     rng = random.Random(f"examples-{seed}-{rank}")
+    sample = functools.partial(
+        sample_fim_example, max_middle_chars=max_middle_chars, max_context_chars=max_context_chars
+    )
     buffer: list[FimExample] = []
     epoch = 0
     with path.open("rb") as corpus:
         while epochs is None or epoch < epochs:
             order = offsets.copy()
             order_rng.shuffle(order)
+            chars = 0
             for offset in order[rank::world_size]:
                 corpus.seek(offset)
                 record = json.loads(corpus.readline())
-                count = math.floor(len(record["text"]) / chars_per_example + rng.random())
-                for _ in range(count):
-                    example = sample_fim_example(
-                        record["text"],
-                        record["language"],
-                        rng,
-                        max_middle_chars=max_middle_chars,
-                        max_context_chars=max_context_chars,
-                    )
+                chars += len(record["text"])
+                for _ in range(math.floor(len(record["text"]) / chars_per_example + rng.random())):
+                    example = sample(record["text"], record["language"], rng)
                     if len(buffer) < shuffle_buffer:
                         buffer.append(example)
                         continue
                     slot = rng.randrange(shuffle_buffer)
                     yield buffer[slot]
                     buffer[slot] = example
+            if chars == 0:  # would loop forever without yielding
+                raise ValueError(f"{path} holds no text for rank {rank} of {world_size}")
             epoch += 1
     rng.shuffle(buffer)
     yield from buffer

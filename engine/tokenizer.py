@@ -174,6 +174,8 @@ class CodeTokenizer:
     def decode(self, ids: Sequence[int]) -> str:
         """Text of `ids`, skipping special tokens; bytes that are not valid UTF-8 become U+FFFD."""
         table = self._token_bytes
+        if hasattr(ids, "tolist"):  # a tensor or array: one conversion, not one per element
+            ids = ids.tolist()
         try:
             data = b"".join([table[i] if i >= 0 else _bad_id(i) for i in ids])
         except IndexError:

@@ -175,19 +175,26 @@ def test_every_kind_appears_with_roughly_its_weight() -> None:
         assert abs(kinds[kind] / 700 - weight) < 0.06, (kind, kinds)
 
 
+def _line_ends_blank(suffix: str) -> bool:
+    """The suffix holds nothing but blanks before the next line break: the cursor was at the line's end."""
+    return not suffix or suffix.splitlines()[0].strip() == ""
+
+
 def test_kinds_have_their_shape() -> None:
     for example in _examples(3, 300):
         if example.kind == "end_of_file":
             assert example.suffix == "" and example.middle
         if example.kind == "rest_of_line":
             assert example.middle and "\n" not in example.middle and "\r" not in example.middle
-            assert example.suffix[:1] in ("", "\r", "\n")
+            assert example.middle.rstrip() == example.middle  # no trailing blanks
+            assert _line_ends_blank(example.suffix)
             assert example.prefix[-1:] not in ("", "\n", "\r")
         if example.kind == "whole_line":
             assert "\n" not in example.middle and example.middle.strip() == example.middle
             assert example.prefix.split("\n")[-1].strip() == ""  # cursor after the indentation
         if example.kind == "empty":
-            assert example.middle == "" and example.suffix[:1] in ("", "\r", "\n")
+            assert example.middle == "" and example.prefix[-1:].strip()
+            assert _line_ends_blank(example.suffix)
         if example.kind in ("statement", "block_body"):
             assert example.middle.strip() == example.middle and example.middle
 
