@@ -484,10 +484,10 @@ def iter_fim_examples(
 ) -> Iterator[FimExample]:
     """FIM examples from a corpus file: endless when `epochs` is None, the same stream for the same seed.
 
-    Each epoch visits the files in a new order (the same on every rank; rank r of `world_size` takes every
-    world_size-th file) and draws about len(text) / chars_per_example examples from each (at least one in
-    expectation per `chars_per_example` characters, stochastically rounded). A shuffle buffer mixes examples
-    of neighbouring files so a batch is not one file.
+    Each epoch visits the files in a new order, the same for every rank: rank r of `world_size` (processes,
+    or DataLoader workers numbered globally) takes every world_size-th file. A file yields
+    len(text) / chars_per_example examples in expectation (stochastically rounded, so a short file yields
+    one now and then). A shuffle buffer mixes examples of neighbouring files so a batch is not one file.
     """
     path = Path(corpus_path)
     offsets = _record_offsets(path)

@@ -17,8 +17,10 @@ from engine.data import (
     FimExample,
     build_corpus,
     default_source_dirs,
+    is_contaminated,
     iter_corpus,
     iter_fim_examples,
+    load_benchmark,
     sample_fim_example,
 )
 
@@ -108,6 +110,15 @@ def test_benchmark_signature_alone_is_contamination(tmp_path: Path) -> None:
     )
     stats = build_corpus([root], tmp_path / "out", BENCHMARK, show_progress=False)
     assert stats.dropped == {"contaminated": 1}
+
+
+@needs_benchmark
+def test_shared_benchmark_13gram_alone_is_contamination() -> None:
+    benchmark = load_benchmark(BENCHMARK)
+    renamed = _benchmark_function().replace("has_close_elements", "any_two_near")
+    assert is_contaminated(renamed, benchmark)
+    for name in CLEAN_FILES:
+        assert not is_contaminated((STDLIB / name).read_text(encoding="utf-8"), benchmark), name
 
 
 def test_split_is_deterministic_and_by_content(source_tree: Path, tmp_path: Path) -> None:
