@@ -22,8 +22,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from fim.languages import get_parser
 from fim.request import FimRequest, FimSettings, build_request, index_to_utf16
 from fim.spans import Span, syntax_spans
+from fim.syntax import SyntaxChecker
 from fim.validate import Candidate, postprocess
 
 # Common, long-lived stdlib modules; any that are missing are skipped.
@@ -113,8 +115,27 @@ def run(cases: Sequence[Case], settings: FimSettings, label: str) -> None:
         kept += len(results)  # type: ignore[arg-type]
     total = sum(len(case.candidates) for case in cases)
     print(f"{label}: {len(cases)} requests, {total} candidates, {kept} kept, modes {modes}")
-    print(f"  build_request            {_ms(build_times)}")
-    print(f"  postprocess / candidate  {_ms(per_candidate)}")
+    print(f"  build_request                      {_ms(build_times)}")
+    print(f"  postprocess / candidate            {_ms(per_candidate)}")
+
+
+def run_checks(cases: Sequence[Case], settings: FimSettings) -> None:
+    """The two parts of validation apart: the per-request base parse, and one incremental check."""
+    parser = get_parser("python")
+    assert parser is not None
+    setups, checks = [], []
+    for case in cases:
+        gc.collect()
+        request = build_request(case.text, case.line, case.character, "python", settings)
+        prefix, suffix = request.prefix.encode(), request.suffix.encode()
+        setup, checker = _timed(lambda prefix=prefix, suffix=suffix: SyntaxChecker(parser, prefix, suffix))
+        assert isinstance(checker, SyntaxChecker)
+        setups.append(setup)
+        for candidate in case.candidates:
+            text = candidate.text.encode()
+            checks.append(_timed(lambda text=text, checker=checker: checker.check(text))[0])
+    print(f"  base parse + region / request      {_ms(setups)}")
+    print(f"  one syntax check (incremental)     {_ms(checks)}")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -127,8 +148,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     cases = make_cases(source, args.cursors, args.seed)
     print(f"file: {source.count(chr(10))} lines, {len(source)} characters of stdlib Python")
     postprocess(build_request(cases[0].text, cases[0].line, cases[0].character, "python"), cases[0].candidates)
-    run(cases, FimSettings(), "default budgets (1536/512 tokens)")
-    run(cases, FimSettings(prefix_tokens=10**7, suffix_tokens=10**7), "whole file as context")
+    for label, settings in (
+        ("default budgets (1536/512 tokens)", FimSettings()),
+        ("whole file as context", FimSettings(prefix_tokens=10**7, suffix_tokens=10**7)),
+    ):
+        run(cases, settings, label)
+        run_checks(cases, settings)
 
 
 if __name__ == "__main__":

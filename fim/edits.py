@@ -25,12 +25,6 @@ __all__ = [
 
 # A line made only of closing brackets and punctuation ends the block it dedents out of: `}`, `});`, `],`.
 _CLOSER_LINE = re.compile(r"[)\]}]+[;,)]*")
-# Python continues an if/try at the opener's level; those lines dedent without leaving the statement.
-_DEDENT_KEYWORDS = ("else", "elif", "except", "finally")
-# A line ending with one of these continues an expression; its next line's indentation is free-form.
-_CONTINUATIONS = ("(", "[", ",", "\\", "=", "+", "-", "*", "/", "%", "&", "|", "<", ">", ".")
-
-
 DEFAULT_UNIT = " " * 4
 
 
@@ -68,22 +62,20 @@ def limit_lines(text: str, max_lines: int) -> str:
     return "\n".join(lines[:keep])
 
 
-def _is_dedent_line(line: str) -> bool:
-    stripped = line.lstrip()
-    return stripped[:1] in CLOSERS or stripped.split(":")[0].split(" ")[0] in _DEDENT_KEYWORDS
-
-
 def reindent(text: str, layout: Layout) -> str:
-    """Shift the lines after the first so they sit where the first line (joined to the cursor's line) puts
-    them: one level in after an opener, the same level otherwise, one level out for a closer/`else`."""
+    """After a block opener (the cursor's line joined to the candidate's first line), shift the following
+    lines so the first of them sits one level in (a closing bracket: at the opener's level).
+
+    Only an opener says for sure where the next line belongs; after any other line a different indentation
+    may be a hanging continuation, a brace-less `if` body or the end of the block, so it is left alone (the
+    block-end cut deals with the last)."""
     lines = text.split("\n")
     anchor = (layout.line_before + lines[0]).rstrip()
     follower = next((line for line in lines[1:] if line.strip()), None)
-    if follower is None or not anchor.strip() or anchor.endswith(_CONTINUATIONS):
+    if follower is None or not anchor.endswith(layout.openers):
         return text
-    expected = indent_width(anchor) + (layout.unit_width if anchor.endswith(layout.openers) else 0)
-    if _is_dedent_line(follower):
-        expected -= layout.unit_width
+    closes = follower.lstrip()[:1] in CLOSERS
+    expected = indent_width(anchor) + (0 if closes else layout.unit_width)
     delta = expected - indent_width(follower)
     if delta == 0:
         return text

@@ -27,6 +27,14 @@ def test_reindent_leaves_hanging_continuations_alone() -> None:
 
 def test_reindent_puts_a_closer_one_level_out() -> None:
     assert reindent("if (a) {\n  b();\n}", BRACES) == "if (a) {\n    b();\n  }"
+    assert reindent("if (a) {\n}", BRACES) == "if (a) {\n  }"
+
+
+def test_reindent_leaves_lines_after_a_complete_statement_alone() -> None:
+    layout = Layout("    ", "    ", (":",))
+    assert reindent("return x\n\ndef g():\n    pass", layout) == "return x\n\ndef g():\n    pass"
+    braces = Layout("  ", "  ", ("{",))
+    assert reindent("if (a)\n      b();", braces) == "if (a)\n      b();"
 
 
 def test_block_end_cuts_before_the_first_dedent_and_offers_the_closer() -> None:

@@ -239,3 +239,23 @@ def test_unknown_language_gets_line_based_truncation_only() -> None:
 def test_empty_file_accepts_a_new_program() -> None:
     request = request_at("|", "python")
     assert texts(request, "import os\n\nprint(os.getcwd())\n") == ["import os\n\nprint(os.getcwd())"]
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_crlf_documents_validate_and_keep_crlf_in_every_language(language: str) -> None:
+    case = CASES[language]
+    request = request_at(case.body.replace("\n", "\r\n"), language)
+    assert texts(request, case.body_candidate) == [case.body_kept.replace("\n", "\r\n")]
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_emoji_and_cjk_before_the_cursor_keep_columns_and_bytes_right(language: str) -> None:
+    case = CASES[language]
+    if language == "python":
+        marked = "# 漢字 🙂🎉 名前\n" + case.call.replace("(|)", "('🙂', |)")
+    else:
+        marked = "// 漢字 🙂🎉 名前\n" + case.call.replace("(|)", "(/* 🙂 */ |)")
+    request = request_at(marked, language)  # the column is counted in UTF-16 units
+    assert request.prefix == marked.split("|")[0]
+    assert texts(request, case.call_good) == [case.call_kept]
+    assert texts(request, case.call_bad) == []
