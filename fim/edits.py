@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from fim.layout import CLOSERS, indent_unit, indent_width, make_indent
+from fim.layout import CLOSERS, BlockSyntax, indent_unit, indent_width, make_indent
 
 __all__ = [
     "DEFAULT_UNIT",
@@ -30,18 +30,18 @@ DEFAULT_UNIT = " " * 4
 
 @dataclass(frozen=True)
 class Layout:
-    """What post-processing knows about the cursor: text before it on its line, indent unit, block openers."""
+    """What post-processing knows about the cursor: text before it on its line, indent unit, block syntax."""
 
     line_before: str
     unit: str
-    openers: tuple[str, ...]
+    syntax: BlockSyntax
 
     @classmethod
-    def learn(cls, line_before: str, file_unit: str | None, candidate: str, openers: tuple[str, ...]) -> Layout:
+    def learn(cls, line_before: str, file_unit: str | None, candidate: str, syntax: BlockSyntax) -> Layout:
         """The file's indent unit when it shows one, else the one the candidate itself uses."""
         cursor_line = line_before + candidate.split("\n", 1)[0]
         unit = file_unit or indent_unit([cursor_line + "x", *candidate.split("\n")[1:]]) or DEFAULT_UNIT
-        return cls(line_before, unit, openers)
+        return cls(line_before, unit, syntax)
 
     @property
     def unit_width(self) -> int:
@@ -49,8 +49,7 @@ class Layout:
 
     def block_width(self, first_line: str) -> int:
         """Indentation of the block the candidate fills: one level in after an opener, else the cursor's."""
-        stripped = self.line_before.rstrip()
-        if stripped and stripped.endswith(self.openers):
+        if self.syntax.opens(self.line_before):
             return indent_width(self.line_before) + self.unit_width
         return indent_width(self.line_before + first_line)
 
@@ -72,7 +71,7 @@ def reindent(text: str, layout: Layout) -> str:
     lines = text.split("\n")
     anchor = (layout.line_before + lines[0]).rstrip()
     follower = next((line for line in lines[1:] if line.strip()), None)
-    if follower is None or not anchor.endswith(layout.openers):
+    if follower is None or not layout.syntax.opens(anchor):
         return text
     closes = follower.lstrip()[:1] in CLOSERS
     expected = indent_width(anchor) + (0 if closes else layout.unit_width)
@@ -144,13 +143,13 @@ def drop_overlap(text: str, suffix: str) -> str:
     return text
 
 
-def cut_points(text: str, openers: tuple[str, ...]) -> list[str]:
+def cut_points(text: str, syntax: BlockSyntax) -> list[str]:
     """Prefixes of `text` ending at line ends, longest first, without trailing whitespace, skipping blank
     ones and ones whose last line opens a block (an empty body is never a complete suggestion)."""
     lines = text.split("\n")
     points: list[str] = []
     for count in range(len(lines), 0, -1):
         point = "\n".join(lines[:count]).rstrip()
-        if point.strip() and not point.endswith(openers) and point not in points:
+        if point.strip() and not syntax.opens(point) and point not in points:
             points.append(point)
     return points

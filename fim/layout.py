@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 __all__ = [
     "CLOSERS",
     "TAB_WIDTH",
-    "block_openers",
+    "BlockSyntax",
+    "block_syntax",
     "indent_unit",
     "indent_width",
     "leading_whitespace",
@@ -26,13 +28,41 @@ CLOSERS = ")]}"
 _BRACE_LANGUAGES = frozenset({"javascript", "typescript", "tsx", "go", "rust", "java", "c", "cpp"})
 
 
-def block_openers(language: str) -> tuple[str, ...]:
-    """Line endings that open a block: `:` in Python, `{` in brace languages, either for unknown languages."""
+@dataclass(frozen=True)
+class BlockSyntax:
+    """How a language opens blocks at the end of a line, and how its line comments start."""
+
+    openers: tuple[str, ...]
+    comment: str | None
+
+    def code(self, line: str) -> str:
+        """The line without a trailing comment or whitespace; a marker inside a string is not a comment
+        (counted by quote parity, which is enough for the end of a line)."""
+        if self.comment is not None:
+            at = line.find(self.comment)
+            while at >= 0:
+                before = line[:at]
+                if all(before.count(quote) % 2 == 0 for quote in _QUOTES):
+                    return before.rstrip()
+                at = line.find(self.comment, at + 1)
+        return line.rstrip()
+
+    def opens(self, line: str) -> bool:
+        """Whether the line ends (before any comment) with a block opener."""
+        return self.code(line).endswith(self.openers)
+
+
+_QUOTES = ("'", '"', "`")
+_PYTHON = BlockSyntax((":",), "#")
+_BRACES = BlockSyntax(("{",), "//")
+_UNKNOWN = BlockSyntax(("{", ":"), None)
+
+
+def block_syntax(language: str) -> BlockSyntax:
+    """`:` and `#` in Python, `{` and `//` in brace languages, either opener and no comments otherwise."""
     if language == "python":
-        return (":",)
-    if language in _BRACE_LANGUAGES:
-        return ("{",)
-    return ("{", ":")
+        return _PYTHON
+    return _BRACES if language in _BRACE_LANGUAGES else _UNKNOWN
 
 
 def leading_whitespace(line: str) -> str:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from fim.languages import normalize_language
-from fim.layout import CLOSERS, block_openers, indent_width, leading_whitespace
+from fim.layout import CLOSERS, BlockSyntax, block_syntax, indent_width, leading_whitespace
 from fim.text import index_to_utf16, utf16_to_index
 
 __all__ = [
@@ -26,6 +26,7 @@ __all__ = [
     "PositionError",
     "approx_tokens",
     "build_request",
+    "detect_mode",
     "index_to_utf16",
     "utf16_to_index",
 ]
@@ -99,13 +100,13 @@ def _nearest_code_line(lines: Sequence[str], indices: range) -> str | None:
     return next((lines[i] for i in indices if lines[i].strip()), None)
 
 
-def _in_empty_body(lines: Sequence[str], row: int, openers: tuple[str, ...]) -> bool:
+def _in_empty_body(lines: Sequence[str], row: int, syntax: BlockSyntax) -> bool:
     """A blank line between a block opener and the line closing or dedenting past it (or the file's end)."""
     above = _nearest_code_line(lines, range(row - 1, -1, -1))
     below = _nearest_code_line(lines, range(row + 1, len(lines)))
     if above is None:
         return below is None  # a blank document is an empty body too
-    if not above.rstrip().endswith(openers):
+    if not syntax.opens(above):
         return False
     return below is None or indent_width(below) <= indent_width(above) or below.lstrip()[:1] in CLOSERS
 
@@ -114,12 +115,12 @@ def detect_mode(lines: Sequence[str], row: int, column: int, language: str) -> M
     """Multi-line after a block opener at the end of a line or on a blank line in an empty body."""
     line = lines[row]
     before, after = line[:column], line[column:]
-    openers = block_openers(language)
+    syntax = block_syntax(language)
     if after.strip():
         return Mode.SINGLE_LINE
     if before.strip():
-        return Mode.MULTI_LINE if before.rstrip().endswith(openers) else Mode.SINGLE_LINE
-    return Mode.MULTI_LINE if _in_empty_body(lines, row, openers) else Mode.SINGLE_LINE
+        return Mode.MULTI_LINE if syntax.opens(before) else Mode.SINGLE_LINE
+    return Mode.MULTI_LINE if _in_empty_body(lines, row, syntax) else Mode.SINGLE_LINE
 
 
 def _longest_fitting(size: int, fits: Callable[[int], bool]) -> int:
@@ -178,7 +179,7 @@ _LINE_BREAK = re.compile(r"(\r\n|\r|\n)")
 
 @dataclass(frozen=True)
 class _Lines:
-    """A document split per LSP ("\n", "\r\n", "\r"): line contents and the break ending each line."""
+    """A document split per LSP (LF, CRLF, CR): line contents and the break ending each line."""
 
     contents: list[str]
     breaks: list[str]  # "" for the last line

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from fim.edits import Layout, block_end_variants, cut_points, drop_overlap, drop_repeated_lines, limit_lines
 from fim.edits import reindent as reindent_lines
 from fim.languages import get_parser
-from fim.layout import block_openers, indent_unit
+from fim.layout import block_syntax, indent_unit
 from fim.request import FimRequest, Mode
 from fim.syntax import SyntaxChecker, Verdict
 
@@ -110,10 +110,10 @@ class _Validator:
 
     def multi_line(self, text: str) -> Iterator[str]:
         text = limit_lines(text, self.request.max_lines)
-        layout = Layout.learn(self.line_before, self.file_unit, text, block_openers(self.request.language))
+        layout = Layout.learn(self.line_before, self.file_unit, text, block_syntax(self.request.language))
         text = reindent_lines(text, layout)
         for block in block_end_variants(text, layout):
-            yield from cut_points(drop_repeated_lines(block, layout, self.suffix), layout.openers)
+            yield from cut_points(drop_repeated_lines(block, layout, self.suffix), layout.syntax)
 
     def finish(self, text: str) -> str | None:
         text = _normalize(text)

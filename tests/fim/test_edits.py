@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from fim.edits import Layout, block_end_variants, cut_points, drop_overlap, drop_repeated_lines, limit_lines, reindent
-from fim.layout import indent_unit, make_indent
+from fim.layout import block_syntax, indent_unit, make_indent
 
-PY = Layout("    def f(self):", "    ", (":",))
-BRACES = Layout("  ", "  ", ("{",))
+PYTHON = block_syntax("python")
+BRACES_SYNTAX = block_syntax("c")
+PY = Layout("    def f(self):", "    ", PYTHON)
+BRACES = Layout("  ", "  ", BRACES_SYNTAX)
 
 
 def test_reindent_puts_the_body_one_level_inside_the_opener() -> None:
@@ -21,7 +23,7 @@ def test_reindent_keeps_relative_structure_and_blank_lines() -> None:
 
 
 def test_reindent_leaves_hanging_continuations_alone() -> None:
-    layout = Layout("    total = f(", "    ", (":",))
+    layout = Layout("    total = f(", "    ", PYTHON)
     assert reindent("a,\n b)", layout) == "a,\n b)"
 
 
@@ -31,15 +33,15 @@ def test_reindent_puts_a_closer_one_level_out() -> None:
 
 
 def test_reindent_leaves_lines_after_a_complete_statement_alone() -> None:
-    layout = Layout("    ", "    ", (":",))
+    layout = Layout("    ", "    ", PYTHON)
     assert reindent("return x\n\ndef g():\n    pass", layout) == "return x\n\ndef g():\n    pass"
-    braces = Layout("  ", "  ", ("{",))
+    braces = Layout("  ", "  ", BRACES_SYNTAX)
     assert reindent("if (a)\n      b();", braces) == "if (a)\n      b();"
 
 
 def test_block_end_cuts_before_the_first_dedent_and_offers_the_closer() -> None:
     assert block_end_variants("\n        x = 1\n    def g(self):", PY) == ["\n        x = 1"]
-    layout = Layout("function f() {", "  ", ("{",))
+    layout = Layout("function f() {", "  ", BRACES_SYNTAX)
     assert block_end_variants("\n  a();\n}\nfunction g() {}", layout) == ["\n  a();\n}", "\n  a();"]
     assert block_end_variants("x();\n  y();", BRACES) == ["x();\n  y();"]
 
@@ -49,7 +51,7 @@ def test_repeated_suffix_line_ends_the_candidate() -> None:
     assert drop_repeated_lines("\n        t = 1\n    return total", PY, suffix) == "\n        t = 1"
     short = "\n    pass\n"  # short lines must match with their indentation
     assert drop_repeated_lines("\n        pass\n    pass", PY, short) == "\n        pass"
-    layout = Layout("    ", "    ", (":",))
+    layout = Layout("    ", "    ", PYTHON)
     assert drop_repeated_lines("t = 1\n    return total\n    x", layout, suffix) == "t = 1"
     assert drop_repeated_lines("return total", layout, suffix) == ""
 
@@ -63,8 +65,8 @@ def test_overlap_with_the_rest_of_the_line_is_removed_without_splitting_words() 
 
 
 def test_cut_points_are_line_prefixes_longest_first_without_openers() -> None:
-    assert cut_points("\n  a\n  if b:\n    c", (":",)) == ["\n  a\n  if b:\n    c", "\n  a"]
-    assert cut_points("x\n\n", (":",)) == ["x"]
+    assert cut_points("\n  a\n  if b:\n    c", PYTHON) == ["\n  a\n  if b:\n    c", "\n  a"]
+    assert cut_points("x\n\n", PYTHON) == ["x"]
 
 
 def test_line_limit_does_not_count_the_rest_of_the_opener_line() -> None:

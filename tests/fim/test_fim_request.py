@@ -11,6 +11,9 @@ SINGLE, MULTI = Mode.SINGLE_LINE, Mode.MULTI_LINE
 # (language, document with a | marking the cursor, expected mode)
 MODE_CASES: list[tuple[str, str, Mode]] = [
     ("python", "def f(x):|\n", MULTI),
+    ("python", "def f(x):  # the body|\n", MULTI),
+    ("python", "x = '#':|\n", MULTI),
+    ("python", "x = 1  # note:|\n", SINGLE),
     ("python", "def f(x):\n    |\n\ndef g():\n    pass\n", MULTI),
     ("python", "def f(x):\n    y = 1\n    |\n    return y\n", SINGLE),
     ("python", "def f(x):\n    return foo(|)\n", SINGLE),
@@ -21,6 +24,8 @@ MODE_CASES: list[tuple[str, str, Mode]] = [
     ("python", "class A:\n\n    |\n", MULTI),
     ("javascript", "function f(a) {|\n}\n", MULTI),
     ("javascript", "function f(a) {\n  |\n}\n", MULTI),
+    ("javascript", "if (a) { // then|\n}\n", MULTI),
+    ("javascript", "const url = 'http://x'; // {|\n", SINGLE),
     ("javascript", "function f(a) {\n  return g(|);\n}\n", SINGLE),
     ("typescript", "class A {\n  m(): number {|\n  }\n}\n", MULTI),
     ("tsx", "const x = [1, |];\n", SINGLE),
