@@ -145,11 +145,12 @@ def drop_overlap(text: str, suffix: str) -> str:
 
 def cut_points(text: str, syntax: BlockSyntax) -> list[str]:
     """Prefixes of `text` ending at line ends, longest first, without trailing whitespace, skipping blank
-    ones and ones whose last line opens a block (an empty body is never a complete suggestion)."""
+    ones and ones whose last code line opens a block (an empty body is never a complete suggestion)."""
     lines = text.split("\n")
     points: list[str] = []
     for count in range(len(lines), 0, -1):
         point = "\n".join(lines[:count]).rstrip()
-        if point.strip() and not syntax.opens(point) and point not in points:
+        code = [line for line in point.split("\n") if syntax.code(line).strip()]
+        if point.strip() and not (code and syntax.opens(code[-1])) and point not in points:
             points.append(point)
     return points

@@ -67,6 +67,9 @@ def test_overlap_with_the_rest_of_the_line_is_removed_without_splitting_words() 
 def test_cut_points_are_line_prefixes_longest_first_without_openers() -> None:
     assert cut_points("\n  a\n  if b:\n    c", PYTHON) == ["\n  a\n  if b:\n    c", "\n  a"]
     assert cut_points("x\n\n", PYTHON) == ["x"]
+    assert cut_points("if a:\n    # why\n    b()", PYTHON) == ["if a:\n    # why\n    b()"]
+    assert cut_points("a()\n# done", PYTHON) == ["a()\n# done", "a()"]
+    assert cut_points("# only a comment", PYTHON) == ["# only a comment"]
 
 
 def test_line_limit_does_not_count_the_rest_of_the_opener_line() -> None:
