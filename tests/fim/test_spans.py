@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 
 from fim.languages import SUPPORTED_LANGUAGES, get_parser, language_from_path, normalize_language
@@ -113,3 +115,11 @@ def test_language_ids_and_paths_map_to_canonical_names() -> None:
     assert language_from_path("README.md") is None
     assert all(get_parser(name) is not None for name in SUPPORTED_LANGUAGES)
     assert get_parser("haskell") is None
+
+
+def test_parsers_are_cached_per_thread() -> None:
+    here = get_parser("python")
+    assert get_parser("py") is here
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        there = pool.submit(get_parser, "python").result()
+    assert there is not None and there is not here
