@@ -175,11 +175,23 @@ class LocalEngine:
         return out
 
 
-def load_engine(path: str | Path | None = None, device: str = "auto", *, autoregressive: bool = False) -> LocalEngine:
-    """Load a checkpoint directory into a LocalEngine; None = the embedded default model shipped with Diffill."""
+def load_engine(
+    path: str | Path | None = None, device: str = "auto", *, autoregressive: bool = False
+) -> CompletionEngine:
+    """Load a checkpoint directory into an engine; None = the embedded default model shipped with Diffill.
+
+    A Diffill checkpoint gives a LocalEngine. A directory whose config.json names another architecture (Dream,
+    Dream-Coder, DiffuCoder, Open-dCoder, LLaDA) loads through ``engine.adapters``; an unknown one is a
+    CheckpointError naming config.json and the value.
+    """
     if path is None:
         path = DEFAULT_AR_MODEL if autoregressive else DEFAULT_MODEL
         if not (path / "config.json").exists():
             raise CheckpointError(f"the embedded default model is missing from {path}; pass a checkpoint with --model")
+    elif (Path(path) / "config.json").exists():
+        from engine.adapters import is_external, load_adapter_engine  # torch-heavy; only when asked for
+
+        if is_external(path):
+            return load_adapter_engine(path, device=device)
     model, tokenizer = load_checkpoint(path, device=device)
     return LocalEngine(model=model, tokenizer=tokenizer, name=Path(path).name)
