@@ -94,7 +94,9 @@ class ModelConfig:
 PRESETS: dict[str, ModelConfig] = {
     # Unit tests: a model that runs a forward in milliseconds.
     "tiny": ModelConfig(d_model=64, n_layers=2, n_heads=2, ffn_hidden=192, max_context=512, max_canvas=32),
-    # The size the engine benchmark and the CPU-trained default use (~20M parameters with a 12k vocab).
+    # The CPU-trained default: what two hours of a 2-core CPU can train (~8M parameters, 3M of them embedding).
+    "cpu-8m": ModelConfig(d_model=256, n_layers=6, n_heads=4, ffn_hidden=768),
+    # The size the engine benchmark uses (~20M parameters with a 12k vocab).
     "small-20m": ModelConfig(),
     # Guide size for a GPU-trained default that stays fast on a 2-core CPU (~35M parameters).
     "base-35m": ModelConfig(d_model=512, n_layers=8, n_heads=8, ffn_hidden=1408),

@@ -50,6 +50,7 @@ class TrainConfig:
     autoregressive: bool = False  # train the AR twin instead of the diffusion model
     tokenizer: str | None = None  # tokenizer.json to use; None = out/tokenizer.json, trained if missing
     vocab_size: int = 12288
+    tokenizer_chars: int = 40_000_000  # text sampled for tokenizer training (BPE merges stabilise well before)
     steps: int = 2000
     batch_size: int = 16
     context_tokens: int = 768  # context budget per training row (the model supports up to max_context)
@@ -62,7 +63,10 @@ class TrainConfig:
     eval_every: int = 250
     eval_batches: int = 8
     save_every: int = 500
+    max_minutes: float | None = None  # stop (with a checkpoint) once this much wall time has passed
     log_every: int = 10
+    # Weight of the next-token loss on context positions (both objectives; 0 = canvas loss only).
+    context_lm_weight: float = 0.0
     save_dtype: str = "bfloat16"  # dtype of exported inference checkpoints
     resume: bool = True
 
@@ -82,28 +86,51 @@ def low_discrepancy_times(batch: int, generator: torch.Generator) -> Tensor:
     return ((u + torch.arange(batch) / batch) % 1.0).clamp(min=T_MIN)
 
 
-def diffusion_loss(model: torch.nn.Module, batch: Batch, mask_id: int, t: Tensor, generator: torch.Generator) -> Tensor:
+def context_lm_loss(logits: Tensor, batch: Batch) -> Tensor:
+    """Next-token cross-entropy over the context (causal in both models), pad and the last position excluded.
+
+    The context is processed causally by both objectives, so its positions can learn next-token prediction for
+    free: a dense signal on every context token instead of only the <= 64 canvas tokens of a row.
+    """
+    C = batch.context_len
+    pred = logits[:, : C - 1]  # position j predicts token j + 1
+    target = batch.tokens[:, 1:C]
+    keep = (torch.arange(1, C, device=target.device)[None] > batch.pad[:, None]).float()  # real targets only
+    ce = F.cross_entropy(pred.float().transpose(1, 2), target, reduction="none")
+    return (ce * keep).sum() / keep.sum().clamp(min=1)
+
+
+def diffusion_loss(
+    model: torch.nn.Module,
+    batch: Batch,
+    mask_id: int,
+    t: Tensor,
+    generator: torch.Generator,
+    context_weight: float = 0.0,
+) -> Tensor:
     C = batch.context_len
     target = batch.tokens[:, C:]  # (B, L)
     masked = torch.rand(target.shape, generator=generator).to(target.device) < t.to(target.device)[:, None]
     tokens = batch.tokens.clone()
     tokens[:, C:] = torch.where(masked, mask_id, target)
-    logits = model(tokens, batch.pad, C)[:, C:]  # (B, L, V)
-    ce = F.cross_entropy(logits.float().transpose(1, 2), target, reduction="none")  # (B, L)
+    logits = model(tokens, batch.pad, C)  # (B, C + L, V)
+    ce = F.cross_entropy(logits[:, C:].float().transpose(1, 2), target, reduction="none")  # (B, L)
     weight = masked.float() / t.to(target.device)[:, None]
-    return (ce * weight).sum() / target.numel()
+    loss = (ce * weight).sum() / target.numel()
+    return loss + context_weight * context_lm_loss(logits, batch) if context_weight else loss
 
 
-def autoregressive_loss(model: torch.nn.Module, batch: Batch, eos_id: int) -> Tensor:
+def autoregressive_loss(model: torch.nn.Module, batch: Batch, eos_id: int, context_weight: float = 0.0) -> Tensor:
     C = batch.context_len
     target = batch.tokens[:, C:]  # (B, L)
-    logits = model(batch.tokens, batch.pad, C)[:, C - 1 : -1]  # position j predicts token j + 1
-    ce = F.cross_entropy(logits.float().transpose(1, 2), target, reduction="none")  # (B, L)
+    logits = model(batch.tokens, batch.pad, C)  # (B, C + L, V)
+    ce = F.cross_entropy(logits[:, C - 1 : -1].float().transpose(1, 2), target, reduction="none")  # (B, L)
     is_eos = target == eos_id
     # Through the first <eos>: the padding after it is not part of the middle.
     after_first = (is_eos.long().cumsum(dim=1) - is_eos.long()) > 0
     keep = (~after_first).float()
-    return (ce * keep).sum() / keep.sum()
+    loss = (ce * keep).sum() / keep.sum()
+    return loss + context_weight * context_lm_loss(logits, batch) if context_weight else loss
 
 
 # ---- data ---------------------------------------------------------------------------------------------------
@@ -163,13 +190,21 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
+def corpus_sample(path: Path, max_chars: int) -> Iterator[str]:
+    """Every k-th corpus file, k chosen so about max_chars of text are yielded (spread over the whole corpus)."""
+    rows = list(iter_corpus(path))
+    total = sum(len(r["text"]) for r in rows)
+    stride = max(1, round(total / max_chars))
+    for row in rows[::stride]:
+        yield row["text"]
+
+
 def load_or_train_tokenizer(cfg: TrainConfig, out: Path) -> CodeTokenizer:
     path = Path(cfg.tokenizer) if cfg.tokenizer else out / "tokenizer.json"
     if path.exists():
         return CodeTokenizer.load(path)
     print(f"training tokenizer (vocab {cfg.vocab_size}) on {cfg.corpus}/train.jsonl", file=sys.stderr)
-    texts = (row["text"] for row in iter_corpus(Path(cfg.corpus) / "train.jsonl"))
-    tok = train_tokenizer(texts, vocab_size=cfg.vocab_size)
+    tok = train_tokenizer(corpus_sample(Path(cfg.corpus) / "train.jsonl", cfg.tokenizer_chars), cfg.vocab_size)
     tok.save(out / "tokenizer.json")
     return tok
 
@@ -201,11 +236,17 @@ def train(cfg: TrainConfig) -> dict[str, float]:
         start = json.loads((state_dir / "step.json").read_text())["step"]
         accelerator.print(f"resumed from {state_dir} at step {start}")
 
-    data_seed = cfg.seed * 1_000_003 + start * 7919 + accelerator.process_index
-    examples = iter_fim_examples(Path(cfg.corpus) / "train.jsonl", seed=data_seed)
+    data_seed = cfg.seed * 1_000_003 + start * 7919
+    examples = iter_fim_examples(
+        Path(cfg.corpus) / "train.jsonl",
+        seed=data_seed,
+        rank=accelerator.process_index,
+        world_size=accelerator.num_processes,
+    )
     stream = batches(examples, tok, cfg.batch_size, cfg.context_tokens, model_cfg.max_canvas, data_seed)
     eval_set = fixed_eval_batches(cfg, tok, model_cfg.max_canvas)
     generator = torch.Generator().manual_seed(data_seed)
+    metrics: dict[str, float] = {}
     log_path = out / "log.jsonl"
 
     def checkpoint(step: int) -> None:
@@ -218,21 +259,23 @@ def train(cfg: TrainConfig) -> dict[str, float]:
 
     n_params = accelerator.unwrap_model(model).num_parameters()
     accelerator.print(f"model: {n_params / 1e6:.1f}M parameters, {'AR twin' if cfg.autoregressive else 'diffusion'}")
+    if start == 0:
+        metrics["initial_heldout_loss"] = evaluate(model, eval_set, tok, cfg.autoregressive)
+        accelerator.print(f"step 0: held-out loss {metrics['initial_heldout_loss']:.4f}")
     model.train()
     tokens_seen = 0
     t_start = time.perf_counter()
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, disable=not accelerator.is_main_process)
-    metrics: dict[str, float] = {}
     for step in bar:
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, cfg)
         batch = to_device(next(stream), accelerator.device)
         with accelerator.autocast():
             if cfg.autoregressive:
-                loss = autoregressive_loss(model, batch, tok.eos_id)
+                loss = autoregressive_loss(model, batch, tok.eos_id, cfg.context_lm_weight)
             else:
                 t = low_discrepancy_times(len(batch.pad), generator)
-                loss = diffusion_loss(model, batch, tok.mask_id, t, generator)
+                loss = diffusion_loss(model, batch, tok.mask_id, t, generator, cfg.context_lm_weight)
         accelerator.backward(loss)
         accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
@@ -250,8 +293,13 @@ def train(cfg: TrainConfig) -> dict[str, float]:
         if (step + 1) % cfg.eval_every == 0 or step == cfg.steps - 1:
             metrics["heldout_loss"] = evaluate(model, eval_set, tok, cfg.autoregressive)
             accelerator.print(f"step {step + 1}: held-out loss {metrics['heldout_loss']:.4f}")
-        if (step + 1) % cfg.save_every == 0 or step == cfg.steps - 1:
+        out_of_time = cfg.max_minutes is not None and time.perf_counter() - t_start > 60 * cfg.max_minutes
+        if (step + 1) % cfg.save_every == 0 or step == cfg.steps - 1 or out_of_time:
             checkpoint(step + 1)
+        if out_of_time:
+            accelerator.print(f"stopping at step {step + 1}: --max-minutes {cfg.max_minutes} reached")
+            metrics["stopped_at_step"] = step + 1
+            break
     metrics["tokens_seen_this_run"] = tokens_seen
     metrics["wall_s"] = time.perf_counter() - t_start
     if accelerator.is_main_process:
@@ -268,7 +316,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         elif f.name in ("corpus", "out"):
             parser.add_argument(flag, required=True)
         else:
-            kind = {"int": int, "float": float}.get(str(f.type), str)
+            kind = {"int": int, "float": float, "float | None": float}.get(str(f.type), str)
             parser.add_argument(flag, type=kind, default=f.default)
 
 
