@@ -83,7 +83,7 @@ def load_tensors(
                                 f"tensor {theirs} in {path} has shape {tuple(tensor.shape)}, config.json implies "
                                 f"{tuple(expected[ours])}"
                             )
-                        set_module_tensor_to_device(model, ours, device, value=tensor.to(dtype))
+                        set_module_tensor_to_device(model, ours, device, value=tensor, dtype=dtype)
                         bar.update()
             except (SafetensorError, OSError, RuntimeError) as e:
                 raise CheckpointError(f"corrupt or truncated weight file {path}: {e}") from e

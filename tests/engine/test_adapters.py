@@ -1,0 +1,360 @@
+"""External diffusion coders load from their real on-disk formats, match a transcription of the reference forward,
+fill the middle the way their reference samplers do, and fail with errors that name the file at fault."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+
+from engine.adapters import AdapterEngine, load_adapter_engine
+from engine.adapters.engine import build_layout, fit_context
+from engine.adapters.families import DREAM, FAMILIES, LLADA, OPEN_DCODER, Family, detect_family
+from engine.adapters.fixtures import randomize, save_external_checkpoint, tiny_checkpoint, tiny_spec, train_code_bpe
+from engine.adapters.model import DiffusionLM
+from engine.adapters.sampler import (
+    AdapterSampling,
+    Layout,
+    blocks,
+    cache_drift,
+    commit,
+    commit_count,
+    denoise,
+    filter_logits,
+    full_pass,
+    window_pass,
+)
+from engine.api import LocalEngine, load_engine
+from engine.errors import CheckpointError
+from engine.sample import SampleOptions
+
+PREFIX = "def mean(values):\n    total = 0\n    for v in values:\n        total += v\n    return "
+SUFFIX = "\n\n\nprint(mean([1, 2, 3]))\n"
+IDS = [f.name for f in FAMILIES]
+
+
+@pytest.fixture(scope="module", params=FAMILIES, ids=IDS)
+def checkpoint(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[Family, Path]:
+    family = request.param
+    return family, tiny_checkpoint(tmp_path_factory.mktemp(family.name) / "model", family, seed=1)
+
+
+@pytest.fixture(scope="module")
+def engine(checkpoint: tuple[Family, Path]) -> AdapterEngine:
+    return load_adapter_engine(checkpoint[1], device="cpu", progress=False)
+
+
+# --- detection and loading -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("config", "family"),
+    [
+        ({"model_type": "Dream", "architectures": ["DreamModel"]}, DREAM),
+        ({"architectures": ["DreamModel"]}, DREAM),
+        ({"model_type": "qwen2", "architectures": ["Qwen2ForCausalLM"]}, OPEN_DCODER),
+        ({"model_type": "llada", "architectures": ["LLaDAModelLM"]}, LLADA),
+    ],
+)
+def test_family_is_detected_from_model_type_or_architectures(config: dict, family: Family) -> None:
+    assert detect_family(config) is family
+
+
+def test_unknown_architecture_is_an_error_naming_config_json_and_the_value(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "mamba", "architectures": ["MambaForCausalLM"]}))
+    with pytest.raises(CheckpointError, match=r"config\.json.*'mamba'"):
+        load_engine(tmp_path, device="cpu")
+
+
+def test_load_engine_dispatches_external_checkpoints_and_keeps_diffill_ones(
+    checkpoint: tuple[Family, Path], tiny_checkpoint: Path
+) -> None:
+    external = load_engine(checkpoint[1], device="cpu")
+    assert isinstance(external, AdapterEngine) and external.family is checkpoint[0]
+    assert isinstance(load_engine(tiny_checkpoint, device="cpu"), LocalEngine)
+
+
+def test_loads_float32_on_cpu_and_bf16_when_asked(checkpoint: tuple[Family, Path]) -> None:
+    e32 = load_adapter_engine(checkpoint[1], device="cpu", progress=False)
+    e16 = load_adapter_engine(checkpoint[1], device="cpu", dtype=torch.bfloat16, progress=False)
+    assert e32.model.embed.weight.dtype == torch.float32 and e16.model.embed.weight.dtype == torch.bfloat16
+    assert e32.describe()["family"] == checkpoint[0].name
+
+
+def test_special_tokens_use_the_real_names(engine: AdapterEngine) -> None:
+    tok, backend = engine.tokenizer, engine.tokenizer.backend
+    mask = {"dream": "<|mask|>", "open-dcoder": "<|mask|>", "llada": "<|mdm_mask|>"}[engine.family.name]
+    assert tok.mask_id == backend.token_to_id(mask)
+    assert tok.eos_id == backend.token_to_id("<|endoftext|>")
+    if engine.family is DREAM:
+        assert tok.bos_id == backend.token_to_id("<|beginoftext|>")
+        assert backend.token_to_id("<|dlm_pad|>") in tok.end_ids
+    if engine.family is LLADA:
+        assert tok.bos_id == backend.token_to_id("<|startoftext|>")
+    assert tok.decode(tok.encode(PREFIX)) == PREFIX
+
+
+def test_dream_slow_tokenizer_files_encode_like_tokenizer_json(tmp_path: Path) -> None:
+    fast = load_adapter_engine(tiny_checkpoint(tmp_path / "fast", DREAM), device="cpu", progress=False)
+    slow_dir = tiny_checkpoint(tmp_path / "slow", DREAM, slow_tokenizer_files=True)
+    assert not (slow_dir / "tokenizer.json").exists() and (slow_dir / "merges.txt").exists()
+    slow = load_adapter_engine(slow_dir, device="cpu", progress=False)
+    assert slow.tokenizer.encode(PREFIX + SUFFIX) == fast.tokenizer.encode(PREFIX + SUFFIX)
+    assert slow.tokenizer.mask_id == fast.tokenizer.mask_id
+
+
+# --- the network -----------------------------------------------------------------------------------------------
+
+
+def reference_logits(family: Family, config: dict, sd: dict[str, torch.Tensor], ids: torch.Tensor) -> torch.Tensor:
+    """A float64 transcription of modeling_dream.py / Qwen2 / modeling_llada.py (llama block), by tensor name."""
+    sd = {k: v.double() for k, v in sd.items()}
+    llada = family is LLADA
+    d = config["d_model"] if llada else config["hidden_size"]
+    heads = config["n_heads"] if llada else config["num_attention_heads"]
+    kv_heads = config["n_kv_heads"] if llada else config["num_key_value_heads"]
+    layers = config["n_layers"] if llada else config["num_hidden_layers"]
+    eps, theta, hd = config["rms_norm_eps"], config["rope_theta"], d // heads
+    p = "model.transformer." if llada else "model."
+
+    def rms(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        return w * x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
+
+    def linear(x: torch.Tensor, name: str) -> torch.Tensor:
+        return x @ sd[name + ".weight"].T + (sd[name + ".bias"] if name + ".bias" in sd else 0)
+
+    inv_freq = 1.0 / theta ** (torch.arange(0, hd, 2, dtype=torch.float64) / hd)
+    emb = torch.cat([torch.outer(torch.arange(ids.shape[1], dtype=torch.float64), inv_freq)] * 2, dim=-1)
+    cos, sin = emb.cos(), emb.sin()
+
+    def rope(x: torch.Tensor) -> torch.Tensor:  # HF rotate_half
+        x1, x2 = x[..., : hd // 2], x[..., hd // 2 :]
+        return x * cos + torch.cat((-x2, x1), dim=-1) * sin
+
+    x = sd[p + ("wte.weight" if llada else "embed_tokens.weight")][ids]
+    B, T = ids.shape
+    for i in range(layers):
+        b = f"{p}blocks.{i}." if llada else f"{p}layers.{i}."
+        h = rms(x, sd[b + ("attn_norm.weight" if llada else "input_layernorm.weight")])
+        a = "" if llada else "self_attn."
+        q = rope(linear(h, b + a + "q_proj").view(B, T, heads, hd).transpose(1, 2))
+        k = rope(linear(h, b + a + "k_proj").view(B, T, kv_heads, hd).transpose(1, 2))
+        v = linear(h, b + a + "v_proj").view(B, T, kv_heads, hd).transpose(1, 2)
+        k, v = k.repeat_interleave(heads // kv_heads, 1), v.repeat_interleave(heads // kv_heads, 1)
+        att = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(hd), dim=-1) @ v  # no mask: bidirectional
+        x = x + linear(att.transpose(1, 2).reshape(B, T, d), b + ("attn_out" if llada else "self_attn.o_proj"))
+        h = rms(x, sd[b + ("ff_norm.weight" if llada else "post_attention_layernorm.weight")])
+        if llada:  # LLaDALlamaBlock: act(ff_proj(x)) * up_proj(x), then ff_out
+            x = x + linear(F.silu(linear(h, b + "ff_proj")) * linear(h, b + "up_proj"), b + "ff_out")
+        else:
+            x = x + linear(F.silu(linear(h, b + "mlp.gate_proj")) * linear(h, b + "mlp.up_proj"), b + "mlp.down_proj")
+    x = rms(x, sd[p + ("ln_f.weight" if llada else "norm.weight")])
+    head = p + "ff_out.weight" if llada else "lm_head.weight"
+    return x @ sd.get(head, sd[p + ("wte.weight" if llada else "embed_tokens.weight")]).T
+
+
+def test_forward_matches_a_transcription_of_the_reference_code(checkpoint: tuple[Family, Path], engine) -> None:
+    family, path = checkpoint
+    config = json.loads((path / "config.json").read_text())
+    ids = torch.randint(0, engine.tokenizer.vocab_size, (2, 23), generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        ours = engine.model(ids).double()
+    ref = reference_logits(family, config, load_file(str(path / "model.safetensors")), ids)
+    torch.testing.assert_close(ours, ref, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("family", FAMILIES, ids=IDS)
+def test_save_load_round_trip_gives_the_same_logits_through_shards(tmp_path: Path, family: Family) -> None:
+    tok = train_code_bpe(family)
+    model = randomize(DiffusionLM(tiny_spec(family, 576, num_layers=3)), seed=7).eval()
+    save_external_checkpoint(tmp_path, model, family, tok, max_shard_bytes=40_000)
+    assert len(list(tmp_path.glob("model-*.safetensors"))) > 1 and (tmp_path / "model.safetensors.index.json").exists()
+    loaded = load_adapter_engine(tmp_path, device="cpu", progress=False).model
+    assert (loaded.lm_head.weight is loaded.embed.weight) == (family is OPEN_DCODER)  # tied only there
+    ids = torch.randint(0, 576, (2, 17))
+    with torch.inference_mode():
+        assert torch.equal(loaded(ids), model(ids))
+
+
+def test_missing_shard_is_an_error_naming_the_shard(tmp_path: Path) -> None:
+    tok = train_code_bpe(LLADA)
+    save_external_checkpoint(
+        tmp_path, randomize(DiffusionLM(tiny_spec(LLADA, 576)), 0), LLADA, tok, max_shard_bytes=40_000
+    )
+    shard = sorted(tmp_path.glob("model-*.safetensors"))[1]
+    shard.unlink()
+    with pytest.raises(CheckpointError, match=rf"missing weight shard .*{shard.name}"):
+        load_adapter_engine(tmp_path, device="cpu", progress=False)
+
+
+def test_missing_tensor_and_wrong_shape_are_errors_naming_the_tensor(tmp_path: Path) -> None:
+    directory = tiny_checkpoint(tmp_path / "m", DREAM)
+    state = load_file(str(directory / "model.safetensors"))
+    from safetensors.torch import save_file
+
+    name = "model.layers.1.mlp.up_proj.weight"
+    save_file({k: v for k, v in state.items() if k != name}, str(directory / "model.safetensors"))
+    with pytest.raises(CheckpointError, match=rf"tensor {name} .*config\.json"):
+        load_adapter_engine(directory, device="cpu", progress=False)
+    save_file({**state, name: state[name][:, :-1].contiguous()}, str(directory / "model.safetensors"))
+    with pytest.raises(CheckpointError, match=rf"tensor {name} in .*model\.safetensors has shape"):
+        load_adapter_engine(directory, device="cpu", progress=False)
+
+
+# --- fill in the middle ----------------------------------------------------------------------------------------
+
+
+def test_complete_returns_n_candidates_within_the_canvas(engine: AdapterEngine) -> None:
+    options = SampleOptions(steps=6, temperature=0.8, seed=3)
+    out = engine.complete(PREFIX, SUFFIX, language="python", canvas_length=10, num_candidates=4, options=options)
+    assert len(out) == 4
+    assert all(0 <= c.tokens <= 10 and math.isfinite(c.score) and c.score <= 0 for c in out)
+    assert all("<|mask|>" not in c.text and "<|mdm_mask|>" not in c.text for c in out)
+    again = engine.complete(PREFIX, SUFFIX, language="python", canvas_length=10, num_candidates=4, options=options)
+    assert again == out  # same seed, same output
+
+
+def test_denoise_leaves_no_mask_and_never_proposes_special_tokens(engine: AdapterEngine) -> None:
+    tok = engine.tokenizer
+    layout = build_layout(engine.family, tok, tok.encode(PREFIX), tok.encode(SUFFIX), 12)
+    for steps in (1, 12):
+        tokens, logp = denoise(
+            engine.model, layout, 3, SampleOptions(steps=steps, threshold=1.0), engine.sampling, banned=engine._banned
+        )
+        assert tokens.shape == (3, 12) and not (tokens == tok.mask_id).any()
+        assert not torch.isin(tokens, engine._banned).any() and (logp <= 0).all()
+
+
+def test_different_seeds_give_different_sampled_candidates(engine: AdapterEngine) -> None:
+    def run(seed: int) -> list[str]:
+        opts = SampleOptions(steps=4, temperature=1.0, seed=seed)
+        return [c.text for c in engine.complete(PREFIX, SUFFIX, language="python", canvas_length=8,
+                                                num_candidates=3, options=opts)]  # fmt: skip
+
+    a, b = run(0), run(1)
+    assert a[0] == b[0]  # the first candidate is greedy
+    assert a[1:] != b[1:]
+
+
+def test_prompt_formats_follow_each_family(engine: AdapterEngine) -> None:
+    tok = engine.tokenizer
+    pre, suf = tok.encode("a = 1\n"), tok.encode("\nb = 2\n")
+    layout = build_layout(engine.family, tok, pre, suf, 3)
+    head = {"dream": [tok.bos_id], "open-dcoder": [], "llada": [tok.bos_id]}[engine.family.name]
+    tail = [tok.eos_id] if engine.family is DREAM else []
+    assert layout.tokens == [*head, *pre, *[tok.mask_id] * 3, *suf, *tail]
+    assert layout.canvas_start == len(head) + len(pre)
+    assert layout.shift == (engine.family is not LLADA)
+
+
+def test_shifted_logits_read_each_position_from_the_one_before() -> None:
+    shifted = Layout(tokens=[0] * 10, canvas_start=4, canvas_len=3, shift=True)
+    assert shifted.window == (3, 7) and [r + 3 for r in shifted.logit_rows()] == [3, 4, 5]
+    at_start = Layout(tokens=[0] * 10, canvas_start=0, canvas_len=3, shift=True)  # Dream: position 0 keeps its own
+    assert at_start.window == (0, 3) and at_start.logit_rows() == [0, 0, 1]
+    plain = Layout(tokens=[0] * 10, canvas_start=4, canvas_len=3, shift=False)
+    assert plain.window == (4, 7) and plain.logit_rows() == [0, 1, 2]
+
+
+def test_context_budget_keeps_the_code_nearest_the_cursor() -> None:
+    pre, suf = fit_context(list(range(100)), list(range(100, 160)), 60)
+    assert pre == list(range(60, 100)) and suf == list(range(100, 120))
+    assert fit_context([1, 2], [3], 10) == ([1, 2], [3])
+
+
+# --- reference samplers ----------------------------------------------------------------------------------------
+
+
+def test_llada_schedule_matches_get_num_transfer_tokens() -> None:
+    llada = AdapterSampling(schedule="llada", order="low_confidence")
+    for masked, steps in [(10, 4), (32, 32), (7, 3), (5, 8)]:
+        remaining, counts = torch.tensor([[masked]]), []
+        for step in range(steps):
+            k = int(commit_count(remaining, step, steps, llada))
+            counts.append(k)
+            remaining -= k
+        base, rem = divmod(masked, steps)
+        assert counts == [base + 1] * rem + [base] * (steps - rem)
+
+
+def test_dream_schedule_matches_its_linspace_timesteps() -> None:
+    dream, steps, masked = AdapterSampling(), 8, 32
+    timesteps = torch.linspace(1, dream.eps, steps + 1)
+    remaining = torch.tensor([[masked]])
+    for i in range(steps):
+        t, s = timesteps[i], timesteps[i + 1]
+        expected = int(remaining.item() * (1 - s / t)) if i < steps - 1 else int(remaining.item())
+        k = commit_count(remaining, i, steps, dream)
+        assert int(k) in (expected, expected - 1, expected + 1)  # float32 linspace vs our float64 formula
+        remaining -= k
+    assert int(remaining) == 0
+
+
+def test_commit_takes_the_best_scores_and_threshold_passers_only_where_allowed() -> None:
+    canvas, masked, logp = torch.full((1, 5), -1), torch.ones(1, 5, dtype=torch.bool), torch.zeros(1, 5)
+    tokens = torch.tensor([[10, 11, 12, 13, 14]])
+    prob = torch.tensor([[0.2, 0.95, 0.3, 0.5, 0.99]])
+    score = torch.tensor([[0.1, 0.0, 0.9, 0.5, 0.2]])
+    allowed = torch.tensor([True, True, True, True, False])
+    commit(canvas, masked, logp, (tokens, prob, score), torch.tensor([[1]]), 0.9, allowed)
+    assert canvas.tolist() == [[-1, 11, 12, -1, -1]]  # best score (2) + above threshold (1); 4 not allowed
+    assert masked.tolist() == [[True, False, False, True, True]]
+
+
+def test_top_p_keeps_the_smallest_nucleus() -> None:
+    logits = torch.tensor([[2.0, 1.0, 0.0, -1.0]]).log_softmax(-1)  # probs ~ .64 .24 .09 .03
+    kept = filter_logits(logits, None, 0.7).isfinite()
+    assert kept.tolist() == [[True, True, False, False]]
+    assert filter_logits(logits, 1, None).isfinite().tolist() == [[True, False, False, False]]
+
+
+def test_llada_blocks_fill_left_to_right(engine: AdapterEngine) -> None:
+    assert blocks(10, 4, 6) == [(0, 4, 2), (4, 8, 2), (8, 10, 2)]
+    if engine.family is not LLADA:
+        return
+    tok = engine.tokenizer
+    layout = build_layout(LLADA, tok, tok.encode(PREFIX), tok.encode(SUFFIX), 8)
+    one_step = replace(engine.sampling, block_length=4)
+    opts = SampleOptions(steps=2, threshold=1.0, early_exit=False)
+    tokens, _ = denoise(engine.model, layout, 1, opts, one_step, banned=engine._banned)
+    assert not (tokens == tok.mask_id).any()
+
+
+# --- approximate cache -----------------------------------------------------------------------------------------
+
+
+def test_window_pass_against_a_fresh_cache_equals_the_full_forward(engine: AdapterEngine) -> None:
+    tok = engine.tokenizer
+    layout = build_layout(engine.family, tok, tok.encode(PREFIX), tok.encode(SUFFIX), 9)
+    seq = torch.tensor([layout.tokens])
+    with torch.inference_mode():
+        exact, ctx = full_pass(engine.model, seq, layout, keep=True)
+        torch.testing.assert_close(window_pass(engine.model, seq, layout, ctx), exact, atol=1e-4, rtol=1e-4)
+
+
+def test_approximate_cache_is_exact_at_refresh_steps_and_bounded_between(engine: AdapterEngine) -> None:
+    tok = engine.tokenizer
+    layout = build_layout(engine.family, tok, tok.encode(PREFIX * 3), tok.encode(SUFFIX), 12)
+    sampling = replace(engine.sampling, refresh_every=3, block_length=None)
+    drift = cache_drift(engine.model, layout, SampleOptions(steps=9, threshold=1.0), sampling, banned=engine._banned)
+    refreshed = [d for d in drift if d.refreshed]
+    stale = [d for d in drift if not d.refreshed]
+    assert [d.step for d in refreshed] == [0, 3, 6]
+    assert all(d.max_abs_diff == 0.0 and d.argmax_agreement == 1.0 for d in refreshed)
+    assert max(d.max_abs_diff for d in stale) < 0.5  # logits span ~[-4, 4] in these random models
+    assert sum(d.argmax_agreement for d in stale) / len(stale) > 0.8
+
+
+def test_refreshing_every_step_is_the_exact_sampler(engine: AdapterEngine) -> None:
+    tok = engine.tokenizer
+    layout = build_layout(engine.family, tok, tok.encode(PREFIX), tok.encode(SUFFIX), 10)
+    opts = SampleOptions(steps=5, temperature=0.7, seed=2)
+    exact = denoise(engine.model, layout, 2, opts, replace(engine.sampling, refresh_every=0), banned=engine._banned)
+    every = denoise(engine.model, layout, 2, opts, replace(engine.sampling, refresh_every=1), banned=engine._banned)
+    assert torch.equal(exact[0], every[0])
