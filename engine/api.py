@@ -131,8 +131,9 @@ class LocalEngine:
         session_id: str | None = None,
     ) -> list[Completion]:
         cfg = self.model.config
-        if not 1 <= canvas_length <= cfg.max_canvas:
-            raise ValueError(f"canvas_length must be in [1, {cfg.max_canvas}], got {canvas_length}")
+        if canvas_length < 1:
+            raise ValueError(f"canvas_length must be positive, got {canvas_length}")
+        canvas_length = min(canvas_length, cfg.max_canvas)  # longer asks get the longest canvas the model knows
         if not 1 <= num_candidates <= 64:
             raise ValueError(f"num_candidates must be in [1, 64], got {num_candidates}")
         tok = self.tokenizer

@@ -50,9 +50,10 @@ class FimSettings:
     # Most of the signal is above the cursor; the suffix mainly tells where the middle must stop.
     prefix_tokens: int = 1536
     suffix_tokens: int = 512
-    # A rest-of-line completion is short; a block body needs room for several statements.
+    # A rest-of-line completion is short; a block body needs room for several statements. 64 is the longest
+    # canvas the embedded model was trained on (engines clamp larger requests to their own maximum).
     single_line_canvas: int = 32
-    multi_line_canvas: int = 128
+    multi_line_canvas: int = 64
     # Short canvases are cheap, so ask for more alternatives; long ones cost more per candidate.
     single_line_candidates: int = 4
     multi_line_candidates: int = 2

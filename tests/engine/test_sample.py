@@ -133,8 +133,10 @@ def test_engine_returns_n_candidates_with_finite_scores(engine) -> None:
     assert engine.last_stats.computed_tokens < engine.last_stats.context_tokens  # the session cache was reused
 
 
-def test_engine_rejects_bad_canvas_and_candidates(engine) -> None:
+def test_engine_rejects_bad_canvas_and_candidates_and_clamps_long_canvas(engine) -> None:
     with pytest.raises(ValueError, match="canvas_length"):
-        engine.complete("a", "b", language="python", canvas_length=10_000, num_candidates=1)
+        engine.complete("a", "b", language="python", canvas_length=0, num_candidates=1)
+    long = engine.complete("a", "b", language="python", canvas_length=10_000, num_candidates=1)
+    assert long[0].tokens <= engine.model.config.max_canvas
     with pytest.raises(ValueError, match="num_candidates"):
         engine.complete("a", "b", language="python", canvas_length=8, num_candidates=0)
