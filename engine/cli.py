@@ -44,12 +44,11 @@ def parse_location(spec: str) -> tuple[Path, int, int]:
 
 
 def cmd_complete(args: argparse.Namespace) -> int:
-    from fim.validate import Candidate, postprocess
-
     from engine.api import load_engine
     from engine.sample import SampleOptions
     from fim.languages import language_from_path, normalize_language
     from fim.request import FimSettings, build_request
+    from fim.validate import Candidate, postprocess
 
     path, line, col = args.location
     try:
@@ -94,7 +93,7 @@ def cmd_complete(args: argparse.Namespace) -> int:
 
 
 def cmd_corpus(args: argparse.Namespace) -> int:
-    from engine.data import build_corpus, default_source_dirs
+    from engine.corpus import build_corpus, default_source_dirs
 
     sources = [Path(s) for s in args.src] if args.src else default_source_dirs()
     bench = Path(args.benchmarks) if args.benchmarks else None

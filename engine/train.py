@@ -34,7 +34,8 @@ from tqdm import tqdm
 
 from engine.checkpoint import save_checkpoint
 from engine.config import preset
-from engine.data import FimExample, iter_corpus, iter_fim_examples
+from engine.corpus import iter_corpus
+from engine.data import FimExample, iter_fim_examples
 from engine.layout import Batch, collate, draw_canvas_len
 from engine.model import DiffillModel
 from engine.tokenizer import CodeTokenizer, train_tokenizer
@@ -44,7 +45,7 @@ T_MIN = 1e-3  # lower bound on t: the 1/t weight is unbounded at 0
 
 @dataclass(frozen=True)
 class TrainConfig:
-    corpus: str  # directory with train.jsonl / heldout.jsonl (engine.data.build_corpus)
+    corpus: str  # directory with train.jsonl / heldout.jsonl (engine.corpus.build_corpus)
     out: str  # run directory: checkpoints, tokenizer, logs
     preset: str = "small-20m"
     autoregressive: bool = False  # train the AR twin instead of the diffusion model

@@ -12,20 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from engine.data import (
-    FIM_KIND_WEIGHTS,
-    FimExample,
-    build_corpus,
-    default_source_dirs,
-    is_contaminated,
-    iter_corpus,
-    iter_fim_examples,
-    load_benchmark,
-    sample_fim_example,
-)
+from engine.corpus import build_corpus, default_source_dirs, is_contaminated, iter_corpus, load_benchmark
+from engine.data import FIM_KIND_WEIGHTS, FimExample, iter_fim_examples, sample_fim_example
 
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
-BENCHMARK = Path("/work/shared/benchmarks/humaneval-infilling")
+BENCHMARK = Path(__file__).resolve().parents[3] / "shared" / "benchmarks" / "humaneval-infilling"
 needs_benchmark = pytest.mark.skipif(not BENCHMARK.is_dir(), reason="HumanEval-Infilling not present")
 CLEAN_FILES = ["textwrap.py", "shlex.py", "string.py", "bisect.py", "colorsys.py", "fnmatch.py", "glob.py"]
 
