@@ -1,0 +1,187 @@
+/**
+ * Starts `diffill lsp` (or `python -m lsp_server`) over stdio with vscode-languageclient and owns its lifetime.
+ *
+ * Inline completion is one of the language client's default features (≥ 10): the server advertises
+ * `inlineCompletionProvider` and the client registers the VS Code provider, so there is no hand-written one.
+ * The middleware around it measures latency and honours the on/off switch; classic completion is silenced
+ * (VS Code shows Diffill as ghost text only, and a second request for the same document would make the server
+ * drop the inline one as stale). Settings go to the server as `initializationOptions` and, on change, through
+ * `workspace/didChangeConfiguration` / `workspace/configuration` (`synchronize.configurationSection`).
+ *
+ * Start, stop and restart are queued one after another and await the client's own promises; nothing sleeps.
+ */
+
+import { performance } from 'node:perf_hooks';
+import * as readline from 'node:readline';
+import type { Readable } from 'node:stream';
+
+import * as vscode from 'vscode';
+import {
+    type DocumentSelector,
+    type Executable,
+    LanguageClient,
+    type LanguageClientOptions,
+    RevealOutputChannelOn,
+    State,
+    TransportKind,
+} from 'vscode-languageclient/node';
+
+import { ModelStateFeature } from './progress';
+import { parseServerLine, type Level } from './serverLog';
+import { completionsWanted, isRemote, LANGUAGES, SECTION, serverLaunch, serverSettings } from './settings';
+import type { Latency, ModelState } from './state';
+
+export interface SessionEvents {
+    state(state: ModelState): void;
+    completion(latency: Latency): void;
+}
+
+function configuration(): vscode.WorkspaceConfiguration {
+    return vscode.workspace.getConfiguration(SECTION);
+}
+
+function documentSelector(): DocumentSelector {
+    return LANGUAGES.flatMap((language) => [
+        { scheme: 'file', language },
+        { scheme: 'untitled', language },
+    ]);
+}
+
+function countItems(result: vscode.InlineCompletionItem[] | vscode.InlineCompletionList | null | undefined): number {
+    if (result === null || result === undefined) {
+        return 0;
+    }
+    return Array.isArray(result) ? result.length : result.items.length;
+}
+
+function pipeLines(input: Readable, log: vscode.LogOutputChannel, parse: boolean): void {
+    let previous: Level = 'info';
+    const lines = readline.createInterface({ input, crlfDelay: Infinity, terminal: false });
+    lines.on('line', (line: string) => {
+        const { level, text } = parse ? parseServerLine(line, previous) : { level: 'info' as const, text: line };
+        previous = level;
+        log[level](text);
+    });
+}
+
+function serverExecutable(): Executable {
+    const { command, args } = serverLaunch(configuration());
+    const folder = vscode.workspace.workspaceFolders?.[0];
+    return {
+        command,
+        args,
+        transport: TransportKind.stdio,
+        // Unbuffered, so log lines reach the channel as they are written.
+        options: { env: { ...process.env, PYTHONUNBUFFERED: '1' }, ...(folder ? { cwd: folder.uri.fsPath } : {}) },
+    };
+}
+
+function clientOptions(log: vscode.LogOutputChannel, events: SessionEvents): LanguageClientOptions {
+    return {
+        documentSelector: documentSelector(),
+        outputChannel: log,
+        revealOutputChannelOn: RevealOutputChannelOn.Never,
+        initializationOptions: () => serverSettings(configuration()),
+        synchronize: { configurationSection: SECTION },
+        stdioOptions: {
+            stdout: (input, channel) => pipeLines(input, channel, false),
+            stderr: (input, channel) => pipeLines(input, channel, true),
+        },
+        middleware: {
+            provideInlineCompletionItems: async (document, position, context, token, next) => {
+                if (!completionsWanted(configuration(), document.languageId)) {
+                    return null;
+                }
+                const started = performance.now();
+                const result = await next(document, position, context, token);
+                if (!token.isCancellationRequested) {
+                    const latency = { ms: performance.now() - started, items: countItems(result) };
+                    log.debug(`inline completion: ${latency.items} item(s) in ${latency.ms.toFixed(0)} ms`);
+                    events.completion(latency);
+                }
+                return result;
+            },
+            provideCompletionItem: () => undefined,
+        },
+    };
+}
+
+/** One language client at a time; `restart` replaces it so command-line changes take effect. */
+export class ServerSession implements vscode.Disposable {
+    private client: LanguageClient | undefined;
+    private queue: Promise<void> = Promise.resolve();
+
+    constructor(
+        private readonly log: vscode.LogOutputChannel,
+        private readonly events: SessionEvents,
+    ) {}
+
+    start(): Promise<void> {
+        return this.enqueue(() => this.doStart());
+    }
+
+    stop(): Promise<void> {
+        return this.enqueue(() => this.doStop());
+    }
+
+    restart(): Promise<void> {
+        return this.enqueue(async () => {
+            await this.doStop();
+            await this.doStart();
+        });
+    }
+
+    dispose(): void {
+        void this.stop();
+    }
+
+    private enqueue(operation: () => Promise<void>): Promise<void> {
+        const next = this.queue.then(operation, operation);
+        this.queue = next.catch(() => undefined);
+        return next;
+    }
+
+    private async doStart(): Promise<void> {
+        const executable = serverExecutable();
+        this.log.info(`starting the server: ${[executable.command, ...(executable.args ?? [])].join(' ')}`);
+        const client = new LanguageClient(SECTION, 'Diffill', executable, clientOptions(this.log, this.events));
+        const feature = new ModelStateFeature(client, (state) => this.events.state(state), () =>
+            isRemote(configuration()),
+        );
+        client.registerFeature(feature);
+        // Also fires when the client restarts a crashed server on its own (its default error handler).
+        client.onDidChangeState(({ newState }) => {
+            if (newState === State.Starting) {
+                this.events.state({ kind: 'starting' });
+            } else if (newState === State.Running) {
+                void feature.awaitFirstLoad();
+            } else if (newState === State.Stopped && this.client === client) {
+                const message = 'the server stopped unexpectedly; see the Diffill log, then run Diffill: Restart Server';
+                this.events.state({ kind: 'error', message });
+            }
+        });
+        this.client = client;
+        this.events.state({ kind: 'starting' });
+        try {
+            await client.start();
+        } catch (error) {
+            const message = `could not start the server (${executable.command}): ${String(error)}`;
+            this.log.error(message);
+            this.events.state({ kind: 'error', message });
+        }
+    }
+
+    private async doStop(): Promise<void> {
+        const client = this.client;
+        this.client = undefined;
+        if (client === undefined) {
+            return;
+        }
+        try {
+            await client.dispose(); // stop: shutdown request, exit notification, then the process ends
+        } catch (error) {
+            this.log.warn(`stopping the server: ${String(error)}`);
+        }
+        this.events.state({ kind: 'stopped' });
+    }
+}
