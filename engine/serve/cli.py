@@ -1,0 +1,106 @@
+"""``diffill serve``: load a checkpoint and serve it over HTTP (see docs/serving.md).
+
+    diffill serve [--model DIR] [--host 127.0.0.1] [--port 8711] [--token-file F | --token T]
+                  [--tls-cert PEM --tls-key PEM] [--max-body-bytes N] [--max-context N] [--max-canvas N]
+                  [--max-candidates N] [--max-concurrent-per-token N] [--cache-budget-mb MB] [--max-batch N]
+                  [--no-batching] [--device auto] [--log-level INFO]
+
+The configuration is checked before the model loads, so a refused start (a public address without a token,
+half-configured TLS) costs nothing. Logs go to stderr; the process exits on SIGINT/SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+from engine.errors import DiffillError
+from engine.serve.app import ServeConfig
+from engine.serve.server import ServeConfigError, check_config, is_loopback, serve_forever
+
+TOKEN_ENV = "DIFFILL_SERVE_TOKEN"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="diffill serve", description="Serve the Diffill engine over HTTP.")
+    p.add_argument("--model", help="checkpoint directory (default: the embedded model)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind; anything but loopback needs a token")
+    p.add_argument("--port", type=int, default=8711)
+    auth = p.add_mutually_exclusive_group()
+    auth.add_argument("--token", help=f"bearer token (visible in ps; prefer --token-file or ${TOKEN_ENV})")
+    auth.add_argument("--token-file", help="file with one bearer token per line (# comments); each is a client")
+    p.add_argument("--tls-cert", help="PEM certificate chain (enables HTTPS)")
+    p.add_argument("--tls-key", help="PEM private key")
+    p.add_argument("--max-body-bytes", type=int, default=ServeConfig.max_body_bytes)
+    p.add_argument("--max-context", type=int, help="most context tokens a request may send (default 4x the model's)")
+    p.add_argument("--max-canvas", type=int, help="longest canvas a request may ask for (default: the model's)")
+    p.add_argument("--max-candidates", type=int, default=ServeConfig.max_candidates)
+    p.add_argument("--max-concurrent-per-token", type=int, default=ServeConfig.max_concurrent_per_token)
+    p.add_argument("--cache-budget-mb", type=float, default=ServeConfig.cache_budget_mb, help="session KV caches")
+    p.add_argument("--max-batch", type=int, default=ServeConfig.max_batch, help="requests sharing one step")
+    p.add_argument("--no-batching", action="store_true", help="one request at a time (for comparison)")
+    p.add_argument("--log-level", default="INFO")
+    return p
+
+
+def read_tokens(args: argparse.Namespace) -> tuple[str, ...]:
+    if args.token:
+        return (args.token.strip(),)
+    if args.token_file:
+        try:
+            lines = Path(args.token_file).read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as e:
+            raise ServeConfigError(f"cannot read --token-file {args.token_file}: {e}") from e
+        tokens = tuple(line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#"))
+        if not tokens:
+            raise ServeConfigError(f"--token-file {args.token_file} holds no token")
+        return tokens
+    env = os.environ.get(TOKEN_ENV, "").strip()
+    return (env,) if env else ()
+
+
+def config_from_args(args: argparse.Namespace) -> ServeConfig:
+    return ServeConfig(
+        host=args.host,
+        port=args.port,
+        tokens=read_tokens(args),
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        max_body_bytes=args.max_body_bytes,
+        max_context=args.max_context,
+        max_canvas=args.max_canvas,
+        max_candidates=args.max_candidates,
+        max_concurrent_per_token=args.max_concurrent_per_token,
+        cache_budget_mb=args.cache_budget_mb,
+        batching=not args.no_batching,
+        max_batch=args.max_batch,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        config = config_from_args(args)
+        check_config(config)
+        if not is_loopback(config.host) and not config.tls_cert:
+            logging.warning("serving with a token but without TLS: the token crosses the network in clear text")
+        from engine.api import load_engine
+
+        t0 = time.perf_counter()
+        engine = load_engine(args.model, device=args.device)
+        logging.info("loaded %s in %.2fs", engine.describe(), time.perf_counter() - t0)
+        asyncio.run(serve_forever(engine, config))
+    except DiffillError as e:
+        print(f"diffill serve: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # e.g. the port is taken
+        print(f"diffill serve: error: {e}", file=sys.stderr)
+        return 2
+    return 0

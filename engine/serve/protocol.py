@@ -1,0 +1,259 @@
+"""Wire formats of ``diffill serve``: the native msgpack protocol and the JSON endpoints for existing plugins.
+
+Everything here is pure: bytes or decoded objects in, a validated ``CompletionRequest`` (or a ``ProtocolError``
+carrying the HTTP status) out, and replies built from a ``CompletionResult``. The server, the scheduler and
+``engine.remote`` share these definitions, so a field name lives in exactly one place.
+
+Native protocol (version 1, see docs/serving.md): ``POST /v1/fim`` with a msgpack map body
+(``Content-Type: application/msgpack``), answered with a msgpack map; ``POST /v1/cancel`` with ``{"id": ...}``.
+JSON: OpenAI-style ``POST /v1/completions`` (prompt + suffix) and llama.cpp-style ``POST /infill``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+
+from engine.api import Completion
+from engine.errors import DiffillError
+from engine.sample import SampleOptions
+
+PROTOCOL_VERSION = 1
+MSGPACK = "application/msgpack"
+MSGPACK_TYPES = frozenset({MSGPACK, "application/x-msgpack", "application/vnd.msgpack"})
+JSON = "application/json"
+MAX_STEPS = 1024  # steps beyond the canvas length do nothing (at least one position commits per step)
+MAX_SEED = 2**63 - 1
+
+
+class ProtocolError(DiffillError):
+    """A request the server refuses; `status` is the HTTP status it is answered with."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may ask for; `max_context` counts tokens before the model's own trimming."""
+
+    max_context: int
+    max_canvas: int
+    max_candidates: int = 16
+
+
+@dataclass(frozen=True)
+class CompletionRequest:
+    prefix: str
+    suffix: str
+    language: str
+    canvas_length: int
+    num_candidates: int
+    options: SampleOptions = SampleOptions()
+    session_id: str | None = None
+    request_id: str = field(default_factory=lambda: secrets.token_hex(8))
+
+
+@dataclass(frozen=True)
+class CompletionResult:
+    completions: list[Completion]
+    context_tokens: int
+    computed_tokens: int  # context tokens prefilled (the rest came from the session cache)
+    queue_ms: float
+    prefill_ms: float
+    sample_ms: float
+    steps: int
+    batch_max: int  # most requests that shared one step with this one
+
+
+# ---------------------------------------------------------------- decoding helpers
+
+
+def decode_msgpack(body: bytes) -> dict[str, Any]:
+    try:
+        data = msgpack.unpackb(body, raw=False, strict_map_key=True)
+    except Exception as e:  # msgpack raises several types (ExtraData, FormatError, ValueError, UnicodeDecodeError)
+        raise ProtocolError(400, f"malformed msgpack body: {e}") from None
+    return _as_map(data, "msgpack")
+
+
+def decode_json(body: bytes) -> dict[str, Any]:
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError) as e:
+        raise ProtocolError(400, f"malformed JSON body: {e}") from None
+    return _as_map(data, "JSON")
+
+
+def _as_map(data: object, what: str) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise ProtocolError(400, f"the {what} body must be a map/object, got {type(data).__name__}")
+    return data
+
+
+def get_str(data: Mapping[str, Any], key: str, default: str | None = None) -> str:
+    value = data.get(key)
+    if value is None:
+        if default is None:
+            raise ProtocolError(400, f"missing field {key!r}")
+        value = default
+    if not isinstance(value, str):
+        raise ProtocolError(400, f"field {key!r} must be a string, got {type(value).__name__}")
+    return value
+
+
+def get_opt_str(data: Mapping[str, Any], key: str) -> str | None:
+    value = data.get(key)
+    return None if value is None else get_str(data, key)
+
+
+def get_int(data: Mapping[str, Any], key: str, default: int, lo: int, hi: int, status: int = 400) -> int:
+    value = data.get(key, default)
+    if value is None:
+        value = default
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ProtocolError(400, f"field {key!r} must be an integer, got {type(value).__name__}")
+    if not lo <= value <= hi:
+        raise ProtocolError(status, f"field {key!r} must be in [{lo}, {hi}], got {value}")
+    return value
+
+
+def get_float(data: Mapping[str, Any], key: str, default: float, lo: float, hi: float) -> float:
+    value = data.get(key, default)
+    if value is None:
+        value = default
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ProtocolError(400, f"field {key!r} must be a finite number, got {value!r}")
+    if not lo <= value <= hi:
+        raise ProtocolError(400, f"field {key!r} must be in [{lo}, {hi}], got {value}")
+    return float(value)
+
+
+def sample_options(data: Mapping[str, Any], temperature: float, seed: int = 0) -> SampleOptions:
+    return SampleOptions(
+        steps=get_int(data, "steps", SampleOptions.steps, 1, MAX_STEPS),
+        threshold=get_float(data, "threshold", SampleOptions.threshold, 0.0, 1.0),
+        temperature=get_float(data, "temperature", temperature, 0.0, 100.0),
+        seed=get_int(data, "seed", seed, 0, MAX_SEED),
+    )
+
+
+def get_request_id(data: Mapping[str, Any], key: str = "id") -> str:
+    rid = get_opt_str(data, key)
+    if rid is not None and not 1 <= len(rid) <= 128:
+        raise ProtocolError(400, f"field {key!r} must be 1 to 128 characters")
+    return rid or secrets.token_hex(8)
+
+
+def get_session(data: Mapping[str, Any], key: str) -> str | None:
+    sid = get_opt_str(data, key)
+    if sid is not None and len(sid) > 256:
+        raise ProtocolError(400, f"field {key!r} must be at most 256 characters")
+    return sid or None
+
+
+# ---------------------------------------------------------------- native msgpack protocol
+
+
+def parse_native(data: Mapping[str, Any], limits: Limits) -> CompletionRequest:
+    """A native request map -> CompletionRequest; sizes over the server's limits are 422, bad types 400."""
+    version = get_int(data, "v", PROTOCOL_VERSION, 1, PROTOCOL_VERSION)
+    del version  # only version 1 exists; the check rejects clients speaking a newer one
+    return CompletionRequest(
+        prefix=get_str(data, "prefix"),
+        suffix=get_str(data, "suffix", ""),
+        language=get_str(data, "language", "other"),
+        canvas_length=get_int(data, "canvas_length", min(32, limits.max_canvas), 1, limits.max_canvas, status=422),
+        num_candidates=get_int(data, "num_candidates", 1, 1, limits.max_candidates, status=422),
+        options=sample_options(data, SampleOptions.temperature),
+        session_id=get_session(data, "session"),
+        request_id=get_request_id(data),
+    )
+
+
+def native_request(
+    prefix: str,
+    suffix: str,
+    *,
+    language: str,
+    canvas_length: int,
+    num_candidates: int,
+    options: SampleOptions,
+    session_id: str | None = None,
+    request_id: str | None = None,
+) -> dict[str, Any]:
+    """The request map a client sends (``engine.remote`` uses this, so both ends agree on field names)."""
+    out: dict[str, Any] = {
+        "v": PROTOCOL_VERSION,
+        "prefix": prefix,
+        "suffix": suffix,
+        "language": language,
+        "canvas_length": canvas_length,
+        "num_candidates": num_candidates,
+        "steps": options.steps,
+        "threshold": options.threshold,
+        "temperature": options.temperature,
+        "seed": options.seed,
+    }
+    if session_id is not None:
+        out["session"] = session_id
+    if request_id is not None:
+        out["id"] = request_id
+    return out
+
+
+def native_reply(request_id: str, model: str, result: CompletionResult) -> dict[str, Any]:
+    return {
+        "v": PROTOCOL_VERSION,
+        "id": request_id,
+        "model": model,
+        "completions": [{"text": c.text, "score": c.score, "tokens": c.tokens} for c in result.completions],
+        "stats": {
+            "context_tokens": result.context_tokens,
+            "computed_tokens": result.computed_tokens,
+            "queue_ms": round(result.queue_ms, 3),
+            "prefill_ms": round(result.prefill_ms, 3),
+            "sample_ms": round(result.sample_ms, 3),
+            "steps": result.steps,
+            "batch_max": result.batch_max,
+        },
+    }
+
+
+def parse_native_reply(data: object) -> list[Completion]:
+    """A native reply map -> completions; anything else is a ValueError (the client reports it as malformed)."""
+    if not isinstance(data, dict) or not isinstance(data.get("completions"), list):
+        raise ValueError("expected a map with a 'completions' list")
+    out = []
+    for item in data["completions"]:
+        if not isinstance(item, dict):
+            raise ValueError("each completion must be a map")
+        text, score, tokens = item.get("text"), item.get("score"), item.get("tokens")
+        if not isinstance(text, str) or isinstance(score, bool) or not isinstance(score, int | float):
+            raise ValueError("a completion needs a string 'text' and a numeric 'score'")
+        if isinstance(tokens, bool) or not isinstance(tokens, int):
+            raise ValueError("a completion needs an integer 'tokens'")
+        out.append(Completion(text=text, score=float(score), tokens=tokens))
+    return out
+
+
+def error_body(status: int, message: str) -> dict[str, Any]:
+    """Error replies of every endpoint share this shape (OpenAI's, which JSON plugins already parse)."""
+    kind = "invalid_request_error" if status < 500 else "server_error"
+    return {"error": {"code": status, "message": message, "type": kind}}
+
+
+def pack(data: Any) -> bytes:
+    return msgpack.packb(data, use_bin_type=True)
+
+
+def dump_json(data: Any) -> bytes:
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
