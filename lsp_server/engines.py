@@ -11,8 +11,10 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from engine.errors import CheckpointError
 from fim.request import FimSettings, approx_tokens
 from lsp_server.settings import CompletionSettings, Settings
 
@@ -50,11 +52,14 @@ def create_engine(settings: Settings, default_model: str | None = None) -> Compl
     """
     if settings.remote.url:
         return _remote_engine(settings)
+    path = settings.model.path or default_model
+    if path is not None and not Path(path).expanduser().is_dir():
+        # Before importing torch (seconds): a mistyped path is the most common failure and should show at once.
+        raise CheckpointError(f"checkpoint directory not found: {path}")
     from engine.api import load_engine
 
-    path = settings.model.path or default_model
     log.info("loading model %s on %s", path or "(embedded default)", settings.model.device)
-    return load_engine(path, device=settings.model.device)
+    return load_engine(Path(path).expanduser() if path else None, device=settings.model.device)
 
 
 def describe(engine: CompletionEngine) -> dict[str, Any]:
