@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -98,7 +98,7 @@ class AdapterEngine:
             "dtype": str(self.model.embed.weight.dtype).removeprefix("torch."),
             "max_context": self.model.config.max_context,
             "max_canvas": self.model.config.max_canvas,
-            "sampling": self.sampling.__dict__,
+            "sampling": asdict(self.sampling),
         }
 
     def forget(self, session_id: str) -> None:

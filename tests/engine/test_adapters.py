@@ -109,6 +109,18 @@ def test_dream_slow_tokenizer_files_encode_like_tokenizer_json(tmp_path: Path) -
     assert slow.tokenizer.mask_id == fast.tokenizer.mask_id
 
 
+def test_a_qwen2_checkpoint_without_a_mask_token_is_refused(tmp_path: Path) -> None:
+    directory = tiny_checkpoint(tmp_path / "m", OPEN_DCODER)  # e.g. plain autoregressive Qwen2.5-Coder
+    data = json.loads((directory / "tokenizer.json").read_text())
+    data["added_tokens"] = [t for t in data["added_tokens"] if t["content"] != "<|mask|>"]
+    (directory / "tokenizer.json").write_text(json.dumps(data))
+    config = json.loads((directory / "tokenizer_config.json").read_text())
+    del config["mask_token"]
+    (directory / "tokenizer_config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="no mask token"):
+        load_adapter_engine(directory, device="cpu", progress=False)
+
+
 # --- the network -----------------------------------------------------------------------------------------------
 
 

@@ -1,0 +1,156 @@
+"""Adapter benchmark: speed of the Qwen2-layout diffusion adapter with and without the approximate cache, and
+what the approximation costs in accuracy.
+
+    python -m eval.bench_adapters [--sizes tiny qwen2.5-0.5b] [--layers N] [--context 512] [--canvas 32]
+                                  [--steps 8] [--refresh 4] [--candidates 1] [--repeat 3] [--device cpu]
+
+Random weights (speed does not depend on them; the accuracy numbers are those of a random network, a sanity
+bound rather than a quality claim). ``qwen2.5-0.5b`` has Qwen2.5(-Coder)-0.5B's shapes -- the Open-dCoder
+model: hidden 896, 24 layers, 14 heads over 2 KV heads, intermediate 4864, vocab 151936, tied embeddings;
+``--layers`` runs fewer layers on slow machines (the table says how many ran). Dream's prompt layout and
+logit shift, Dream's sampler (entropy order, top-p 0.95), threshold 1 (reference commit counts).
+
+Per size: the exact full forward and the window-only forward (one step each), then a whole fill of the canvas
+exact (full forward every step) and approximate (refreshed every --refresh steps): ms per step and canvas
+tokens per second. Accuracy: along the exact trajectory, the largest |logit| difference and the argmax
+agreement of the approximate logits on steps between refreshes, and how many final tokens the approximate fill
+shares with the exact one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import replace
+
+import torch
+
+from engine.adapters.families import ArchSpec
+from engine.adapters.fixtures import randomize
+from engine.adapters.model import DiffusionLM, ServingLimits
+from engine.adapters.sampler import DREAM_SAMPLING, Layout, cache_drift, denoise, full_pass, window_pass
+from engine.sample import SampleOptions
+
+SIZES = {
+    "tiny": dict(hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=128, vocab_size=1024),
+    "qwen2.5-0.5b": dict(
+        hidden_size=896, num_layers=24, num_heads=14, num_kv_heads=2, intermediate_size=4864, vocab_size=151936
+    ),
+}
+
+
+def spec_for(size: str, layers: int | None) -> ArchSpec:
+    dims = dict(SIZES[size])
+    if layers is not None:
+        dims["num_layers"] = min(layers, dims["num_layers"])
+    dims["head_dim"] = dims["hidden_size"] // dims["num_heads"]
+    return ArchSpec(
+        **dims,
+        norm_eps=1e-6,
+        rope_theta=1000000.0,
+        rope_linear_factor=1.0,
+        max_positions=32768,
+        qkv_bias=True,
+        tie_embeddings=True,
+    )
+
+
+def median_ms(fn: Callable[[], object], repeat: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def random_layout(vocab: int, context: int, canvas: int, mask_id: int) -> Layout:
+    """bos + 3/4 of the context as prefix, the canvas, 1/4 as suffix, eos (Dream's infilling layout)."""
+    gen = torch.Generator().manual_seed(0)
+    body = torch.randint(0, mask_id, (context,), generator=gen).tolist()
+    cut = 3 * context // 4
+    tokens = [mask_id + 1, *body[:cut], *[mask_id] * canvas, *body[cut:], mask_id + 2]
+    return Layout(tokens=tokens, canvas_start=1 + cut, canvas_len=canvas, shift=True)
+
+
+def bench_size(size: str, args: argparse.Namespace) -> dict[str, object]:
+    spec = spec_for(size, args.layers)
+    torch.manual_seed(0)
+    model = randomize(DiffusionLM(spec, ServingLimits(args.context, args.canvas)), seed=0)
+    model = model.to(device=args.device, dtype=torch.bfloat16 if args.device.startswith("cuda") else torch.float32)
+    model.eval()
+    mask_id = spec.vocab_size - 8  # any id; banned from predictions like a real mask token
+    banned = torch.tensor([mask_id, mask_id + 1], device=args.device)
+    layout = random_layout(spec.vocab_size, args.context, args.canvas, mask_id)
+    seq = torch.tensor([layout.tokens], device=args.device).repeat(args.candidates, 1)
+    options = SampleOptions(steps=args.steps, threshold=1.0, temperature=0.0, early_exit=False)
+    exact_sampling, approx_sampling = DREAM_SAMPLING, replace(DREAM_SAMPLING, refresh_every=args.refresh)
+    with torch.inference_mode():
+        _, ctx = full_pass(model, seq, layout, keep=True)
+        full_ms = median_ms(lambda: full_pass(model, seq, layout, keep=False), args.repeat)
+        window_ms = median_ms(lambda: window_pass(model, seq, layout, ctx), args.repeat)
+        results = {}
+        for name, sampling in (("exact", exact_sampling), ("approx", approx_sampling)):
+            ms = median_ms(lambda s=sampling: denoise(model, layout, args.candidates, options, s, banned=banned),
+                           args.repeat)  # fmt: skip
+            results[name] = ms
+        exact_tokens, _ = denoise(model, layout, 1, options, exact_sampling, banned=banned)
+        approx_tokens, _ = denoise(model, layout, 1, options, approx_sampling, banned=banned)
+        drift = [d for d in cache_drift(model, layout, options, approx_sampling, banned=banned) if not d.refreshed]
+    tokens = args.canvas * args.candidates
+    return {
+        "size": size,
+        "layers": spec.num_layers,
+        "params_m": model.num_parameters() / 1e6,
+        "full_ms": full_ms,
+        "window_ms": window_ms,
+        "exact_step_ms": results["exact"] / args.steps,
+        "approx_step_ms": results["approx"] / args.steps,
+        "exact_tok_s": tokens / (results["exact"] / 1e3),
+        "approx_tok_s": tokens / (results["approx"] / 1e3),
+        "max_logit_diff": max((d.max_abs_diff for d in drift), default=0.0),
+        "argmax_agree": statistics.mean(d.argmax_agreement for d in drift) if drift else 1.0,
+        "final_agree": (exact_tokens == approx_tokens).float().mean().item(),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
+    parser.add_argument("--layers", type=int, default=None, help="run at most this many layers (CPU budgets)")
+    parser.add_argument("--context", type=int, default=512, help="prompt tokens around the canvas")
+    parser.add_argument("--canvas", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--refresh", type=int, default=4, help="approximate cache: full forward every N steps")
+    parser.add_argument("--candidates", type=int, default=1)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args(argv)
+
+    print(
+        f"context {args.context}, canvas {args.canvas}, {args.candidates} candidate(s), {args.steps} steps, "
+        f"approximate cache refreshed every {args.refresh} steps, device {args.device}, "
+        f"{torch.get_num_threads()} threads\n"
+    )
+    print(
+        "| size | layers | params (M) | full fwd ms | window fwd ms | exact ms/step | approx ms/step "
+        "| exact tok/s | approx tok/s | max |dlogit| | argmax agree | final tokens agree |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for size in args.sizes:
+        r = bench_size(size, args)
+        print(
+            f"| {r['size']} | {r['layers']} | {r['params_m']:.1f} | {r['full_ms']:.1f} | {r['window_ms']:.1f} "
+            f"| {r['exact_step_ms']:.1f} | {r['approx_step_ms']:.1f} | {r['exact_tok_s']:.1f} "
+            f"| {r['approx_tok_s']:.1f} | {r['max_logit_diff']:.4f} | {r['argmax_agree']:.3f} "
+            f"| {r['final_agree']:.3f} |",
+            flush=True,
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
