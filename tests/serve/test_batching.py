@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 import torch
-from serve_wire import PREFIX, SUFFIX, call, fim_body
+from serve_wire import PREFIX, call, fim_body
 
 from engine.api import LocalEngine
 from engine.layout import context_tokens
