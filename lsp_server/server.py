@@ -26,6 +26,7 @@ from lsprotocol import types
 from pygls.capabilities import get_capability
 from pygls.lsp.server import LanguageServer
 
+from engine.errors import DiffillError
 from fim.request import FimSettings
 from lsp_server import __version__
 from lsp_server.cache import CompletionCache
@@ -90,6 +91,7 @@ class DiffillServer(LanguageServer):
         self._load_generation = 0
         self._tasks: set[asyncio.Task[Any]] = set()
         self._noted: set[str] = set()
+        self._problems: set[str] = set()
 
     # -- messages ---------------------------------------------------------------------------------------------
 
@@ -180,7 +182,9 @@ class DiffillServer(LanguageServer):
         source = section_of(pushed) if pushed is not None else await self._configuration()
         settings, problems = parse_settings(merge(section_of(self.initialization_options), source))
         for problem in problems:
-            self.show(types.MessageType.Warning, f"invalid setting {problem}")
+            if problem not in self._problems:  # each re-read would otherwise repeat every old complaint
+                self.show(types.MessageType.Warning, f"invalid setting {problem}")
+        self._problems = set(problems)
         previous, self.settings = self.settings, settings
         if settings != previous:
             self.cache.clear()
@@ -223,7 +227,8 @@ class DiffillServer(LanguageServer):
         except Exception as exc:
             if generation == self._load_generation:
                 self.state, self.load_error = LoadState.FAILED, str(exc) or type(exc).__name__
-                log.error("engine load failed", exc_info=exc)
+                # The user's mistake (a path, a URL) needs its message, not a traceback.
+                log.error("engine load failed", exc_info=None if isinstance(exc, DiffillError) else exc)
                 self.show(types.MessageType.Error, f"could not load the {what}: {self.load_error}")
             outcome = "failed"
         else:
