@@ -48,6 +48,7 @@ from engine.serve.scheduler import Cancelled, Job, Scheduler
 log = logging.getLogger(__name__)
 
 NATIVE_ROUTES = frozenset({"/v1/fim", "/v1/cancel"})
+COMPLETION_ROUTES = frozenset({"/v1/fim", "/v1/completions", "/infill"})  # timed in diffill_request_seconds
 Handler = Callable[[Request, Connection, str], Awaitable[Response]]
 
 
@@ -133,7 +134,8 @@ class App:
         except Exception as e:
             log.exception("request %s %s failed", request.method, request.path)
             response = self.error(request.path, 500, f"internal error: {type(e).__name__}: {e}")
-        self.metrics.observe_request(endpoint, response.status, time.perf_counter() - t0)
+        seconds = time.perf_counter() - t0 if endpoint in COMPLETION_ROUTES else None
+        self.metrics.observe_request(endpoint, response.status, seconds)
         return response
 
     def error(self, path: str, status: int, message: str) -> Response:

@@ -256,4 +256,5 @@ def pack(data: Any) -> bytes:
 
 
 def dump_json(data: Any) -> bytes:
-    return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
+    # ASCII escapes: a lone surrogate from a JSON client's input can never make the reply unencodable.
+    return json.dumps(data, separators=(",", ":")).encode()
