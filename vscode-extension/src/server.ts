@@ -161,13 +161,10 @@ export class ServerSession implements vscode.Disposable {
             }
         });
         this.client = client;
-        this.events.state({ kind: 'starting' });
         try {
             await client.start();
         } catch (error) {
-            const message = `could not start the server (${executable.command}): ${String(error)}`;
-            this.log.error(message);
-            this.events.state({ kind: 'error', message });
+            this.events.state({ kind: 'error', message: `could not start ${executable.command}: ${String(error)}` });
         }
     }
 

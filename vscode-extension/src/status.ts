@@ -1,6 +1,7 @@
 /**
  * The status bar item: model state (starting / loading / ready / remote / error), the last completion's latency,
- * and the on/off switch. Clicking it toggles completions; the tooltip links to restart and the log.
+ * and the on/off switch. Clicking it toggles completions; the tooltip links to restart and the log. Its DOM id in
+ * the workbench is `diffill.diffill.status` (extension id + item id), which the end-to-end test looks for.
  */
 
 import * as vscode from 'vscode';
@@ -8,7 +9,7 @@ import * as vscode from 'vscode';
 import { type Latency, type ModelState, present } from './state';
 
 export class StatusItem implements vscode.Disposable {
-    private readonly item = vscode.window.createStatusBarItem('diffill.status', vscode.StatusBarAlignment.Right, 100);
+    private readonly item = vscode.window.createStatusBarItem('status', vscode.StatusBarAlignment.Right, 100);
     private state: ModelState = { kind: 'stopped' };
     private latency: Latency | undefined;
     private enabled = true;

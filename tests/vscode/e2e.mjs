@@ -1,0 +1,367 @@
+#!/usr/bin/env node
+/**
+ * End-to-end test of the Diffill VS Code extension in VS Code for the browser.
+ *
+ * Installs the .vsix into a fresh code-server (127.0.0.1, ephemeral port, --auth none), points the extension at
+ * a real language server (`<python> -m lsp_server --model <checkpoint>`), opens a workspace with a Python file
+ * in headless Debian Chromium (playwright-core), types at the end of a comment and waits for Monaco's ghost
+ * text (`.ghost-text-decoration`), which only the Diffill server can supply here. Typing inside a comment keeps
+ * the test meaningful with any checkpoint: every single-line continuation of a comment is valid Python, so the
+ * server's syntax validation keeps even a random-weight model's text.
+ *
+ * Every process it starts (code-server and, through the extension host, the language server; Chromium) is
+ * stopped before it exits. Waits are on events (process output, DOM state), each with a deadline.
+ *
+ *   node e2e.mjs --vsix X.vsix --model DIR [--python PY] [--artefacts DIR] [--chromium PATH] [--timeout S]
+ *
+ * Prints one JSON line (`E2E_RESULT {...}`) with the ghost text, status bar text, screenshot and log paths;
+ * exits 0 when ghost text appeared, 1 on failure, 2 on bad usage.
+ */
+
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import * as fs from 'node:fs/promises';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { parseArgs } from 'node:util';
+
+import { chromium } from 'playwright-core';
+
+const HERE = path.dirname(new URL(import.meta.url).pathname);
+const CODE_SERVER = path.join(HERE, 'node_modules', '.bin', 'code-server');
+
+// The comment the test types after; the file must stay valid Python at every keystroke.
+const SOURCE = `"""Small helpers for numbers."""
+
+
+def add(a, b):
+    return a + b
+
+
+def mean(values):
+    # Add up the values and divide the total by
+`;
+const TYPED = ' the number of';
+
+// Headless Chromium without network side channels (brief: Debian chromium, no downloads, fresh profile).
+const CHROMIUM_ARGS = [
+    '--headless',
+    '--no-sandbox',
+    '--disable-gpu',
+    '--disable-quic',
+    '--no-first-run',
+    '--disable-background-networking',
+    '--disable-component-update',
+    '--disable-sync',
+];
+
+function usage(message) {
+    process.stderr.write(`e2e: ${message}\n`);
+    process.exit(2);
+}
+
+function options() {
+    const { values } = parseArgs({
+        options: {
+            vsix: { type: 'string' },
+            model: { type: 'string' },
+            python: { type: 'string', default: 'python3' },
+            artefacts: { type: 'string' },
+            chromium: { type: 'string', default: '/usr/bin/chromium' },
+            timeout: { type: 'string', default: '240' },
+        },
+    });
+    if (!values.vsix || !values.model) {
+        usage('--vsix and --model are required');
+    }
+    return {
+        vsix: path.resolve(values.vsix),
+        model: path.resolve(values.model),
+        python: values.python,
+        artefacts: values.artefacts ? path.resolve(values.artefacts) : undefined,
+        chromium: values.chromium,
+        timeoutMs: Number(values.timeout) * 1000,
+    };
+}
+
+function log(message) {
+    process.stderr.write(`[e2e ${new Date().toISOString().slice(11, 23)}] ${message}\n`);
+}
+
+/** Run a command to completion; reject with its output when it fails. */
+async function run(command, args, env) {
+    const child = spawn(command, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let output = '';
+    child.stdout.on('data', (chunk) => (output += chunk));
+    child.stderr.on('data', (chunk) => (output += chunk));
+    const [code] = await once(child, 'exit');
+    if (code !== 0) {
+        throw new Error(`${command} ${args.join(' ')} exited with ${code}:\n${output}`);
+    }
+    return output;
+}
+
+/** A process in its own process group, so stopping it also stops what it spawned (extension host, server). */
+class Group {
+    constructor(name, command, args, env) {
+        this.name = name;
+        this.output = '';
+        this.child = spawn(command, args, { env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+        this.exited = once(this.child, 'exit');
+        for (const stream of [this.child.stdout, this.child.stderr]) {
+            stream.on('data', (chunk) => {
+                this.output += chunk;
+                this.child.emit('output');
+            });
+        }
+    }
+
+    /** Resolves with the first match of `pattern` in the output; rejects if the process exits first. */
+    waitFor(pattern, timeoutMs) {
+        return new Promise((resolve, reject) => {
+            const timer = setTimeout(() => finish(new Error(`${this.name}: no ${pattern} within ${timeoutMs} ms`)), timeoutMs);
+            const check = () => {
+                const match = pattern.exec(this.output);
+                if (match) finish(undefined, match);
+            };
+            const exited = () => finish(new Error(`${this.name} exited before ${pattern}:\n${this.output}`));
+            const finish = (error, match) => {
+                clearTimeout(timer);
+                this.child.off('output', check);
+                this.child.off('exit', exited);
+                error ? reject(error) : resolve(match);
+            };
+            this.child.on('output', check);
+            this.child.on('exit', exited);
+            check();
+        });
+    }
+
+    /** SIGTERM to the group, then SIGKILL if it has not exited within `graceMs`. */
+    async stop(graceMs = 10_000) {
+        if (this.child.exitCode !== null || this.child.signalCode !== null) return;
+        const signal = (name) => {
+            try {
+                process.kill(-this.child.pid, name);
+            } catch {
+                // already gone
+            }
+        };
+        signal('SIGTERM');
+        const timer = setTimeout(() => signal('SIGKILL'), graceMs);
+        await this.exited;
+        clearTimeout(timer);
+        signal('SIGKILL'); // stragglers left in the group (a server that ignored SIGTERM)
+    }
+}
+
+async function writeJson(file, value) {
+    await fs.mkdir(path.dirname(file), { recursive: true });
+    await fs.writeFile(file, JSON.stringify(value, null, 2));
+}
+
+function userSettings(opts) {
+    return {
+        'security.workspace.trust.enabled': false,
+        'workbench.startupEditor': 'none',
+        'workbench.tips.enabled': false,
+        'workbench.enableExperiments': false,
+        'telemetry.telemetryLevel': 'off',
+        'update.mode': 'none',
+        'extensions.autoCheckUpdates': false,
+        'extensions.autoUpdate': false,
+        'extensions.ignoreRecommendations': true,
+        // Ghost text only: the suggest widget would hide or filter inline suggestions.
+        'editor.inlineSuggest.enabled': true,
+        'editor.quickSuggestions': { other: false, comments: false, strings: false },
+        'editor.suggestOnTriggerCharacters': false,
+        'editor.wordBasedSuggestions': 'off',
+        'diffill.server.command': [opts.python, '-m', 'lsp_server', '--model', opts.model],
+        'diffill.trace.server': 'verbose',
+    };
+}
+
+async function findFiles(root, name) {
+    const found = [];
+    const entries = await fs.readdir(root, { recursive: true, withFileTypes: true }).catch(() => []);
+    for (const entry of entries) {
+        if (entry.isFile() && entry.name === name) found.push(path.join(entry.parentPath ?? entry.path, entry.name));
+    }
+    return found;
+}
+
+/** The status bar item of the extension (`diffill.diffill.status`). */
+function statusItem(page) {
+    return page.locator('[id="diffill.diffill.status"]');
+}
+
+async function openEditor(page, url, timeoutMs) {
+    await page.goto(url, { waitUntil: 'domcontentloaded', timeout: timeoutMs });
+    await page.locator('.monaco-workbench').waitFor({ timeout: timeoutMs });
+    // Quick Open the file: the explorer's tree is slower and layout-dependent.
+    await page.locator('.part.editor').click();
+    await page.keyboard.press('Control+P');
+    const input = page.locator('.quick-input-widget input');
+    await input.waitFor({ timeout: timeoutMs });
+    await input.fill('example.py');
+    await page.locator('.quick-input-list .monaco-list-row').first().waitFor({ timeout: timeoutMs });
+    await page.keyboard.press('Enter');
+    const editor = page.locator('.editor-instance .monaco-editor').first();
+    await editor.waitFor({ timeout: timeoutMs });
+    return editor;
+}
+
+async function waitForReady(page, timeoutMs) {
+    const item = statusItem(page);
+    await item.waitFor({ timeout: timeoutMs });
+    // The accessible label is the tooltip text: "Model ready (...)." once the server has loaded the checkpoint.
+    await page.waitForFunction(
+        () => {
+            const label = document.getElementById('diffill.diffill.status')?.getAttribute('aria-label') ?? '';
+            if (label.startsWith('Error')) throw new Error(label);
+            return label.includes('ready');
+        },
+        undefined,
+        { timeout: timeoutMs, polling: 250 },
+    );
+    return (await item.getAttribute('aria-label')) ?? '';
+}
+
+/** Text of the ghost text Monaco renders at the cursor (inline and, for multi-line, the lines below). */
+async function waitForGhostText(page, timeoutMs) {
+    const handle = await page.waitForFunction(
+        () => {
+            const parts = [...document.querySelectorAll('.monaco-editor .ghost-text-decoration, .monaco-editor .ghost-text')];
+            const text = parts.map((node) => node.textContent ?? '').join('');
+            return text.trim().length > 0 ? text : null;
+        },
+        undefined,
+        { timeout: timeoutMs, polling: 100 },
+    );
+    return handle.jsonValue();
+}
+
+/** `insertText`s of the server's inline completion answers, from the trace in the extension's log. */
+function answeredTexts(logText) {
+    const texts = [];
+    const pattern = /"insertText": ("(?:[^"\\]|\\.)*")/g;
+    for (const match of logText.matchAll(pattern)) texts.push(JSON.parse(match[1]));
+    return texts;
+}
+
+/** Whether the ghost text is (part of) an answer, ignoring the layout whitespace Monaco adds or drops. */
+function fromServer(ghost, answers) {
+    const squash = (text) => text.replace(/\s+/g, '');
+    return answers.some((answer) => squash(answer).includes(squash(ghost)));
+}
+
+async function main() {
+    const opts = options();
+    const root = await fs.mkdtemp(path.join(os.tmpdir(), 'diffill-e2e-'));
+    const artefacts = opts.artefacts ?? path.join(root, 'artefacts');
+    await fs.mkdir(artefacts, { recursive: true });
+    const dirs = {
+        userData: path.join(root, 'user-data'),
+        extensions: path.join(root, 'extensions'),
+        workspace: path.join(root, 'workspace'),
+        browser: path.join(root, 'chromium-profile'),
+    };
+    const config = path.join(root, 'code-server.yaml');
+    await fs.writeFile(config, 'auth: none\n');
+    await fs.mkdir(dirs.workspace, { recursive: true });
+    await fs.writeFile(path.join(dirs.workspace, 'example.py'), SOURCE);
+    await writeJson(path.join(dirs.userData, 'User', 'settings.json'), userSettings(opts));
+    const env = { ...process.env, CS_DISABLE_GETTING_STARTED_OVERRIDE: '1' };
+    delete env.PASSWORD;
+    const common = ['--config', config, '--user-data-dir', dirs.userData, '--extensions-dir', dirs.extensions];
+
+    log(`installing ${opts.vsix}`);
+    await run(CODE_SERVER, [...common, '--force', '--install-extension', opts.vsix], env);
+
+    const server = new Group('code-server', CODE_SERVER, [
+        ...common,
+        '--bind-addr', '127.0.0.1:0',
+        '--auth', 'none',
+        '--disable-telemetry',
+        '--disable-update-check',
+        '--disable-workspace-trust',
+        '--disable-getting-started-override',
+        '--ignore-last-opened',
+        '--log', 'trace', // the Diffill channel at Trace level, so diffill.trace.server reaches its log file
+        dirs.workspace,
+    ], env);
+    let browser;
+    const result = { artefacts, root };
+    try {
+        const [, url] = await server.waitFor(/HTTP server listening on (http:\/\/127\.0\.0\.1:\d+)\/?/, 60_000);
+        log(`code-server at ${url}`);
+        browser = await chromium.launchPersistentContext(dirs.browser, {
+            executablePath: opts.chromium,
+            headless: true,
+            args: CHROMIUM_ARGS,
+            viewport: { width: 1280, height: 800 },
+        });
+        const page = browser.pages()[0] ?? (await browser.newPage());
+        page.setDefaultTimeout(opts.timeoutMs);
+        const editor = await openEditor(page, `${url}/?folder=${encodeURIComponent(dirs.workspace)}`, opts.timeoutMs);
+        log('editor open; waiting for the model');
+        result.readyStatus = await waitForReady(page, opts.timeoutMs);
+        log(`status: ${result.readyStatus.split('\n')[0]}`);
+
+        await editor.click();
+        await page.keyboard.press('Control+End');
+        await page.keyboard.press('ArrowUp'); // end of the comment line (the file ends with a newline)
+        await page.keyboard.press('End');
+        await page.keyboard.type(TYPED, { delay: 40 });
+        try {
+            result.ghostText = await waitForGhostText(page, 30_000);
+        } catch {
+            log('no ghost text while typing; asking explicitly (Alt+\\)');
+            await page.keyboard.press('Alt+Backslash');
+            result.ghostText = await waitForGhostText(page, opts.timeoutMs);
+        }
+        log(`ghost text: ${JSON.stringify(result.ghostText)}`);
+        // The middleware reports the latency once the response is in; the status bar then shows "N ms".
+        await page.waitForFunction(
+            () => / \d+ ms/.test(document.getElementById('diffill.diffill.status')?.textContent ?? ''),
+            undefined,
+            { timeout: 30_000, polling: 100 },
+        );
+        result.statusText = ((await statusItem(page).textContent()) ?? '').trim();
+        result.screenshot = path.join(artefacts, 'ghost-text.png');
+        await page.screenshot({ path: result.screenshot });
+        result.ok = true;
+    } catch (error) {
+        result.ok = false;
+        result.error = String(error?.stack ?? error);
+        const page = browser?.pages()[0];
+        if (page) {
+            result.statusBarIds = await page
+                .evaluate(() => [...document.querySelectorAll('.statusbar-item')].map((node) => `${node.id}: ${node.getAttribute('aria-label')}`))
+                .catch(() => []);
+            result.screenshot = path.join(artefacts, 'failure.png');
+            await page.screenshot({ path: result.screenshot }).catch(() => undefined);
+        }
+    } finally {
+        await browser?.close().catch(() => undefined);
+        await server.stop();
+        await fs.writeFile(path.join(artefacts, 'code-server.log'), server.output);
+        const logs = await findFiles(path.join(dirs.userData, 'logs'), 'Diffill.log');
+        result.extensionLogs = [];
+        result.answers = [];
+        for (const [index, file] of logs.entries()) {
+            const copy = path.join(artefacts, `Diffill-${index}.log`);
+            await fs.copyFile(file, copy);
+            result.extensionLogs.push(copy);
+            result.answers.push(...answeredTexts(await fs.readFile(copy, 'utf8')));
+        }
+    }
+    if (result.ok && !fromServer(result.ghostText, result.answers)) {
+        result.ok = false;
+        result.error = 'the ghost text is not in any inlineCompletion answer traced in the Diffill log';
+    }
+    process.stdout.write(`E2E_RESULT ${JSON.stringify(result)}\n`);
+    process.exit(result.ok ? 0 : 1);
+}
+
+await main();
