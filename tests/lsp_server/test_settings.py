@@ -1,0 +1,58 @@
+"""Settings parsing: defaults, camelCase keys, the "diffill" wrapper, and invalid values replaced one by one."""
+
+from __future__ import annotations
+
+from lsp_server.settings import Settings, merge, parse_settings
+
+
+def test_no_settings_are_the_defaults():
+    assert parse_settings(None) == (Settings(), [])
+    assert parse_settings({}) == (Settings(), [])
+
+
+def test_camel_case_keys_and_the_section_wrapper_are_read():
+    raw = {"diffill": {"completion": {"debounceMs": 10, "maxLines": 3}, "model": {"path": "/m", "device": "cuda:1"}}}
+    settings, problems = parse_settings(raw)
+    assert problems == []
+    assert (settings.completion.debounce_ms, settings.completion.max_lines) == (10, 3)
+    assert (settings.model.path, settings.model.device) == ("/m", "cuda:1")
+
+
+def test_each_invalid_value_falls_back_to_its_default_and_is_reported():
+    raw = {"completion": {"steps": 0, "threshold": True, "temperature": 0.5, "candidates": 2.5}, "limits": 7}
+    settings, problems = parse_settings(raw)
+    assert settings.completion.steps == Settings().completion.steps
+    assert settings.completion.threshold == Settings().completion.threshold
+    assert settings.completion.temperature == 0.5  # the valid neighbour is kept
+    assert settings.completion.candidates is None
+    assert len(problems) == 4
+    assert all(problem.startswith("diffill.") for problem in problems)
+
+
+def test_a_non_object_is_reported_and_gives_defaults():
+    assert parse_settings("fast") == (Settings(), ["diffill: expected an object, got 'fast'; using defaults"])
+
+
+def test_languages_default_to_enabled_and_star_sets_the_default():
+    settings, _ = parse_settings({"languages": {"enabled": {"Markdown": False}}})
+    assert settings.languages.allows("python") and not settings.languages.allows("markdown")
+    settings, _ = parse_settings({"languages": {"enabled": {"*": False, "python": True}}})
+    assert settings.languages.allows("python") and not settings.languages.allows("go")
+
+
+def test_the_remote_token_stays_out_of_the_repr():
+    settings, _ = parse_settings({"remote": {"url": "http://gpu:8080", "token": "s3cret"}})
+    assert settings.remote.token == "s3cret"
+    assert "s3cret" not in repr(settings)
+
+
+def test_engine_key_changes_only_with_engine_settings():
+    base, _ = parse_settings({"model": {"path": "/a"}})
+    sampling, _ = parse_settings({"model": {"path": "/a"}, "completion": {"steps": 4}})
+    other, _ = parse_settings({"model": {"path": "/b"}})
+    assert base.engine_key() == sampling.engine_key() != other.engine_key()
+
+
+def test_merge_is_deep_and_later_values_win():
+    assert merge({"a": {"b": 1, "c": 2}}, {"a": {"b": 3}}) == {"a": {"b": 3, "c": 2}}
+    assert merge({"a": 1}, None) == {"a": 1}
