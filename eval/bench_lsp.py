@@ -1,0 +1,212 @@
+"""End-to-end latency of the language server: what an editor waits for, from request to items, over stdio.
+
+    python -m eval.bench_lsp [--model DIR] [--n 50] [--seed 0]
+
+Starts `python -m lsp_server` as a subprocess and drives it with pygls's LSP client, as an editor would: it opens
+stdlib source files and asks for inline completions (`triggerKind: Invoked`, so no debounce) at random cursors,
+after warm-up requests that are not counted. Three scenarios:
+
+- single-line: a line of code cut in the middle (the rest of the line deleted), cursor at the cut;
+- multi-line: the cursor at the end of a block opener (`def ...:`, `if ...:`), where the server asks for a block;
+- typing: the original rest of a cut line is typed back one character per request, as a user does while a
+  suggestion is shown; requests are answered from the typed-prefix cache when the typed character follows a
+  shown completion, otherwise by the model with the document's context cache extended, not rebuilt.
+
+Latency is measured in the client (JSON-RPC over pipes included). Prints a Markdown table: n, p50, p95, mean
+(ms), items per request and the share of requests served without a model call. Without --model the server loads
+the embedded default model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import re
+import statistics
+import sys
+import sysconfig
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lsprotocol import types
+from pygls.lsp.client import LanguageClient
+
+STDLIB = Path(sysconfig.get_paths()["stdlib"])
+SOURCES = ["textwrap.py", "bisect.py", "heapq.py", "colorsys.py", "fnmatch.py", "glob.py", "shlex.py", "string.py"]
+WARMUP = 5
+OPENER = re.compile(r"^\s*(def|class|if|for|while|with|try|elif|else)\b.*:\s*$")
+
+
+@dataclass
+class Scenario:
+    name: str
+    latencies_ms: list[float] = field(default_factory=list)
+    items: int = 0
+    served_without_model: int = 0
+
+    def row(self) -> str:
+        n = len(self.latencies_ms)
+        if n == 0:
+            return f"| {self.name} | 0 | - | - | - | - | - |"
+        ordered = sorted(self.latencies_ms)
+        p95 = ordered[min(n - 1, round(0.95 * (n - 1)))]
+        return (
+            f"| {self.name} | {n} | {statistics.median(ordered):.1f} | {p95:.1f} | {statistics.fmean(ordered):.1f} "
+            f"| {self.items / n:.2f} | {self.served_without_model / n:.0%} |"
+        )
+
+
+@dataclass
+class Document:
+    uri: str
+    text: str
+    version: int = 1
+
+
+def stats(result: Any) -> dict[str, Any]:
+    return result._asdict() if hasattr(result, "_asdict") else dict(result)
+
+
+class Editor:
+    """The client side: documents it has open and the requests it makes."""
+
+    def __init__(self, client: LanguageClient) -> None:
+        self.client = client
+        self.documents: dict[str, Document] = {}
+
+    def open(self, path: Path) -> Document:
+        document = Document(path.as_uri(), path.read_text(encoding="utf-8"))
+        item = types.TextDocumentItem(uri=document.uri, language_id="python", version=1, text=document.text)
+        self.client.text_document_did_open(types.DidOpenTextDocumentParams(text_document=item))
+        self.documents[document.uri] = document
+        return document
+
+    def replace(self, document: Document, text: str) -> None:
+        document.version += 1
+        document.text = text
+        change = types.TextDocumentContentChangeWholeDocument(text=text)
+        identifier = types.VersionedTextDocumentIdentifier(uri=document.uri, version=document.version)
+        self.client.text_document_did_change(
+            types.DidChangeTextDocumentParams(text_document=identifier, content_changes=[change])
+        )
+
+    async def stats(self) -> dict[str, Any]:
+        return stats(await self.client.protocol.send_request_async("diffill/stats", {}))
+
+    async def complete(self, document: Document, line: int, character: int, scenario: Scenario | None) -> None:
+        before = await self.stats() if scenario else None
+        params = types.InlineCompletionParams(
+            context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Invoked),
+            text_document=types.TextDocumentIdentifier(uri=document.uri),
+            position=types.Position(line=line, character=character),
+        )
+        start = time.perf_counter()
+        result = await self.client.text_document_inline_completion_async(params)
+        elapsed = (time.perf_counter() - start) * 1e3
+        if scenario is None or before is None:
+            return
+        after = await self.stats()
+        items = result.items if isinstance(result, types.InlineCompletionList) else (result or [])
+        scenario.latencies_ms.append(elapsed)
+        scenario.items += len(items)
+        scenario.served_without_model += after["model_calls"] == before["model_calls"]
+
+
+def code_lines(text: str) -> list[int]:
+    return [i for i, line in enumerate(text.split("\n")) if len(line.strip()) > 8 and not line.strip().startswith("#")]
+
+
+def cut(text: str, line: int, column: int) -> str:
+    lines = text.split("\n")
+    lines[line] = lines[line][:column]
+    return "\n".join(lines)
+
+
+async def single_line(editor: Editor, document: Document, rng: random.Random, scenario: Scenario | None) -> None:
+    original = document.text
+    line = rng.choice(code_lines(original))
+    content = original.split("\n")[line]
+    indent = len(content) - len(content.lstrip())
+    column = rng.randint(indent + 1, len(content) - 1)
+    editor.replace(document, cut(original, line, column))
+    await editor.complete(document, line, column, scenario)
+    editor.replace(document, original)
+
+
+async def multi_line(editor: Editor, document: Document, rng: random.Random, scenario: Scenario | None) -> None:
+    lines = document.text.split("\n")
+    line = rng.choice([i for i, content in enumerate(lines) if OPENER.match(content)])
+    await editor.complete(document, line, len(lines[line]), scenario)
+
+
+async def typing(editor: Editor, document: Document, rng: random.Random, scenario: Scenario, n: int) -> None:
+    """Cut a line, then type its rest back one character per request (n requests in all)."""
+    original = document.text
+    while len(scenario.latencies_ms) < n:
+        line = rng.choice(code_lines(original))
+        content = original.split("\n")[line]
+        column = len(content) - len(content.lstrip()) + 1
+        for end in range(column, len(content)):
+            if len(scenario.latencies_ms) >= n:
+                break
+            editor.replace(document, cut(original, line, end))
+            await editor.complete(document, line, end, scenario)
+    editor.replace(document, original)
+
+
+async def start(model: str | None) -> LanguageClient:
+    client = LanguageClient("diffill-bench", "0")
+    for method in (types.WINDOW_LOG_MESSAGE, types.PROGRESS):
+        client.feature(method)(lambda *_: None)
+    client.feature(types.WINDOW_SHOW_MESSAGE)(lambda params: print(f"server: {params.message}", file=sys.stderr))
+    command = [sys.executable, "-m", "lsp_server", "--log-level", "WARNING", *(["--model", model] if model else [])]
+    await client.start_io(*command)
+    await client.initialize_async(types.InitializeParams(capabilities=types.ClientCapabilities()))
+    client.initialized(types.InitializedParams())
+    status = stats(await client.protocol.send_request_async("diffill/stats", {"waitForModel": 600}))
+    if status["state"] != "ready":
+        raise SystemExit(f"the server could not load the model: {status['error']}")
+    print(f"engine: {stats(status['engine']) if status['engine'] else {}}", file=sys.stderr)
+    return client
+
+
+async def run(model: str | None, n: int, seed: int) -> list[Scenario]:
+    rng = random.Random(seed)
+    client = await start(model)
+    try:
+        editor = Editor(client)
+        documents = [editor.open(STDLIB / name) for name in SOURCES]
+        for _ in range(WARMUP):
+            await single_line(editor, rng.choice(documents), rng, None)
+            await multi_line(editor, rng.choice(documents), rng, None)
+        scenarios = [Scenario("single-line"), Scenario("multi-line"), Scenario("typing")]
+        for _ in range(n):
+            await single_line(editor, rng.choice(documents), rng, scenarios[0])
+            await multi_line(editor, rng.choice(documents), rng, scenarios[1])
+        await typing(editor, rng.choice(documents), rng, scenarios[2], n)
+        return scenarios
+    finally:
+        await client.shutdown_async(None)
+        client.exit(None)
+        await client.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m eval.bench_lsp", description=__doc__.split("\n")[0])
+    parser.add_argument("--model", help="checkpoint directory (default: the embedded default model)")
+    parser.add_argument("--n", type=int, default=50, help="measured requests per scenario (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    scenarios = asyncio.run(run(args.model, args.n, args.seed))
+    print("| scenario | n | p50 ms | p95 ms | mean ms | items/request | without model call |")
+    print("|---|---|---|---|---|---|---|")
+    for scenario in scenarios:
+        print(scenario.row())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
