@@ -51,8 +51,10 @@ def configure_logging(level: str) -> None:
     logging.basicConfig(
         stream=sys.stderr, level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
     )
-    # pygls logs every message body at INFO (whole documents); keep that for DEBUG sessions only.
+    # pygls logs every message body at INFO (whole documents); keep that for DEBUG sessions only, but keep its
+    # server lifecycle lines ("Serving on ...", which tells a TCP client the address).
     logging.getLogger("pygls").setLevel(logging.DEBUG if level == "DEBUG" else logging.WARNING)
+    logging.getLogger("pygls.server").setLevel(level)
 
 
 def claim_stdout() -> BinaryIO:

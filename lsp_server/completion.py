@@ -41,7 +41,7 @@ def _admit(ls: DiffillServer, uri: str, position: types.Position) -> tuple[Snaps
         reason = f"language {document.language_id!r} disabled in settings"
     if reason is not None:
         ls.stats.skipped += 1
-        ls.note_once(f"{uri}@{document.version}", f"no completions for {uri}: {reason}")
+        ls.note_once(f"{uri}:{reason}", f"no completions for {uri}: {reason}")  # once, not per keystroke
         return None
     cursor = documents.locate(document.text, position, ls.workspace.position_codec)
     if cursor is None:
