@@ -1,0 +1,192 @@
+"""Speed against quality: the diffusion sampler's steps/threshold sweep beside the autoregressive twin.
+
+A masked-diffusion sampler trades quality for latency through its step budget K and its confidence threshold
+(parallel commits, Fast-dLLM's threshold rule); the AR twin (same data, same compute, causal canvas) decodes one
+token per forward pass. Every configuration runs the same HumanEval-Infilling problems through the editor path
+(``eval.humaneval``) in the same process, so pass@1 against p50 latency is one curve per threshold plus one AR
+point. The report answers "at equal quality, how much faster is diffusion": the fastest diffusion configuration
+whose pass@1 is at least the AR twin's.
+
+Writes ``speed.json`` (points and run facts), ``speed.md`` (a table) and ``speed.png`` (matplotlib; skipped with a
+note when it is not installed).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from eval.humaneval import ExecCache, GenConfig, Problem, evaluate
+
+if TYPE_CHECKING:
+    from engine.api import CompletionEngine
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    base: GenConfig  # everything but steps and threshold
+    steps: tuple[int, ...]
+    thresholds: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class Point:
+    model: str  # "diffusion" or "autoregressive"
+    steps: int | None  # None for the AR twin (one token per forward pass)
+    threshold: float | None
+    problems: int
+    pass1: float  # editor pass@1
+    pass1_raw: float
+    exact_match: float
+    p50_ms: float  # per-completion latency (engine + post-processing)
+    p95_ms: float
+    tokens_per_s: float
+
+    @property
+    def label(self) -> str:
+        return "AR" if self.steps is None else f"K={self.steps}, τ={self.threshold:g}"
+
+    @property
+    def stderr(self) -> float:
+        """Binomial standard error of pass@1: small --limit runs are noisy, and the table says how much."""
+        return math.sqrt(self.pass1 * (1 - self.pass1) / self.problems) if self.problems else math.nan
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self) | {"label": self.label}
+
+
+def _point(model: str, steps: int | None, threshold: float | None, summary: dict[str, Any]) -> Point:
+    return Point(
+        model=model,
+        steps=steps,
+        threshold=threshold,
+        problems=summary["problems"],
+        pass1=summary["pass@1"],
+        pass1_raw=summary["pass@1_raw"],
+        exact_match=summary["exact_match"],
+        p50_ms=summary["latency_ms"]["p50"],
+        p95_ms=summary["latency_ms"]["p95"],
+        tokens_per_s=summary["tokens_per_s"],
+    )
+
+
+def run_sweep(
+    diffusion: CompletionEngine,
+    ar: CompletionEngine | None,
+    problems: Sequence[Problem],
+    sweep: SweepConfig,
+    cache: ExecCache,
+    *,
+    progress: bool = True,
+) -> list[Point]:
+    """One evaluation per (steps, threshold), then the AR twin with the same base settings."""
+    points = []
+    for steps in sweep.steps:
+        for threshold in sweep.thresholds:
+            options = dataclasses.replace(sweep.base.options, steps=steps, threshold=threshold)
+            config = dataclasses.replace(sweep.base, options=options, n=1)
+            if progress:
+                print(f"# diffusion steps={steps} threshold={threshold:g}", file=sys.stderr)
+            _, summary = evaluate(diffusion, problems, config, cache, progress=progress)
+            points.append(_point("diffusion", steps, threshold, summary))
+    if ar is not None:
+        if progress:
+            print("# autoregressive twin", file=sys.stderr)
+        _, summary = evaluate(ar, problems, dataclasses.replace(sweep.base, n=1), cache, progress=progress)
+        points.append(_point("autoregressive", None, None, summary))
+    return points
+
+
+def equal_quality(points: Sequence[Point]) -> dict[str, Any] | None:
+    """The fastest diffusion point at least as good as the AR twin (by editor pass@1), and the speed ratios."""
+    ar = next((p for p in points if p.model == "autoregressive"), None)
+    diffusion = [p for p in points if p.model == "diffusion"]
+    if ar is None or not diffusion:
+        return None
+    matching = [p for p in diffusion if p.pass1 >= ar.pass1]
+    if not matching:
+        best = max(diffusion, key=lambda p: (p.pass1, -p.p50_ms))
+        return {"ar": ar.label, "diffusion": None, "best_diffusion": best.label, "pass1_gap": ar.pass1 - best.pass1}
+    fastest = min(matching, key=lambda p: p.p50_ms)
+    return {
+        "ar": ar.label,
+        "diffusion": fastest.label,
+        "latency_speedup_p50": ar.p50_ms / fastest.p50_ms if fastest.p50_ms > 0 else math.nan,
+        "tokens_per_s_ratio": fastest.tokens_per_s / ar.tokens_per_s if ar.tokens_per_s > 0 else math.nan,
+    }
+
+
+def markdown(points: Sequence[Point], meta: dict[str, Any]) -> str:
+    problems = points[0].problems if points else 0
+    lines = [
+        f"# Speed vs quality: HumanEval-Infilling {meta.get('set', '')}, {problems} problems",
+        "",
+        "| model | config | pass@1 (editor) | ± s.e. | pass@1 (raw) | exact match | p50 ms | p95 ms | tokens/s |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for p in points:
+        lines.append(
+            f"| {p.model} | {p.label} | {p.pass1:.3f} | {p.stderr:.3f} | {p.pass1_raw:.3f} | {p.exact_match:.3f} "
+            f"| {p.p50_ms:.1f} | {p.p95_ms:.1f} | {p.tokens_per_s:.0f} |"
+        )
+    match = equal_quality(points)
+    if match and match.get("diffusion"):
+        lines += [
+            "",
+            f"At equal quality (pass@1 ≥ AR's): {match['diffusion']} is {match['latency_speedup_p50']:.2f}x the AR "
+            f"twin's p50 speed, {match['tokens_per_s_ratio']:.2f}x its tokens/s.",
+        ]
+    elif match:
+        lines += ["", f"No diffusion configuration reaches the AR twin's pass@1 (best: {match['best_diffusion']}, "]
+        lines[-1] += f"{match['pass1_gap']:.3f} below)."
+    lines += ["", "Latency: engine.complete + post-processing per completion, cold context (no cache reuse)."]
+    return "\n".join(lines) + "\n"
+
+
+def plot(points: Sequence[Point], path: Path, title: str) -> bool:
+    """pass@1 against p50 latency: a line per threshold (labelled by steps), a star for the AR twin."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no speed.png (pip install matplotlib)", file=sys.stderr)
+        return False
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for threshold in sorted({p.threshold for p in points if p.model == "diffusion"}):
+        line = sorted((p for p in points if p.threshold == threshold), key=lambda p: p.p50_ms)
+        ax.plot([p.p50_ms for p in line], [p.pass1 for p in line], marker="o", label=f"diffusion τ={threshold:g}")
+        for p in line:
+            ax.annotate(f"K={p.steps}", (p.p50_ms, p.pass1), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    for p in points:
+        if p.model == "autoregressive":
+            ax.scatter([p.p50_ms], [p.pass1], marker="*", s=200, color="black", zorder=3, label="autoregressive twin")
+    ax.set_xscale("log")
+    ax.set_xlabel("p50 latency per completion (ms, log scale)")
+    ax.set_ylabel("pass@1 (editor)")
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def write_report(out_dir: Path, points: Sequence[Point], meta: dict[str, Any]) -> list[Path]:
+    """speed.json, speed.md and (with matplotlib) speed.png in out_dir; returns the paths written."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report = {"meta": meta, "points": [p.as_dict() for p in points], "equal_quality": equal_quality(points)}
+    paths = [out_dir / "speed.json", out_dir / "speed.md"]
+    paths[0].write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
+    paths[1].write_text(markdown(points, meta), encoding="utf-8")
+    if points and plot(points, out_dir / "speed.png", f"HumanEval-Infilling {meta.get('set', '')}"):
+        paths.append(out_dir / "speed.png")
+    return paths

@@ -1,0 +1,98 @@
+"""Pure pieces of the harness: pass@k, percentiles, positions, documents and requests."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from eval.humaneval import (
+    GenConfig,
+    Problem,
+    build_program,
+    document,
+    exact_match,
+    lsp_position,
+    make_request,
+    pass_at_k,
+    percentile,
+    settings_for,
+    splice,
+)
+from fim.request import FimSettings, Mode, approx_tokens
+from tests.eval.mini import MINI_PROBLEMS
+
+
+@pytest.mark.parametrize(("n", "c", "k"), [(10, 3, 1), (10, 3, 5), (20, 1, 10), (5, 5, 2), (7, 0, 3), (100, 37, 10)])
+def test_pass_at_k_is_the_combinatorial_formula(n: int, c: int, k: int) -> None:
+    expected = 1 - math.comb(n - c, k) / math.comb(n, k)
+    assert pass_at_k(n, c, k) == pytest.approx(expected, abs=1e-12)
+
+
+def test_pass_at_k_known_values() -> None:
+    assert pass_at_k(10, 3, 1) == pytest.approx(0.3)  # pass@1 is the fraction correct
+    assert pass_at_k(10, 3, 5) == pytest.approx(1 - 21 / 252)
+    assert pass_at_k(10, 0, 5) == 0.0
+    assert pass_at_k(10, 10, 5) == 1.0
+    assert pass_at_k(10, 6, 5) == 1.0  # fewer than k wrong samples: some k-subset always passes
+
+
+def test_pass_at_k_grows_with_k() -> None:
+    values = [pass_at_k(50, 5, k) for k in range(1, 51)]
+    assert values == sorted(values) and values[-1] == 1.0
+
+
+def test_pass_at_k_rejects_impossible_counts() -> None:
+    with pytest.raises(ValueError):
+        pass_at_k(5, 6, 1)
+
+
+def test_percentile_interpolates_like_numpy() -> None:
+    assert percentile([1, 2, 3, 4], 50) == 2.5
+    assert percentile(list(range(1, 101)), 95) == pytest.approx(95.05)
+    assert percentile([7.0], 95) == 7.0
+    assert math.isnan(percentile([], 50))
+
+
+def test_exact_match_ignores_surrounding_whitespace_only() -> None:
+    assert exact_match("    return a + b", "    return a + b\n")
+    assert not exact_match("return a+b", "return a + b")
+
+
+def test_lsp_position_counts_utf16_units_and_all_line_breaks() -> None:
+    text = "a\U0001f600b\r\ncd\re"
+    assert lsp_position(text, 2) == (0, 3)  # after the emoji: two UTF-16 units
+    assert lsp_position(text, 5) == (1, 0)  # after CRLF
+    assert lsp_position(text, 6) == (1, 1)
+    assert lsp_position(text, 9) == (2, 1)  # after a lone CR, at the very end
+
+
+@pytest.mark.parametrize("problem", MINI_PROBLEMS, ids=lambda p: p.task_id)
+def test_splicing_the_middle_rebuilds_the_original_function(problem: Problem) -> None:
+    original = problem.prompt + problem.canonical_solution + problem.suffix
+    assert splice(problem, problem.middle) == original
+    assert build_program(problem, problem.middle).startswith(original + "\n" + problem.test)
+    assert build_program(problem, "").endswith(f"\ncheck({problem.entry_point})\n")
+
+
+def test_a_whole_line_gap_puts_the_cursor_on_an_empty_line_of_its_own() -> None:
+    problem = MINI_PROBLEMS[1]
+    text, cursor = document(problem)
+    line, character = lsp_position(text, cursor)
+    assert character == 0 and text.split("\n")[line] == ""
+    assert problem.line_gap and not MINI_PROBLEMS[2].line_gap
+
+
+def test_requests_follow_the_set_mode_and_the_engine_limits() -> None:
+    from engine.sample import SampleOptions
+
+    settings = settings_for({"max_canvas": 24, "max_context": 512})
+    assert settings.single_line_canvas == 24 and settings.prefix_tokens + settings.suffix_tokens <= 508
+    problem = MINI_PROBLEMS[1]
+    auto = make_request(problem, GenConfig(SampleOptions()), FimSettings(), approx_tokens, None)
+    forced = make_request(problem, GenConfig(SampleOptions(), mode=Mode.MULTI_LINE), settings, approx_tokens, 24)
+    assert auto.prefix == problem.prompt and auto.suffix == "\n" + problem.suffix
+    assert forced.mode is Mode.MULTI_LINE and forced.canvas_length == 24
+    assert forced.num_candidates == settings.multi_line_candidates
+    custom = make_request(problem, GenConfig(SampleOptions(), canvas=8, candidates=3), settings, approx_tokens, 24)
+    assert (custom.canvas_length, custom.num_candidates) == (8, 3)
