@@ -150,10 +150,17 @@ class RemoteEngine:
             raise RemoteError(f"malformed reply from {self.url}/v1/fim: {e}") from None
 
     def close(self) -> None:
+        """Close the pooled connections (the engine stays usable; a later call opens a new one)."""
         with self._lock:
             idle, self._idle = self._idle, []
         for conn in idle:
             conn.close()
+
+    def __enter__(self) -> RemoteEngine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # ---------------------------------------------------------------- transport
 

@@ -35,8 +35,8 @@ def test_remote_engine_round_trips_and_equals_local_engine(server, reference) ->
 def test_remote_errors_are_clear(make_server) -> None:
     server = make_server(tokens=("right",), max_body_bytes=4096)
     kwargs = dict(language="python", canvas_length=8, num_candidates=1)
-    with pytest.raises(RemoteError, match="refused the token") as e:
-        RemoteEngine(server.url, token="wrong").complete("x", "", **kwargs)
+    with pytest.raises(RemoteError, match="refused the token") as e, RemoteEngine(server.url, token="wrong") as wrong:
+        wrong.complete("x", "", **kwargs)
     assert e.value.status == 401 and isinstance(e.value, DiffillError)
     remote = RemoteEngine(server.url, token="right")
     with pytest.raises(RemoteError, match="larger than the server accepts") as e:
@@ -46,6 +46,7 @@ def test_remote_errors_are_clear(make_server) -> None:
         remote.complete("x", "", **{**kwargs, "canvas_length": 10_000})
     assert e.value.status == 422
     assert remote.complete("x", "", **kwargs)  # the pooled connection still works after errors
+    remote.close()
 
 
 def test_a_timed_out_call_is_an_error_and_cancels_the_request(make_server) -> None:
@@ -55,6 +56,7 @@ def test_a_timed_out_call_is_an_error_and_cancels_the_request(make_server) -> No
     remote = RemoteEngine(server.url, timeout=0.5)
     with pytest.raises(RemoteError, match="no reply .* within 0.5 s"):
         remote.complete("x", "", language="python", canvas_length=8, num_candidates=1)
+    remote.close()
     assert scheduler.wait_until(lambda: server.app.metrics.cancelled_total == 1, timeout=20)
     assert scheduler.queue_depth == 0
 
@@ -109,6 +111,6 @@ def canned_server(reply: bytes) -> Iterator[str]:
 )
 def test_bad_replies_are_clear_errors(reply: bytes, message: str, status: int | None) -> None:
     with canned_server(reply) as url:
-        with pytest.raises(RemoteError, match=message) as e:
-            RemoteEngine(url).complete("x", "", language="python", canvas_length=8, num_candidates=1)
+        with pytest.raises(RemoteError, match=message) as e, RemoteEngine(url) as remote:
+            remote.complete("x", "", language="python", canvas_length=8, num_candidates=1)
     assert e.value.status == status

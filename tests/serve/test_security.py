@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from serve_wire import call, fim_body
 
-from engine.remote import RemoteEngine
+from engine.remote import RemoteEngine, RemoteError
 from engine.serve import main
 from engine.serve.app import ServeConfig
 from engine.serve.server import ServeConfigError, check_config, is_loopback
@@ -104,9 +104,8 @@ def test_tls_round_trip_with_the_servers_certificate(make_server, certificate) -
     cert, key = certificate
     server = make_server(tls_cert=str(cert), tls_key=str(key), tokens=(TOKEN,))
     assert server.url.startswith("https://")
-    remote = RemoteEngine(server.url, token=TOKEN, ca_file=str(cert))
-    out = remote.complete("x = ", "\n", language="python", canvas_length=8, num_candidates=2)
-    assert len(out) == 2
-    untrusted = RemoteEngine(server.url, token=TOKEN)  # the system CAs do not know a self-signed certificate
-    with pytest.raises(Exception, match="TLS error"):
+    with RemoteEngine(server.url, token=TOKEN, ca_file=str(cert)) as remote:
+        assert len(remote.complete("x = ", "\n", language="python", canvas_length=8, num_candidates=2)) == 2
+    # The system's CAs do not know a self-signed certificate.
+    with RemoteEngine(server.url, token=TOKEN) as untrusted, pytest.raises(RemoteError, match="TLS error"):
         untrusted.complete("x = ", "\n", language="python", canvas_length=8, num_candidates=1)
