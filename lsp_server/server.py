@@ -72,6 +72,8 @@ class Stats:
 
 
 class DiffillServer(LanguageServer):
+    """Settings, the engine and its load state, the completion cache, and which request is current per document."""
+
     def __init__(self, default_model: str | None = None) -> None:
         super().__init__("diffill", __version__, text_document_sync_kind=types.TextDocumentSyncKind.Incremental)
         self.default_model = default_model
@@ -197,6 +199,8 @@ class DiffillServer(LanguageServer):
     def start_loading(self) -> asyncio.Task[None]:
         """Drop the current engine and load the one the settings select, in the background."""
         self._load_generation += 1
+        if callable(close := getattr(self.engine, "close", None)):  # RemoteEngine pools connections
+            self.spawn(asyncio.to_thread(close))
         self.engine, self.engine_info = None, {}
         self.state, self.load_error = LoadState.LOADING, None
         self.loaded.clear()
