@@ -41,5 +41,10 @@ mkdir -p "$cache"
 tar czf "$cache/ripgrep-v13.0.0-10-$target.tar.gz" -C "$staging" rg
 
 # code-server's postinstall refuses to run as root without unsafe-perm, and node-pty's runs `npx node-gyp`.
-npm_config_unsafe_perm=true npm_config_yes=true \
+# argon2 (which code-server loads at start) would first try a prebuilt binary from GitHub: build it instead.
+# node-gyp takes Node's headers from the installed Node (Debian/NodeSource: /usr/include/node), not the web.
+if [ -f "$(dirname "$(dirname "$(command -v node)")")/include/node/node.h" ]; then
+    export npm_config_nodedir="$(dirname "$(dirname "$(command -v node)")")"
+fi
+npm_config_unsafe_perm=true npm_config_yes=true npm_config_build_from_source=true \
     npm ci --prefix "$repo/tests/vscode" --no-audit --no-fund
