@@ -48,3 +48,14 @@ def test_huge_and_binary_documents_are_rejected():
     assert "larger" in rejection("x" * 11, max_bytes=10)
     assert "larger" in rejection("é" * 6, max_bytes=10)  # 12 bytes in UTF-8
     assert "binary" in rejection("a\0b", max_bytes=10)
+
+
+@pytest.mark.parametrize("text", ["", "a", "a\n", "ab\ncd\n\nef", "\n\n"])
+def test_lf_only_and_crlf_documents_locate_the_same_lines(text):
+    codec = PositionCodec("utf-16")
+    for line in range(text.count("\n") + 2):
+        lf = locate(text, types.Position(line=line, character=1), codec)
+        crlf = locate(text.replace("\n", "\r\n"), types.Position(line=line, character=1), codec)
+        assert (lf is None) == (crlf is None) == (line > text.count("\n"))
+        if lf is not None:
+            assert lf.word == crlf.word and lf.utf16 == crlf.utf16 and lf.offset == crlf.offset - line
