@@ -178,28 +178,35 @@ async def test_a_newer_request_for_the_same_document_supersedes_the_older_one(cl
     assert after["model_calls"] <= before["model_calls"] + 1
 
 
+async def _something_shown(client: LanguageClient) -> tuple[str, int, int, str]:
+    """(uri, line, column, text) of a shown completion of at least two characters on one line.
+
+    Plain text first: its validation is line-based only, so even random weights show something; then Python
+    cursors, where a trained model is at home.
+    """
+    spots = [("plaintext", "The quick brown fox jumps over the lazy dog.\nIt was", 1, 6)]
+    spots += [("python", cut_line(PYTHON, line, column), line, column) for line, column in [(10, 14), (9, 16)]]
+    for language, text, line, column in spots:
+        uri = new_uri()
+        open_document(client, uri, text, language=language)
+        for item in await inline(client, uri, line, column):
+            if len(item.insert_text) > 1 and item.insert_text[0] not in "\r\n":
+                return uri, line, column, item.insert_text
+    pytest.fail("the model showed nothing to type along")
+
+
 async def test_typing_the_start_of_a_shown_completion_reuses_it_without_a_model_call(client):
-    # Plain text: validation is line-based only, so even random weights show something to type along.
-    text = "The quick brown fox jumps over the lazy dog.\nIt was"
-    uri = new_uri(".txt")
-    open_document(client, uri, text, language="plaintext")
-    items = await inline(client, uri, 1, 6)
-    shown = next(
-        (item.insert_text for item in items if len(item.insert_text) > 1 and item.insert_text[0] != "\n"), None
-    )
-    assert shown is not None, f"the model showed nothing to type along: {items}"
+    uri, line, column, shown = await _something_shown(client)
     before = await stats(client)
     typed = shown[0]
-    change = types.TextDocumentContentChangePartial(
-        range=types.Range(start=types.Position(line=1, character=6), end=types.Position(line=1, character=6)),
-        text=typed,
-    )
+    at = types.Position(line=line, character=column)
+    change = types.TextDocumentContentChangePartial(range=types.Range(start=at, end=at), text=typed)
     client.text_document_did_change(
         types.DidChangeTextDocumentParams(
             text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=2), content_changes=[change]
         )
     )
-    follow = await inline(client, uri, 1, 6 + utf16_length(typed), kind=AUTOMATIC)
+    follow = await inline(client, uri, line, column + utf16_length(typed), kind=AUTOMATIC)
     assert shown[1:] in [item.insert_text for item in follow]
     after = await stats(client)
     assert after["model_calls"] == before["model_calls"]
