@@ -6,6 +6,7 @@ kills the server or surfaces as an error in the editor; requests answer empty in
 Custom methods:
 - `diffill/stats` (request): counters, load state and engine description; `{"waitForModel": seconds}` first
   waits for a pending model load to settle (clients use it to show status, tests to synchronise on the load).
+- `diffill/status` (notification, server to client): the same object, sent whenever the load state changes.
 """
 
 from __future__ import annotations

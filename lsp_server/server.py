@@ -41,6 +41,7 @@ __all__ = ["DiffillServer", "LoadState", "Stats"]
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+STATUS = "diffill/status"
 # How long to wait on the client for a progress token or configuration before going on without it.
 CLIENT_TIMEOUT_S = 5.0
 
@@ -146,6 +147,10 @@ class DiffillServer(LanguageServer):
         if not task.cancelled() and (exc := task.exception()) is not None:
             log.error("background task failed", exc_info=exc)
 
+    def publish_status(self) -> None:
+        """`diffill/status` notification (the `diffill/stats` object) on every load state change, for status bars."""
+        self.protocol.notify(STATUS, self.status())
+
     def status(self) -> dict[str, Any]:
         return {
             "state": str(self.state),
@@ -205,6 +210,7 @@ class DiffillServer(LanguageServer):
         self.state, self.load_error = LoadState.LOADING, None
         self.loaded.clear()
         self.cache.clear()
+        self.publish_status()
         return self.spawn(self._load(self._load_generation, self.settings))
 
     async def _progress_token(self) -> str | None:
@@ -247,3 +253,4 @@ class DiffillServer(LanguageServer):
                 self.work_done_progress.end(token, types.WorkDoneProgressEnd(message=outcome))
             if generation == self._load_generation:
                 self.loaded.set()
+                self.publish_status()

@@ -12,7 +12,9 @@ import asyncio
 from lsprotocol import types
 from pytest_lsp import LanguageClient
 
-from tests.lsp_server.helpers import inline, lsp_session, open_document, stats, wait_for_model
+from tests.lsp_server.helpers import as_dict, inline, lsp_session, open_document, stats, wait_for_model
+
+STATUS = "diffill/status"
 
 TEXT = "def add(a, b):\n    return a + b\n"
 
@@ -30,8 +32,11 @@ def shown(client: LanguageClient, kind: types.MessageType) -> list[str]:
 
 
 async def test_requests_before_the_model_is_ready_get_empty_answers_and_loading_reports_progress(checkpoint):
-    gate = asyncio.Event()
-    features = {types.WINDOW_WORK_DONE_PROGRESS_CREATE: held_progress_create(gate)}
+    gate, notes = asyncio.Event(), []
+    features = {
+        types.WINDOW_WORK_DONE_PROGRESS_CREATE: held_progress_create(gate),
+        STATUS: lambda params: notes.append(as_dict(params)),  # no `ls`/client parameter: pygls passes params only
+    }
     async with lsp_session("--model", str(checkpoint), features=features) as client:
         open_document(client, "file:///tmp/early.py", TEXT)
         assert await inline(client, "file:///tmp/early.py", 1, 16) == []
@@ -41,6 +46,8 @@ async def test_requests_before_the_model_is_ready_get_empty_answers_and_loading_
         gate.set()
         ready = await wait_for_model(client)
         assert ready["state"] == "ready", ready
+        # diffill/status announced each change; the last one went out before the answer to waitForModel.
+        assert [note["state"] for note in notes] == ["loading", "ready"]
         [reports] = client.progress_reports.values()
         assert [report.kind for report in reports] == ["begin", "report", "end"]
         await inline(client, "file:///tmp/early.py", 1, 16)  # answered by the model now, without error
@@ -86,7 +93,7 @@ async def test_invalid_settings_are_shown_and_configuration_changes_are_reread(c
         client.set_configuration(
             {"model": {"path": str(checkpoint)}, "languages": {"enabled": "yes"}}, section="diffill"
         )
-        warning = client.wait_for_notification(types.WINDOW_SHOW_MESSAGE)
+        warning = client.protocol.wait_for_notification_async(types.WINDOW_SHOW_MESSAGE)  # registered now
         client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings=None))
         assert "diffill.languages.enabled" in (await warning).message
         status = await wait_for_model(client)
