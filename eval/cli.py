@@ -99,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def data_dir(args: argparse.Namespace) -> Path:
+    if args.limit is not None and args.limit < 1:
+        raise UsageError("--limit must be >= 1")
     path = args.data or default_data_dir()
     if path is None:
         raise UsageError("no HumanEval-Infilling data found next to the repository; pass --data DIR")
@@ -172,8 +174,8 @@ def run_info(args: argparse.Namespace, data: Path) -> dict[str, Any]:
 
 
 def cmd_humaneval(args: argparse.Namespace) -> int:
-    if args.n < 1 or (args.n > 1 and args.temperature <= 0):
-        raise UsageError("--n must be >= 1, and --n > 1 needs --temperature > 0 (else every sample is the same)")
+    if not 1 <= args.n <= 63 or (args.n > 1 and args.temperature <= 0):
+        raise UsageError("--n must be in [1, 63], and --n > 1 needs --temperature > 0 (else every sample is the same)")
     if args.token and not args.remote:
         raise UsageError("--token goes with --remote")
     data = data_dir(args)
