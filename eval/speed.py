@@ -107,8 +107,8 @@ def equal_quality(points: Sequence[Point]) -> dict[str, Any] | None:
     """The fastest diffusion point at least as good as the AR twin (by editor pass@1), and the speed ratios."""
     ar = next((p for p in points if p.model == "autoregressive"), None)
     diffusion = [p for p in points if p.model == "diffusion"]
-    if ar is None or not diffusion:
-        return None
+    if ar is None or not diffusion or ar.pass1 == 0:
+        return None  # nothing to compare at (an AR twin that solves nothing is matched by anything)
     matching = [p for p in diffusion if p.pass1 >= ar.pass1]
     if not matching:
         best = max(diffusion, key=lambda p: (p.pass1, -p.p50_ms))
@@ -156,6 +156,7 @@ def plot(points: Sequence[Point], path: Path, title: str) -> bool:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        import matplotlib.ticker
     except ImportError:
         print("matplotlib is not installed: no speed.png (pip install matplotlib)", file=sys.stderr)
         return False
@@ -169,6 +170,8 @@ def plot(points: Sequence[Point], path: Path, title: str) -> bool:
         if p.model == "autoregressive":
             ax.scatter([p.p50_ms], [p.pass1], marker="*", s=200, color="black", zorder=3, label="autoregressive twin")
     ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.set_ylim(0, max(0.05, 1.1 * max(p.pass1 for p in points)))
     ax.set_xlabel("p50 latency per completion (ms, log scale)")
     ax.set_ylabel("pass@1 (editor)")
     ax.set_title(title)

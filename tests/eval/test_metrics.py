@@ -96,3 +96,23 @@ def test_requests_follow_the_set_mode_and_the_engine_limits() -> None:
     assert forced.num_candidates == settings.multi_line_candidates
     custom = make_request(problem, GenConfig(SampleOptions(), canvas=8, candidates=3), settings, approx_tokens, 24)
     assert (custom.canvas_length, custom.num_candidates) == (8, 3)
+
+
+def _point(model: str, steps: int | None, pass1: float, p50: float, tps: float):
+    from eval.speed import Point
+
+    threshold = None if steps is None else 0.9
+    return Point(model, steps, threshold, 100, pass1, pass1, 0.0, p50, p50 * 2, tps)
+
+
+def test_equal_quality_picks_the_fastest_diffusion_point_at_least_as_good_as_ar() -> None:
+    from eval.speed import equal_quality
+
+    ar = _point("autoregressive", None, 0.40, 100.0, 200.0)
+    points = [_point("diffusion", 1, 0.30, 10.0, 2000.0), _point("diffusion", 4, 0.41, 40.0, 600.0), ar]
+    points.append(_point("diffusion", 8, 0.45, 80.0, 300.0))
+    match = equal_quality(points)
+    assert match["diffusion"] == "K=4, τ=0.9"
+    assert match["latency_speedup_p50"] == pytest.approx(2.5) and match["tokens_per_s_ratio"] == pytest.approx(3.0)
+    assert equal_quality(points[:1] + [ar])["diffusion"] is None  # nothing reaches the AR twin
+    assert equal_quality([*points[:2], _point("autoregressive", None, 0.0, 1.0, 1.0)]) is None
