@@ -30,6 +30,7 @@ import dataclasses
 import gzip
 import json
 import math
+import secrets
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -46,7 +47,7 @@ from fim.text import index_to_utf16, line_starts
 from fim.validate import Candidate, postprocess
 
 if TYPE_CHECKING:
-    from engine.api import CompletionEngine
+    from engine.api import Completion, CompletionEngine
     from engine.sample import SampleOptions
 
 SETS = {
@@ -240,7 +241,9 @@ def cut_lines(text: str, request: FimRequest) -> str:
     return "\n".join(text.split("\n")[: request.max_lines]).rstrip()
 
 
-def _complete(engine: CompletionEngine, request: FimRequest, options: SampleOptions, n: int, session: str) -> list:
+def _complete(
+    engine: CompletionEngine, request: FimRequest, options: SampleOptions, n: int, session: str
+) -> list[Completion]:
     return engine.complete(
         request.prefix,
         request.suffix,
@@ -261,9 +264,14 @@ def _samples(engine: CompletionEngine, request: FimRequest, config: GenConfig, s
     return tuple(k[0].text if k else "" for k in kept)
 
 
-def session_id(problem: Problem) -> str:
-    """A fresh engine session per problem: every timed request prefills its context from scratch (cold)."""
-    return f"eval:{problem.task_id}"
+def session_id(problem: Problem, run: str) -> str:
+    """A fresh engine session per problem and run: every timed request prefills its context from scratch (cold),
+    also when a sweep asks the same engine again."""
+    return f"eval:{run}:{problem.task_id}"
+
+
+def task_of(session: str | None) -> str:
+    return (session or "").split(":", 2)[-1]
 
 
 def _engine_stats(engine: CompletionEngine) -> dict[str, float]:
@@ -271,9 +279,10 @@ def _engine_stats(engine: CompletionEngine) -> dict[str, float]:
     return {k: float(v) for k, v in dataclasses.asdict(stats).items()} if dataclasses.is_dataclass(stats) else {}
 
 
-def generate(engine: CompletionEngine, problem: Problem, request: FimRequest, config: GenConfig) -> Generation:
+def generate(
+    engine: CompletionEngine, problem: Problem, request: FimRequest, config: GenConfig, session: str
+) -> Generation:
     """One editor request for the problem (timed), plus the pass@k samples when n > 1 (not timed)."""
-    session = session_id(problem)
     t0 = time.perf_counter()
     raw = _complete(engine, request, config.options, request.num_candidates, session)
     t1 = time.perf_counter()
@@ -314,10 +323,11 @@ def generate_all(
     max_canvas = description.get("max_canvas") if isinstance(description.get("max_canvas"), int) else None
     if problems:
         warm_up(engine, problems[0], config, settings)
+    run = secrets.token_hex(4)
     out = []
     for problem in tqdm(problems, desc="generate", unit="task", disable=not progress):
         request = make_request(problem, config, settings, count, max_canvas)
-        out.append(generate(engine, problem, request, config))
+        out.append(generate(engine, problem, request, config, session_id(problem, run)))
     return out
 
 
@@ -325,12 +335,12 @@ def generate_all(
 class OracleEngine:
     """Answers each problem with its own middle: what post-processing leaves of a perfect model (a ceiling)."""
 
-    answers: dict[str, str]  # session id -> middle
+    answers: dict[str, str]  # task id -> middle
     ready: bool = True
 
     @classmethod
     def of(cls, problems: Iterable[Problem]) -> OracleEngine:
-        return cls({session_id(p): p.middle for p in problems})
+        return cls({p.task_id: p.middle for p in problems})
 
     def describe(self) -> dict[str, Any]:
         return {"name": "oracle", "kind": "oracle"}
@@ -338,7 +348,7 @@ class OracleEngine:
     def complete(self, prefix: str, suffix: str, *, num_candidates: int, session_id: str | None = None, **_: Any):
         from engine.api import Completion
 
-        text = self.answers.get(session_id or "", "")
+        text = self.answers.get(task_of(session_id), "")
         return [Completion(text=text, score=0.0, tokens=approx_tokens(text))] * num_candidates
 
 
