@@ -176,9 +176,16 @@ function userSettings(opts) {
         'editor.quickSuggestions': { other: false, comments: false, strings: false },
         'editor.suggestOnTriggerCharacters': false,
         'editor.wordBasedSuggestions': 'off',
-        'diffill.server.command': [opts.python, '-m', 'lsp_server', '--model', opts.model],
         'diffill.trace.server': 'verbose',
     };
+}
+
+/**
+ * Settings of the machine the extension host runs on. code-server is a remote window to VS Code, which takes
+ * machine-scoped settings (the server's command line) from these, not from the browser user's settings.
+ */
+function machineSettings(opts) {
+    return { 'diffill.server.command': [opts.python, '-m', 'lsp_server', '--model', opts.model] };
 }
 
 async function findFiles(root, name) {
@@ -211,20 +218,45 @@ async function openEditor(page, url, timeoutMs) {
     return editor;
 }
 
-async function waitForReady(page, timeoutMs) {
-    const item = statusItem(page);
-    await item.waitFor({ timeout: timeoutMs });
-    // The accessible label is the tooltip text: "Model ready (...)." once the server has loaded the checkpoint.
+/**
+ * Wait until the status item's accessible label (its tooltip text) contains `label` and its text shows a latency
+ * ("… 123 ms") when `latency` is true, or none when false. Fails at once on an error state.
+ */
+async function waitForStatus(page, { label, latency }, timeoutMs) {
     await page.waitForFunction(
-        () => {
-            const label = document.getElementById('diffill.diffill.status')?.getAttribute('aria-label') ?? '';
-            if (label.startsWith('Error')) throw new Error(label);
-            return label.includes('ready');
+        ({ label, latency }) => {
+            const item = document.getElementById('diffill.diffill.status');
+            const aria = item?.getAttribute('aria-label') ?? '';
+            if (aria.startsWith('Error')) throw new Error(`Diffill status: ${aria}`);
+            const shown = / \d+ ms$/.test((item?.textContent ?? '').trim());
+            return item !== null && aria.includes(label) && (latency === undefined || shown === latency);
         },
-        undefined,
-        { timeout: timeoutMs, polling: 250 },
+        { label, latency },
+        { timeout: timeoutMs, polling: 100 },
     );
-    return (await item.getAttribute('aria-label')) ?? '';
+    const item = statusItem(page);
+    return { text: ((await item.textContent()) ?? '').trim(), label: (await item.getAttribute('aria-label')) ?? '' };
+}
+
+async function runCommand(page, title, timeoutMs) {
+    await page.keyboard.press('F1');
+    const input = page.locator('.quick-input-widget input');
+    await input.waitFor({ timeout: timeoutMs });
+    await input.fill(`>${title}`);
+    await page.locator('.quick-input-list .monaco-list-row', { hasText: title }).first().waitFor({ timeout: timeoutMs });
+    await page.keyboard.press('Enter');
+}
+
+/** Type `text` at the cursor and return the ghost text that follows (asking explicitly if typing did not). */
+async function typeForGhostText(page, text, timeoutMs) {
+    await page.keyboard.type(text, { delay: 40 });
+    try {
+        return await waitForGhostText(page, 30_000);
+    } catch {
+        log('no ghost text while typing; asking explicitly (Alt+\\)');
+        await page.keyboard.press('Alt+Backslash');
+        return waitForGhostText(page, timeoutMs);
+    }
 }
 
 /** Text of the ghost text Monaco renders at the cursor (inline and, for multi-line, the lines below). */
@@ -258,7 +290,7 @@ function fromServer(ghost, answers) {
 async function main() {
     const opts = options();
     const root = await fs.mkdtemp(path.join(os.tmpdir(), 'diffill-e2e-'));
-    const artefacts = opts.artefacts ?? path.join(root, 'artefacts');
+    const artefacts = opts.artefacts ?? (await fs.mkdtemp(path.join(os.tmpdir(), 'diffill-e2e-artefacts-')));
     await fs.mkdir(artefacts, { recursive: true });
     const dirs = {
         userData: path.join(root, 'user-data'),
@@ -271,6 +303,7 @@ async function main() {
     await fs.mkdir(dirs.workspace, { recursive: true });
     await fs.writeFile(path.join(dirs.workspace, 'example.py'), SOURCE);
     await writeJson(path.join(dirs.userData, 'User', 'settings.json'), userSettings(opts));
+    await writeJson(path.join(dirs.userData, 'Machine', 'settings.json'), machineSettings(opts));
     const env = { ...process.env, CS_DISABLE_GETTING_STARTED_OVERRIDE: '1' };
     delete env.PASSWORD;
     const common = ['--config', config, '--user-data-dir', dirs.userData, '--extensions-dir', dirs.extensions];
@@ -291,7 +324,7 @@ async function main() {
         dirs.workspace,
     ], env);
     let browser;
-    const result = { artefacts, root };
+    const result = { artefacts };
     try {
         const [, url] = await server.waitFor(/HTTP server listening on (http:\/\/127\.0\.0\.1:\d+)\/?/, 60_000);
         log(`code-server at ${url}`);
@@ -305,31 +338,39 @@ async function main() {
         page.setDefaultTimeout(opts.timeoutMs);
         const editor = await openEditor(page, `${url}/?folder=${encodeURIComponent(dirs.workspace)}`, opts.timeoutMs);
         log('editor open; waiting for the model');
-        result.readyStatus = await waitForReady(page, opts.timeoutMs);
+        result.readyStatus = (await waitForStatus(page, { label: 'ready' }, opts.timeoutMs)).label;
         log(`status: ${result.readyStatus.split('\n')[0]}`);
 
+        // 1. Ghost text while typing, and the latency of that completion in the status bar.
         await editor.click();
         await page.keyboard.press('Control+End');
         await page.keyboard.press('ArrowUp'); // end of the comment line (the file ends with a newline)
         await page.keyboard.press('End');
-        await page.keyboard.type(TYPED, { delay: 40 });
-        try {
-            result.ghostText = await waitForGhostText(page, 30_000);
-        } catch {
-            log('no ghost text while typing; asking explicitly (Alt+\\)');
-            await page.keyboard.press('Alt+Backslash');
-            result.ghostText = await waitForGhostText(page, opts.timeoutMs);
-        }
+        result.ghostText = await typeForGhostText(page, TYPED, opts.timeoutMs);
         log(`ghost text: ${JSON.stringify(result.ghostText)}`);
-        // The middleware reports the latency once the response is in; the status bar then shows "N ms".
-        await page.waitForFunction(
-            () => / \d+ ms/.test(document.getElementById('diffill.diffill.status')?.textContent ?? ''),
-            undefined,
-            { timeout: 30_000, polling: 100 },
-        );
-        result.statusText = ((await statusItem(page).textContent()) ?? '').trim();
+        result.statusText = (await waitForStatus(page, { label: 'ready', latency: true }, 30_000)).text;
         result.screenshot = path.join(artefacts, 'ghost-text.png');
         await page.screenshot({ path: result.screenshot });
+
+        // 2. The status bar item toggles completions off and on (diffill.enable in the user settings).
+        await statusItem(page).click();
+        await waitForStatus(page, { label: 'Completions off' }, 30_000);
+        await statusItem(page).click();
+        await waitForStatus(page, { label: 'Completions on' }, 30_000);
+        result.toggled = true;
+        log('toggled off and on');
+
+        // 3. Restart: a new server clears the latency, loads the model and completes again.
+        await page.keyboard.press('Escape');
+        await runCommand(page, 'Diffill: Restart Server', opts.timeoutMs);
+        await waitForStatus(page, { label: 'ready', latency: false }, opts.timeoutMs);
+        await editor.click();
+        await page.keyboard.press('Control+End');
+        await page.keyboard.press('ArrowUp');
+        await page.keyboard.press('End');
+        result.ghostTextAfterRestart = await typeForGhostText(page, ' the', opts.timeoutMs);
+        await waitForStatus(page, { label: 'ready', latency: true }, 30_000);
+        log(`after restart: ${JSON.stringify(result.ghostTextAfterRestart)}`);
         result.ok = true;
     } catch (error) {
         result.ok = false;
@@ -355,10 +396,13 @@ async function main() {
             result.extensionLogs.push(copy);
             result.answers.push(...answeredTexts(await fs.readFile(copy, 'utf8')));
         }
+        await fs.rm(root, { recursive: true, force: true }); // profiles, extension, workspace: all but artefacts
     }
-    if (result.ok && !fromServer(result.ghostText, result.answers)) {
-        result.ok = false;
-        result.error = 'the ghost text is not in any inlineCompletion answer traced in the Diffill log';
+    for (const ghost of [result.ghostText, result.ghostTextAfterRestart]) {
+        if (result.ok && !fromServer(ghost, result.answers)) {
+            result.ok = false;
+            result.error = `ghost text ${JSON.stringify(ghost)} is in no inlineCompletion answer traced in the Diffill log`;
+        }
     }
     process.stdout.write(`E2E_RESULT ${JSON.stringify(result)}\n`);
     process.exit(result.ok ? 0 : 1);

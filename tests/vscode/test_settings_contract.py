@@ -18,7 +18,13 @@ from lsp_server.settings import Settings
 
 MANIFEST = Path(__file__).resolve().parents[2] / "vscode-extension" / "package.json"
 # Read by the extension itself, never sent to the server as settings it parses.
-CLIENT_ONLY = {"diffill.enable", "diffill.server.command", "diffill.server.pythonPath", "diffill.trace.server"}
+CLIENT_ONLY = {
+    "diffill.enable",
+    "diffill.server.command",
+    "diffill.server.pythonPath",
+    "diffill.server.env",
+    "diffill.trace.server",
+}
 
 
 def _camel(name: str) -> str:

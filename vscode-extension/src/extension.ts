@@ -34,12 +34,18 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
     const log = vscode.window.createOutputChannel('Diffill', { log: true });
     const status = new StatusItem();
     status.setEnabled(isEnabled(vscode.workspace.getConfiguration(SECTION)));
+    let shown = '';
     const current = new ServerSession(log, {
         state: (state) => {
+            const key = JSON.stringify(state);
+            if (key === shown) {
+                return; // the same state from a notification and a stats reply
+            }
+            shown = key;
             if (state.kind === 'error') {
                 log.error(state.message);
             } else {
-                log.info(`model state: ${state.kind}${state.kind === 'loading' ? ` (${state.detail})` : ''}`);
+                log.info(`model state: ${state.kind}${state.kind === 'ready' && state.engine ? ` (${state.engine})` : ''}`);
             }
             status.setState(state);
         },

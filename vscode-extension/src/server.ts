@@ -26,9 +26,17 @@ import {
     TransportKind,
 } from 'vscode-languageclient/node';
 
-import { ModelStateFeature } from './progress';
+import { ModelStateWatcher } from './modelState';
 import { parseServerLine, type Level } from './serverLog';
-import { completionsWanted, isRemote, LANGUAGES, SECTION, serverLaunch, serverSettings } from './settings';
+import {
+    completionsWanted,
+    isRemote,
+    LANGUAGES,
+    SECTION,
+    serverEnvironment,
+    serverLaunch,
+    serverSettings,
+} from './settings';
 import type { Latency, ModelState } from './state';
 
 export interface SessionEvents {
@@ -65,14 +73,16 @@ function pipeLines(input: Readable, log: vscode.LogOutputChannel, parse: boolean
 }
 
 function serverExecutable(): Executable {
-    const { command, args } = serverLaunch(configuration());
+    const config = configuration();
+    const { command, args } = serverLaunch(config);
     const folder = vscode.workspace.workspaceFolders?.[0];
+    // Unbuffered, so log lines reach the channel as they are written.
+    const env = { ...process.env, PYTHONUNBUFFERED: '1', ...serverEnvironment(config) };
     return {
         command,
         args,
         transport: TransportKind.stdio,
-        // Unbuffered, so log lines reach the channel as they are written.
-        options: { env: { ...process.env, PYTHONUNBUFFERED: '1' }, ...(folder ? { cwd: folder.uri.fsPath } : {}) },
+        options: { env, ...(folder ? { cwd: folder.uri.fsPath } : {}) },
     };
 }
 
@@ -145,26 +155,29 @@ export class ServerSession implements vscode.Disposable {
         const executable = serverExecutable();
         this.log.info(`starting the server: ${[executable.command, ...(executable.args ?? [])].join(' ')}`);
         const client = new LanguageClient(SECTION, 'Diffill', executable, clientOptions(this.log, this.events));
-        const feature = new ModelStateFeature(client, (state) => this.events.state(state), () =>
-            isRemote(configuration()),
-        );
-        client.registerFeature(feature);
+        // A replaced client's late messages (a reply in flight while it stops) must not repaint the status.
+        const report = (state: ModelState): void => {
+            if (this.client === client) {
+                this.events.state(state);
+            }
+        };
+        const watcher = new ModelStateWatcher(client, report, () => isRemote(configuration()));
+        watcher.listen();
         // Also fires when the client restarts a crashed server on its own (its default error handler).
         client.onDidChangeState(({ newState }) => {
             if (newState === State.Starting) {
-                this.events.state({ kind: 'starting' });
+                report({ kind: 'starting' });
             } else if (newState === State.Running) {
-                void feature.awaitFirstLoad();
+                void watcher.settle();
             } else if (newState === State.Stopped && this.client === client) {
-                const message = 'the server stopped unexpectedly; see the Diffill log, then run Diffill: Restart Server';
-                this.events.state({ kind: 'error', message });
+                report({ kind: 'error', message: 'the server stopped; see the Diffill log, then run Diffill: Restart Server' });
             }
         });
         this.client = client;
         try {
             await client.start();
         } catch (error) {
-            this.events.state({ kind: 'error', message: `could not start ${executable.command}: ${String(error)}` });
+            report({ kind: 'error', message: `could not start ${executable.command}: ${String(error)}` });
         }
     }
 

@@ -67,6 +67,17 @@ export function serverLaunch(config: ConfigReader): ServerLaunch {
     return { ...DEFAULT_LAUNCH, args: [...DEFAULT_LAUNCH.args] };
 }
 
+/** `server.env`: extra environment variables for the server process (non-string values are ignored). */
+export function serverEnvironment(config: ConfigReader): Record<string, string> {
+    const env = config.get('server.env');
+    if (env === null || typeof env !== 'object' || Array.isArray(env)) {
+        return {};
+    }
+    return Object.fromEntries(
+        Object.entries(env as Record<string, unknown>).filter((entry): entry is [string, string] => typeof entry[1] === 'string'),
+    );
+}
+
 /** A JSON copy of a configuration value: drops functions and proxies, keeps null (the server's "unset"). */
 function toJson(value: unknown): Json | undefined {
     if (value === undefined) {

@@ -1,10 +1,9 @@
 /**
  * The model's state as the status bar shows it, and the pure mappings into it from what the server says.
  *
- * The server reports loading through work-done progress (`$/progress` begin/report/end around each model load)
- * and answers `diffill/stats` with `{state: "idle" | "loading" | "ready" | "failed", error, engine, ...}`.
- * A `diffill/status` notification carrying that same object, sent on every state change, is handled too
- * (`STATUS_NOTIFICATION`): with it the client would not need to watch progress tokens at all.
+ * The server answers `diffill/stats` with `{state: "idle" | "loading" | "ready" | "failed", error, engine, ...}`
+ * and sends the same object as a `diffill/status` notification whenever the load state changes
+ * (`lsp_server.server.DiffillServer.publish_status`).
  */
 
 export const STATS_REQUEST = 'diffill/stats';
@@ -88,21 +87,6 @@ export function fromStats(reply: unknown, remote: boolean): ModelState {
         default:
             return { kind: 'error', message: `unexpected server state ${JSON.stringify(stats['state'] ?? null)}` };
     }
-}
-
-/**
- * The state during a work-done progress of the server (`WorkDoneProgressBegin`/`Report`), or undefined at its
- * end, after which the client asks `diffill/stats` for the outcome (the end message is only a word).
- */
-export function fromProgress(value: unknown): ModelState | undefined {
-    const progress = record(value);
-    if (progress['kind'] === 'end') {
-        return undefined;
-    }
-    const message = progress['message'];
-    const title = progress['title'];
-    const detail = typeof message === 'string' && message ? message : typeof title === 'string' ? title : '';
-    return { kind: 'loading', detail: detail || 'loading' };
 }
 
 function latencyText(latency: Latency | undefined): string {

@@ -9,6 +9,7 @@ import {
     isRemote,
     LANGUAGES,
     languageEnabled,
+    serverEnvironment,
     serverLaunch,
     serverSettings,
 } from '../settings';
@@ -57,12 +58,21 @@ describe('serverLaunch', () => {
     });
 });
 
+describe('serverEnvironment', () => {
+    it('keeps string variables and drops anything else', () => {
+        const env = serverEnvironment(config({ 'server.env': { SSL_CERT_FILE: '/ca.pem', BAD: 3 } }));
+        assert.deepEqual(env, { SSL_CERT_FILE: '/ca.pem' });
+        assert.deepEqual(serverEnvironment(config({})), {});
+    });
+});
+
 describe('serverSettings', () => {
     it('sends the sections the server parses, as plain JSON, and nothing client-only', () => {
         const settings = serverSettings(
             config({
                 enable: true,
                 'server.command': ['x'],
+                'server.env': { A: 'b' },
                 'trace.server': 'verbose',
                 'model.path': null,
                 'remote.url': 'http://box:8765',

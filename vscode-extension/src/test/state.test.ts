@@ -2,7 +2,7 @@ import * as assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 
 import { parseServerLine } from '../serverLog';
-import { describeEngine, formatCount, fromProgress, fromStats, present } from '../state';
+import { describeEngine, formatCount, fromStats, present } from '../state';
 
 describe('fromStats', () => {
     it('maps each server state', () => {
@@ -23,17 +23,6 @@ describe('fromStats', () => {
         assert.equal(fromStats(null, false).kind, 'error');
         assert.equal(fromStats({ state: 'warming' }, false).kind, 'error');
         assert.equal(fromStats({ state: 'failed', error: null }, false).kind, 'error');
-    });
-});
-
-describe('fromProgress', () => {
-    it('is loading during begin and report, and undefined at the end', () => {
-        assert.deepEqual(fromProgress({ kind: 'begin', title: 'Diffill', message: 'loading the model' }), {
-            kind: 'loading',
-            detail: 'loading the model',
-        });
-        assert.deepEqual(fromProgress({ kind: 'report', message: 'warming up' }), { kind: 'loading', detail: 'warming up' });
-        assert.equal(fromProgress({ kind: 'end', message: 'ready' }), undefined);
     });
 });
 
