@@ -17,7 +17,7 @@ import itertools
 import logging
 import uuid
 from collections.abc import Awaitable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, is_dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import unquote
@@ -152,11 +152,13 @@ class DiffillServer(LanguageServer):
         self.protocol.notify(STATUS, self.status())
 
     def status(self) -> dict[str, Any]:
+        last = getattr(self.engine, "last_stats", None)  # LocalEngine: tokens computed vs reused, timings
         return {
             "state": str(self.state),
             "error": self.load_error,
             "engine": self.engine_info,
             "cacheEntries": len(self.cache),
+            "lastCompletion": asdict(last) if is_dataclass(last) and not isinstance(last, type) else None,
             **asdict(self.stats),
         }
 

@@ -213,6 +213,28 @@ async def test_typing_the_start_of_a_shown_completion_reuses_it_without_a_model_
     assert after["cache_hits"] == before["cache_hits"] + 1
 
 
+async def test_typing_at_the_cursor_extends_the_documents_context_cache_in_the_engine(client):
+    text = cut_line(PYTHON, 10, 14)
+    uri = new_uri()
+    open_document(client, uri, text)
+    shown = {item.insert_text[:1] for item in await inline(client, uri, 10, 14)}
+    typed = next(char for char in "~^`" if char not in shown)  # no cached remainder: the model runs again
+    at = types.Position(line=10, character=14)
+    change = types.TextDocumentContentChangePartial(range=types.Range(start=at, end=at), text=typed)
+    client.text_document_did_change(
+        types.DidChangeTextDocumentParams(
+            text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=2), content_changes=[change]
+        )
+    )
+    before = await stats(client)
+    await inline(client, uri, 10, 15)
+    after = await stats(client)
+    assert after["model_calls"] == before["model_calls"] + 1
+    last = after["lastCompletion"]
+    # The URI is the engine's session: only the tokens at the end of the prefix are computed again.
+    assert last["computed_tokens"] < last["context_tokens"] // 4, last
+
+
 async def test_crlf_and_surrogate_pairs_are_counted_in_utf16(client):
     text = 'label = "\U0001f600 ok"\r\nname = label\r\nsize = len\r\n'
     uri = new_uri()
