@@ -206,14 +206,17 @@ class DiffillServer(LanguageServer):
     def start_loading(self) -> asyncio.Task[None]:
         """Drop the current engine and load the one the settings select, in the background."""
         self._load_generation += 1
-        if callable(close := getattr(self.engine, "close", None)):  # RemoteEngine pools connections
-            self.spawn(asyncio.to_thread(close))
+        self._close(self.engine)
         self.engine, self.engine_info = None, {}
         self.state, self.load_error = LoadState.LOADING, None
         self.loaded.clear()
         self.cache.clear()
         self.publish_status()
         return self.spawn(self._load(self._load_generation, self.settings))
+
+    def _close(self, engine: CompletionEngine | None) -> None:
+        if callable(close := getattr(engine, "close", None)):  # RemoteEngine pools connections
+            self.spawn(asyncio.to_thread(close))
 
     async def _progress_token(self) -> str | None:
         if not get_capability(self.client_capabilities, "window.work_done_progress", False):
@@ -244,12 +247,14 @@ class DiffillServer(LanguageServer):
                 self.show(types.MessageType.Error, f"could not load the {what}: {self.load_error}")
             outcome = "failed"
         else:
-            if generation == self._load_generation:  # else settings changed meanwhile: a newer load wins
-                self.engine, self.engine_info = engine, info
-                self.fim = fim_settings(self.settings, info)
-                self.state = LoadState.READY
-                self.log_message(logging.INFO, f"engine ready: {info}")
             outcome = "ready"
+            if generation != self._load_generation:  # settings changed meanwhile: the newer load wins
+                self._close(engine)
+                return
+            self.engine, self.engine_info = engine, info
+            self.fim = fim_settings(self.settings, info)
+            self.state = LoadState.READY
+            self.log_message(logging.INFO, f"engine ready: {info}")
         finally:
             if token:
                 self.work_done_progress.end(token, types.WorkDoneProgressEnd(message=outcome))
