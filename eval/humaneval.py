@@ -7,10 +7,11 @@ Each problem is a HumanEval function with a gap: `prompt` (text before), `suffix
 Completions take the editor's path: the document with the gap removed and the cursor where the gap was becomes a
 ``fim.request.FimRequest`` (LSP line and UTF-16 column), the engine samples the request's candidates, and
 ``fim.validate.postprocess`` truncates, validates and ranks them. One adaptation: when the gap is whole lines
-(every SingleLine and MultiLine problem), the cursor sits on an empty line of its own, as in an editor, and the
-inserted text is followed by that line's break. With the gap's lines simply removed, the cursor would sit at
-column 0 in front of the next line's code, where a one-line suggestion (kept without its line break) would glue
-itself to that code -- no editor could accept the right answer there.
+(every SingleLine and MultiLine problem), the cursor sits on an empty line of its own after the gap's indentation,
+as in an editor that auto-indents and as the model is trained (``engine.data``); the inserted text is followed by
+that line's break. With the gap's lines simply removed, the cursor would sit at column 0 in front of the next line's
+code, where a one-line suggestion (kept without its line break) would glue itself to that code -- no editor could
+accept the right answer there.
 
 Three completions per problem are scored (identical texts run once):
 - ``editor``: the top post-processed candidate, or "" when post-processing rejected all of them (the editor
@@ -80,9 +81,20 @@ class Problem:
         return self.canonical_solution.endswith("\n") and (not self.prompt or self.prompt.endswith("\n"))
 
     @property
+    def indent(self) -> str:
+        """For a line gap, the indentation of its first line: the editor's cursor sits after it."""
+        if not self.line_gap:
+            return ""
+        first = self.canonical_solution.split("\n", 1)[0]
+        return first[: len(first) - len(first.lstrip(" \t"))]
+
+    @property
     def middle(self) -> str:
-        """What a perfect completion inserts at the cursor (a line gap's last break belongs to the empty line)."""
-        return self.canonical_solution[:-1] if self.line_gap else self.canonical_solution
+        """What a perfect completion inserts at the cursor: a line gap without its first line's indentation (in
+        front of the cursor) and its last line break (the cursor line's own)."""
+        if not self.line_gap:
+            return self.canonical_solution
+        return self.canonical_solution[len(self.indent) : -1]
 
 
 # ---------------------------------------------------------------- data
@@ -116,13 +128,14 @@ def load_problems(data_dir: Path, set_name: str, limit: int | None = None) -> li
 
 def document(problem: Problem) -> tuple[str, int]:
     """The editor's document and the cursor's string index in it."""
-    text = problem.prompt + ("\n" if problem.line_gap else "") + problem.suffix
-    return text, len(problem.prompt)
+    before = problem.prompt + problem.indent
+    return before + ("\n" if problem.line_gap else "") + problem.suffix, len(before)
 
 
 def splice(problem: Problem, completion: str) -> str:
     """The completed function: the completion inserted at the cursor of ``document(problem)``."""
-    return problem.prompt + completion + ("\n" if problem.line_gap else "") + problem.suffix
+    text, cursor = document(problem)
+    return text[:cursor] + completion + text[cursor:]
 
 
 def build_program(problem: Problem, completion: str) -> str:

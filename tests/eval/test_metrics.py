@@ -75,12 +75,13 @@ def test_splicing_the_middle_rebuilds_the_original_function(problem: Problem) ->
     assert build_program(problem, "").endswith(f"\ncheck({problem.entry_point})\n")
 
 
-def test_a_whole_line_gap_puts_the_cursor_on_an_empty_line_of_its_own() -> None:
+def test_a_whole_line_gap_puts_the_cursor_after_the_indentation_of_an_empty_line() -> None:
     problem = MINI_PROBLEMS[1]
     text, cursor = document(problem)
     line, character = lsp_position(text, cursor)
-    assert character == 0 and text.split("\n")[line] == ""
-    assert problem.line_gap and not MINI_PROBLEMS[2].line_gap
+    assert text.split("\n")[line] == "    " and character == 4  # as an editor auto-indents after Enter
+    assert problem.middle == "for x in xs:\n        if x % 2 == 0:\n            out.append(x)"
+    assert problem.line_gap and not MINI_PROBLEMS[2].line_gap and MINI_PROBLEMS[2].indent == ""
 
 
 def test_requests_follow_the_set_mode_and_the_engine_limits() -> None:
@@ -91,7 +92,7 @@ def test_requests_follow_the_set_mode_and_the_engine_limits() -> None:
     problem = MINI_PROBLEMS[1]
     auto = make_request(problem, GenConfig(SampleOptions()), FimSettings(), approx_tokens, None)
     forced = make_request(problem, GenConfig(SampleOptions(), mode=Mode.MULTI_LINE), settings, approx_tokens, 24)
-    assert auto.prefix == problem.prompt and auto.suffix == "\n" + problem.suffix
+    assert auto.prefix == problem.prompt + "    " and auto.suffix == "\n" + problem.suffix
     assert forced.mode is Mode.MULTI_LINE and forced.canvas_length == 24
     assert forced.num_candidates == settings.multi_line_candidates
     custom = make_request(problem, GenConfig(SampleOptions(), canvas=8, candidates=3), settings, approx_tokens, 24)
