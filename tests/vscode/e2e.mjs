@@ -9,16 +9,21 @@
  * the test meaningful with any checkpoint: every single-line continuation of a comment is valid Python, so the
  * server's syntax validation keeps even a random-weight model's text.
  *
- * Every process it starts (code-server and, through the extension host, the language server; Chromium) is
- * stopped before it exits. Waits are on events (process output, DOM state), each with a deadline.
+ * Then: the status bar item toggles completions off and on; `Diffill: Restart Server` brings up a new server
+ * that completes again; pointing `diffill.remote.url`/`token` at a `diffill serve` box on loopback (started here,
+ * with a token) swaps the engine without a restart and completions come from the box.
+ *
+ * Every process it starts (code-server and, through the extension host, the language server; diffill serve;
+ * Chromium) is stopped before it exits. Waits are on events (process output, DOM state), each with a deadline.
  *
  *   node e2e.mjs --vsix X.vsix --model DIR [--python PY] [--artefacts DIR] [--chromium PATH] [--timeout S]
  *
- * Prints one JSON line (`E2E_RESULT {...}`) with the ghost text, status bar text, screenshot and log paths;
- * exits 0 when ghost text appeared, 1 on failure, 2 on bad usage.
+ * Prints one JSON line (`E2E_RESULT {...}`) with the ghost texts, status bar texts, screenshots and log paths;
+ * exits 0 when every step passed, 1 on failure, 2 on bad usage.
  */
 
 import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import * as fs from 'node:fs/promises';
 import * as os from 'node:os';
@@ -90,7 +95,10 @@ function log(message) {
 
 /** Run a command to completion; reject with its output when it fails. */
 async function run(command, args, env) {
-    const child = spawn(command, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(command, args, {
+        env,
+        stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let output = '';
     child.stdout.on('data', (chunk) => (output += chunk));
     child.stderr.on('data', (chunk) => (output += chunk));
@@ -106,7 +114,11 @@ class Group {
     constructor(name, command, args, env) {
         this.name = name;
         this.output = '';
-        this.child = spawn(command, args, { env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+        this.child = spawn(command, args, {
+            env,
+            detached: true,
+            stdio: ['ignore', 'pipe', 'pipe'],
+        });
         this.exited = once(this.child, 'exit');
         for (const stream of [this.child.stdout, this.child.stderr]) {
             stream.on('data', (chunk) => {
@@ -119,7 +131,10 @@ class Group {
     /** Resolves with the first match of `pattern` in the output; rejects if the process exits first. */
     waitFor(pattern, timeoutMs) {
         return new Promise((resolve, reject) => {
-            const timer = setTimeout(() => finish(new Error(`${this.name}: no ${pattern} within ${timeoutMs} ms`)), timeoutMs);
+            const timer = setTimeout(
+                () => finish(new Error(`${this.name}: no ${pattern} within ${timeoutMs} ms`)),
+                timeoutMs,
+            );
             const check = () => {
                 const match = pattern.exec(this.output);
                 if (match) finish(undefined, match);
@@ -160,7 +175,7 @@ async function writeJson(file, value) {
     await fs.writeFile(file, JSON.stringify(value, null, 2));
 }
 
-function userSettings(opts) {
+function userSettings(extra = {}) {
     return {
         'security.workspace.trust.enabled': false,
         'workbench.startupEditor': 'none',
@@ -173,10 +188,15 @@ function userSettings(opts) {
         'extensions.ignoreRecommendations': true,
         // Ghost text only: the suggest widget would hide or filter inline suggestions.
         'editor.inlineSuggest.enabled': true,
-        'editor.quickSuggestions': { other: false, comments: false, strings: false },
+        'editor.quickSuggestions': {
+            other: false,
+            comments: false,
+            strings: false,
+        },
         'editor.suggestOnTriggerCharacters': false,
         'editor.wordBasedSuggestions': 'off',
         'diffill.trace.server': 'verbose',
+        ...extra,
     };
 }
 
@@ -185,7 +205,9 @@ function userSettings(opts) {
  * machine-scoped settings (the server's command line) from these, not from the browser user's settings.
  */
 function machineSettings(opts) {
-    return { 'diffill.server.command': [opts.python, '-m', 'lsp_server', '--model', opts.model] };
+    return {
+        'diffill.server.command': [opts.python, '-m', 'lsp_server', '--model', opts.model],
+    };
 }
 
 async function findFiles(root, name) {
@@ -205,14 +227,19 @@ function statusItem(page) {
 async function openEditor(page, url, timeoutMs) {
     await page.goto(url, { waitUntil: 'domcontentloaded', timeout: timeoutMs });
     await page.locator('.monaco-workbench').waitFor({ timeout: timeoutMs });
-    // Quick Open the file: the explorer's tree is slower and layout-dependent.
     await page.locator('.part.editor').click();
+    return openFile(page, 'example.py', timeoutMs);
+}
+
+/** Quick Open a workspace file (the explorer's tree is slower and layout-dependent); returns its editor. */
+async function openFile(page, name, timeoutMs) {
     await page.keyboard.press('Control+P');
     const input = page.locator('.quick-input-widget input');
     await input.waitFor({ timeout: timeoutMs });
-    await input.fill('example.py');
+    await input.fill(name);
     await page.locator('.quick-input-list .monaco-list-row').first().waitFor({ timeout: timeoutMs });
     await page.keyboard.press('Enter');
+    await page.locator('.tab.active', { hasText: name }).waitFor({ timeout: timeoutMs });
     const editor = page.locator('.editor-instance .monaco-editor').first();
     await editor.waitFor({ timeout: timeoutMs });
     return editor;
@@ -235,16 +262,43 @@ async function waitForStatus(page, { label, latency }, timeoutMs) {
         { timeout: timeoutMs, polling: 100 },
     );
     const item = statusItem(page);
-    return { text: ((await item.textContent()) ?? '').trim(), label: (await item.getAttribute('aria-label')) ?? '' };
+    return {
+        text: ((await item.textContent()) ?? '').trim(),
+        label: (await item.getAttribute('aria-label')) ?? '',
+    };
 }
 
-async function runCommand(page, title, timeoutMs) {
+async function runCommand(page, title, timeoutMs, exact = false) {
     await page.keyboard.press('F1');
     const input = page.locator('.quick-input-widget input');
     await input.waitFor({ timeout: timeoutMs });
     await input.fill(`>${title}`);
-    await page.locator('.quick-input-list .monaco-list-row', { hasText: title }).first().waitFor({ timeout: timeoutMs });
-    await page.keyboard.press('Enter');
+    const rows = page.locator('.quick-input-list .monaco-list-row', {
+        has: page.locator('.label-name', { hasText: exact ? new RegExp(`^${title}$`) : title }),
+    });
+    await rows.first().click({ timeout: timeoutMs });
+}
+
+/**
+ * Set string settings the way a user does, in the Settings editor: search for the key (the setting then comes
+ * first), type the value into its box (the editor writes settings.json itself), then go back to `file`.
+ */
+async function setUserSettings(page, entries, file, timeoutMs) {
+    await page.keyboard.press('Escape');
+    await runCommand(page, 'Preferences: Open User Settings', timeoutMs, true);
+    const settings = page.locator('.settings-editor');
+    await settings.waitFor({ timeout: timeoutMs });
+    for (const [key, value] of entries) {
+        await settings.locator('.search-container .monaco-editor').click();
+        await page.keyboard.press('Control+A');
+        await page.keyboard.type(key);
+        const input = settings.locator(`.setting-item-contents[data-key="${key}"] input`).first();
+        await input.fill(value);
+        await input.press('Tab'); // commit the edit
+    }
+    await runCommand(page, 'View: Close Editor', timeoutMs, true);
+    await settings.waitFor({ state: 'detached', timeout: timeoutMs });
+    return openFile(page, file, timeoutMs);
 }
 
 /** Type `text` at the cursor and return the ghost text that follows (asking explicitly if typing did not). */
@@ -263,7 +317,9 @@ async function typeForGhostText(page, text, timeoutMs) {
 async function waitForGhostText(page, timeoutMs) {
     const handle = await page.waitForFunction(
         () => {
-            const parts = [...document.querySelectorAll('.monaco-editor .ghost-text-decoration, .monaco-editor .ghost-text')];
+            const parts = [
+                ...document.querySelectorAll('.monaco-editor .ghost-text-decoration, .monaco-editor .ghost-text'),
+            ];
             const text = parts.map((node) => node.textContent ?? '').join('');
             return text.trim().length > 0 ? text : null;
         },
@@ -271,6 +327,14 @@ async function waitForGhostText(page, timeoutMs) {
         { timeout: timeoutMs, polling: 100 },
     );
     return handle.jsonValue();
+}
+
+/** Successful native completion requests (`POST /v1/fim`) a `diffill serve` box has answered, from /metrics. */
+async function boxCompletions(url, token) {
+    const reply = await fetch(`${url}/metrics`, { headers: { authorization: `Bearer ${token}` } });
+    const text = await reply.text();
+    const pattern = /^diffill_requests_total\{endpoint="\/v1\/fim",code="200"\} (\d+)$/m;
+    return Number(pattern.exec(text)?.[1] ?? 0);
 }
 
 /** `insertText`s of the server's inline completion answers, from the trace in the extension's log. */
@@ -302,7 +366,7 @@ async function main() {
     await fs.writeFile(config, 'auth: none\n');
     await fs.mkdir(dirs.workspace, { recursive: true });
     await fs.writeFile(path.join(dirs.workspace, 'example.py'), SOURCE);
-    await writeJson(path.join(dirs.userData, 'User', 'settings.json'), userSettings(opts));
+    await writeJson(path.join(dirs.userData, 'User', 'settings.json'), userSettings());
     await writeJson(path.join(dirs.userData, 'Machine', 'settings.json'), machineSettings(opts));
     const env = { ...process.env, CS_DISABLE_GETTING_STARTED_OVERRIDE: '1' };
     delete env.PASSWORD;
@@ -311,18 +375,32 @@ async function main() {
     log(`installing ${opts.vsix}`);
     await run(CODE_SERVER, [...common, '--force', '--install-extension', opts.vsix], env);
 
-    const server = new Group('code-server', CODE_SERVER, [
-        ...common,
-        '--bind-addr', '127.0.0.1:0',
-        '--auth', 'none',
-        '--disable-telemetry',
-        '--disable-update-check',
-        '--disable-workspace-trust',
-        '--disable-getting-started-override',
-        '--ignore-last-opened',
-        '--log', 'trace', // the Diffill channel at Trace level, so diffill.trace.server reaches its log file
-        dirs.workspace,
-    ], env);
+    const server = new Group(
+        'code-server',
+        CODE_SERVER,
+        [
+            ...common,
+            '--bind-addr',
+            '127.0.0.1:0',
+            '--auth',
+            'none',
+            '--disable-telemetry',
+            '--disable-update-check',
+            '--disable-workspace-trust',
+            '--disable-getting-started-override',
+            '--ignore-last-opened',
+            '--log',
+            'trace', // the Diffill channel at Trace level, so diffill.trace.server reaches its log file
+            dirs.workspace,
+        ],
+        env,
+    );
+    // A `diffill serve` box on loopback, with a token (honoured on loopback too), for the remote step.
+    const token = randomBytes(16).toString('hex');
+    const box = new Group('diffill serve', opts.python, ['-m', 'engine.serve', '--model', opts.model, '--port', '0'], {
+        ...env,
+        DIFFILL_SERVE_TOKEN: token,
+    });
     let browser;
     const result = { artefacts };
     try {
@@ -371,6 +449,31 @@ async function main() {
         result.ghostTextAfterRestart = await typeForGhostText(page, ' the', opts.timeoutMs);
         await waitForStatus(page, { label: 'ready', latency: true }, 30_000);
         log(`after restart: ${JSON.stringify(result.ghostTextAfterRestart)}`);
+
+        // 4. Remote: the user points the settings at the box; the server swaps engines without a restart.
+        const [, boxUrl] = await box.waitFor(/listening on (https?:\/\/\S+)/, opts.timeoutMs);
+        // Token first: a URL without its token would make the box answer 401 (a red status) until the token came.
+        const entries = [
+            ['diffill.remote.token', token],
+            ['diffill.remote.url', boxUrl],
+        ];
+        const remoteEditor = await setUserSettings(page, entries, 'example.py', opts.timeoutMs);
+        result.remoteStatus = (await waitForStatus(page, { label: 'Remote engine ready' }, opts.timeoutMs)).label;
+        log(`status: ${result.remoteStatus.split('\n')[0]}`);
+        await remoteEditor.click();
+        await page.keyboard.press('Control+End');
+        await page.keyboard.press('ArrowUp');
+        await page.keyboard.press('End');
+        result.ghostTextRemote = await typeForGhostText(page, ' values', opts.timeoutMs);
+        result.remoteStatusText = (await waitForStatus(page, { label: 'Remote', latency: true }, 30_000)).text;
+        log(`remote: ${JSON.stringify(result.ghostTextRemote)} (${result.remoteStatusText})`);
+        // The box counts its completions (/v1/fim): the engine's warm-up, then at least the one shown.
+        result.remoteCompletions = await boxCompletions(boxUrl, token);
+        if (result.remoteCompletions < 2) {
+            throw new Error(`the box served ${result.remoteCompletions} completion(s); expected the warm-up and more`);
+        }
+        result.screenshotRemote = path.join(artefacts, 'ghost-text-remote.png');
+        await page.screenshot({ path: result.screenshotRemote });
         result.ok = true;
     } catch (error) {
         result.ok = false;
@@ -378,15 +481,20 @@ async function main() {
         const page = browser?.pages()[0];
         if (page) {
             result.statusBarIds = await page
-                .evaluate(() => [...document.querySelectorAll('.statusbar-item')].map((node) => `${node.id}: ${node.getAttribute('aria-label')}`))
+                .evaluate(() =>
+                    [...document.querySelectorAll('.statusbar-item')].map(
+                        (node) => `${node.id}: ${node.getAttribute('aria-label')}`,
+                    ),
+                )
                 .catch(() => []);
             result.screenshot = path.join(artefacts, 'failure.png');
             await page.screenshot({ path: result.screenshot }).catch(() => undefined);
         }
     } finally {
         await browser?.close().catch(() => undefined);
-        await server.stop();
+        await Promise.all([server.stop(), box.stop()]);
         await fs.writeFile(path.join(artefacts, 'code-server.log'), server.output);
+        await fs.writeFile(path.join(artefacts, 'diffill-serve.log'), box.output);
         const logs = await findFiles(path.join(dirs.userData, 'logs'), 'Diffill.log');
         result.extensionLogs = [];
         result.answers = [];
@@ -396,9 +504,13 @@ async function main() {
             result.extensionLogs.push(copy);
             result.answers.push(...answeredTexts(await fs.readFile(copy, 'utf8')));
         }
-        await fs.rm(root, { recursive: true, force: true }); // profiles, extension, workspace: all but artefacts
+        if (process.env.DIFFILL_E2E_KEEP) {
+            result.root = root; // for debugging: code-server's own logs are under user-data/logs
+        } else {
+            await fs.rm(root, { recursive: true, force: true }); // profiles, extension, workspace: all but artefacts
+        }
     }
-    for (const ghost of [result.ghostText, result.ghostTextAfterRestart]) {
+    for (const ghost of [result.ghostText, result.ghostTextAfterRestart, result.ghostTextRemote]) {
         if (result.ok && !fromServer(ghost, result.answers)) {
             result.ok = false;
             result.error = `ghost text ${JSON.stringify(ghost)} is in no inlineCompletion answer traced in the Diffill log`;

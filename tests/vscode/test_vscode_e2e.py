@@ -2,9 +2,10 @@
 
 `vscode-extension/scripts/e2e.sh` builds the .vsix from this checkout, installs it into a fresh code-server
 (VS Code for the browser), starts the real language server on a real checkpoint through the extension, types in
-a Python file in headless Debian Chromium and waits for the server's ghost text. Artefacts (screenshot, the
-extension's log with the LSP trace, code-server's output) go to `$DIFFILL_ARTEFACTS/vscode` when that is set,
-else to the test's tmp directory; the path is printed.
+a Python file in headless Debian Chromium and waits for the server's ghost text; then toggles completions off and
+on from the status bar, restarts the server, and switches the settings to a `diffill serve` box on loopback.
+Artefacts (screenshots, the extension's log with the LSP trace, code-server's and the box's output) go to
+`$DIFFILL_ARTEFACTS/vscode` when that is set, else to the test's tmp directory; the path is printed.
 
 Skipped only when Node or Chromium is missing. Missing npm packages are a setup error: run
 `tests/vscode/install.sh` (see docs/vscode.md for the apt packages it needs).
@@ -75,15 +76,17 @@ def _result(stdout: str) -> dict:
     return json.loads(lines[-1][len(RESULT_PREFIX) :]) if lines else {}
 
 
-def test_extension_unit_tests_pass():
+@pytest.mark.parametrize("script", ["typecheck", "test", "format:check"])
+def test_extension_checks_pass(script: str):
     _node()
     _require(EXTENSION / "node_modules")
-    run = subprocess.run(["npm", "test"], cwd=EXTENSION, capture_output=True, text=True, timeout=120)
+    run = subprocess.run(["npm", "run", script], cwd=EXTENSION, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
 
 
 @pytest.mark.slow
 def test_ghost_text_from_the_server_appears_in_vscode(checkpoint: Path, artefacts: Path):
+    """Local model, toggle, restart, then a `diffill serve` box: ghost text from the server each time."""
     _node()
     chromium = _chromium()
     _require(EXTENSION / "node_modules", E2E / "node_modules" / "code-server", E2E / "node_modules" / "playwright-core")
@@ -104,6 +107,10 @@ def test_ghost_text_from_the_server_appears_in_vscode(checkpoint: Path, artefact
         f"--- e2e stderr (tail) ---\n{run.stderr[-4000:]}\n--- stdout (tail) ---\n{run.stdout[-2000:]}"
     )
     assert run.returncode == 0 and result.get("ok"), report
-    assert result["ghostText"].strip(), report
-    assert result["statusText"].endswith(" ms"), report  # latency of the last completion in the status bar
-    assert Path(result["screenshot"]).is_file(), report
+    for key in ("ghostText", "ghostTextAfterRestart", "ghostTextRemote"):
+        assert result[key].strip(), report
+    for key in ("statusText", "remoteStatusText"):
+        assert result[key].endswith(" ms"), report  # latency of the last completion in the status bar
+    assert result["remoteStatus"].startswith("Remote engine ready"), report
+    assert result["remoteCompletions"] >= 2, report  # the box's warm-up and the completion shown
+    assert Path(result["screenshot"]).is_file() and Path(result["screenshotRemote"]).is_file(), report

@@ -45,7 +45,9 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
             if (state.kind === 'error') {
                 log.error(state.message);
             } else {
-                log.info(`model state: ${state.kind}${state.kind === 'ready' && state.engine ? ` (${state.engine})` : ''}`);
+                log.info(
+                    `model state: ${state.kind}${state.kind === 'ready' && state.engine ? ` (${state.engine})` : ''}`,
+                );
             }
             status.setState(state);
         },

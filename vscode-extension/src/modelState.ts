@@ -37,7 +37,9 @@ export class ModelStateWatcher {
         let state: ModelState = { kind: 'starting' };
         while (this.client.isRunning() && (state.kind === 'starting' || state.kind === 'loading')) {
             try {
-                const reply: unknown = await this.client.sendRequest(STATS_REQUEST, { waitForModel: FIRST_LOAD_WAIT_S });
+                const reply: unknown = await this.client.sendRequest(STATS_REQUEST, {
+                    waitForModel: FIRST_LOAD_WAIT_S,
+                });
                 state = fromStats(reply, this.remote());
             } catch (error) {
                 if (!this.client.isRunning()) {

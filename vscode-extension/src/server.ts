@@ -170,7 +170,10 @@ export class ServerSession implements vscode.Disposable {
             } else if (newState === State.Running) {
                 void watcher.settle();
             } else if (newState === State.Stopped && this.client === client) {
-                report({ kind: 'error', message: 'the server stopped; see the Diffill log, then run Diffill: Restart Server' });
+                report({
+                    kind: 'error',
+                    message: 'the server stopped; see the Diffill log, then run Diffill: Restart Server',
+                });
             }
         });
         this.client = client;

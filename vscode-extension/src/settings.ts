@@ -74,7 +74,9 @@ export function serverEnvironment(config: ConfigReader): Record<string, string> 
         return {};
     }
     return Object.fromEntries(
-        Object.entries(env as Record<string, unknown>).filter((entry): entry is [string, string] => typeof entry[1] === 'string'),
+        Object.entries(env as Record<string, unknown>).filter(
+            (entry): entry is [string, string] => typeof entry[1] === 'string',
+        ),
     );
 }
 

@@ -33,7 +33,10 @@ function record(value: unknown): Record<string, unknown> {
         : {};
 }
 
-/** "tiny, diffusion, 1.2M parameters, cpu" from the engine description (`CompletionEngine.describe()`). */
+/**
+ * "tiny, diffusion, 1.2M parameters, cpu" from the engine description (`CompletionEngine.describe()`); a remote
+ * engine's description adds `remote`, the box's URL.
+ */
 export function describeEngine(engine: unknown): string {
     const info = record(engine);
     const parts: string[] = [];
@@ -47,7 +50,7 @@ export function describeEngine(engine: unknown): string {
     if (typeof parameters === 'number' && parameters > 0) {
         parts.push(`${formatCount(parameters)} parameters`);
     }
-    for (const key of ['device', 'url']) {
+    for (const key of ['device', 'remote']) {
         const value = info[key];
         if (typeof value === 'string' && value) {
             parts.push(value);
@@ -70,16 +73,24 @@ export function formatCount(count: number): string {
     return String(count);
 }
 
-/** The state in a `diffill/stats` reply or `diffill/status` notification; `remote` comes from the settings. */
+/**
+ * The state in a `diffill/stats` reply or `diffill/status` notification. `remote` (from the settings) says what is
+ * loading; once ready, the engine's own description says whether it is remote.
+ */
 export function fromStats(reply: unknown, remote: boolean): ModelState {
     const stats = record(reply);
+    const engine = record(stats['engine']);
     switch (stats['state']) {
         case 'idle':
             return { kind: 'starting' };
         case 'loading':
             return { kind: 'loading', detail: remote ? 'connecting to the remote engine' : 'loading the model' };
         case 'ready':
-            return { kind: 'ready', remote, engine: describeEngine(stats['engine']) };
+            return {
+                kind: 'ready',
+                remote: typeof engine['remote'] === 'string' || remote,
+                engine: describeEngine(engine),
+            };
         case 'failed': {
             const error = stats['error'];
             return { kind: 'error', message: typeof error === 'string' && error ? error : 'the model failed to load' };
@@ -127,7 +138,11 @@ export function present(state: ModelState, enabled: boolean, latency: Latency | 
         case 'loading':
             return { text: '$(loading~spin) Diffill: loading', tooltip, error: false };
         case 'ready':
-            return { text: `$(${state.remote ? 'cloud' : 'check'}) Diffill${latencyText(latency)}`, tooltip, error: false };
+            return {
+                text: `$(${state.remote ? 'cloud' : 'check'}) Diffill${latencyText(latency)}`,
+                tooltip,
+                error: false,
+            };
         case 'error':
             return { text: '$(error) Diffill', tooltip, error: true };
     }

@@ -46,10 +46,8 @@ export class StatusItem implements vscode.Disposable {
     private render(): void {
         const { text, tooltip, error } = present(this.state, this.enabled, this.latency);
         this.item.text = text;
-        const markdown = new vscode.MarkdownString(
-            `${tooltip.split('\n').join('\n\n')}\n\n[Restart server](command:diffill.restart) · [Show log](command:diffill.showLog)`,
-            true,
-        );
+        const links = '[Restart server](command:diffill.restart) · [Show log](command:diffill.showLog)';
+        const markdown = new vscode.MarkdownString(`${tooltip.split('\n').join('\n\n')}\n\n${links}`, true);
         markdown.isTrusted = { enabledCommands: ['diffill.restart', 'diffill.showLog'] };
         this.item.tooltip = markdown;
         this.item.backgroundColor = error ? new vscode.ThemeColor('statusBarItem.errorBackground') : undefined;

@@ -125,10 +125,11 @@ describe('package.json', () => {
     });
 
     it('contributes the commands the extension registers', () => {
-        assert.deepEqual(
-            manifest.contributes.commands.map((command) => command.command).sort(),
-            ['diffill.restart', 'diffill.showLog', 'diffill.toggle'],
-        );
+        assert.deepEqual(manifest.contributes.commands.map((command) => command.command).sort(), [
+            'diffill.restart',
+            'diffill.showLog',
+            'diffill.toggle',
+        ]);
     });
 
     it('declares trace.server, which the language client reads by its id', () => {

@@ -13,6 +13,11 @@ describe('fromStats', () => {
             remote: true,
             engine: 'tiny, cpu',
         });
+        assert.deepEqual(fromStats({ state: 'ready', engine: { name: 'm', remote: 'https://box:8711' } }, false), {
+            kind: 'ready',
+            remote: true,
+            engine: 'm, https://box:8711',
+        });
         assert.deepEqual(fromStats({ state: 'failed', error: 'no config.json' }, false), {
             kind: 'error',
             message: 'no config.json',
