@@ -25,6 +25,7 @@ when logits are shifted) against those stale keys/values. ``cache_drift`` measur
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -33,7 +34,7 @@ from torch import Tensor
 from engine.adapters.model import ContextKV, DiffusionLM
 from engine.sample import SampleOptions, row_temperatures, sample_categorical
 
-ORDERS = ("maskgit_plus", "topk_margin", "entropy", "low_confidence", "random")
+ORDERS = ("maskgit_plus", "topk_margin", "entropy", "low_confidence", "random")  # see ORDER_SCORES
 SCHEDULES = ("dream", "llada")
 
 
@@ -109,42 +110,92 @@ def window_pass(model: DiffusionLM, seq: Tensor, layout: Layout, ctx: ContextKV)
     return model.head(hidden[:, rows])
 
 
+def top_p_filter(logits: Tensor, top_p: float, probe: int = 1024) -> Tensor:
+    """Keep the smallest set of most likely tokens whose mass reaches top_p (the token crossing it included).
+
+    Sorting a 152k vocabulary for every canvas position costs ~1 s per step on a laptop CPU; a peaked
+    distribution's nucleus lies in its top `probe` tokens, found by topk. When some row's nucleus is wider (flat
+    distributions, e.g. random weights), the full sort runs. Same set either way; one host sync.
+    """
+    probs = logits.softmax(dim=-1)
+    k = min(probe, logits.shape[-1])
+    top, order = probs.topk(k, dim=-1)  # (..., k), descending
+    cum = top.cumsum(dim=-1)
+    if k < logits.shape[-1] and not bool((cum[..., -1] > top_p).all()):
+        top, order = probs.sort(dim=-1, descending=True)
+        cum = top.cumsum(dim=-1)
+    before = torch.cat((torch.zeros_like(cum[..., :1]), cum[..., :-1]), dim=-1)  # mass ranked above each token
+    keep = before <= top_p  # the first token is always kept
+    keep_all = torch.zeros_like(logits, dtype=torch.bool).scatter_(-1, order, keep)
+    return logits.masked_fill(~keep_all, -math.inf)
+
+
 def filter_logits(logits: Tensor, top_k: int | None, top_p: float | None) -> Tensor:
-    """Dream's top-k then top-p (nucleus; the first token above the mass is kept) filters, -inf elsewhere."""
+    """Dream's top-k then top-p (nucleus) filters, -inf outside."""
     if top_k is not None and top_k < logits.shape[-1]:
         kth = logits.topk(top_k, dim=-1).values[..., -1:]
         logits = logits.masked_fill(logits < kth, -math.inf)
     if top_p is not None and top_p < 1.0:
-        sorted_logits, order = logits.sort(dim=-1, descending=True)
-        cum = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
-        drop = cum > top_p
-        drop[..., 1:] = drop[..., :-1].clone()
-        drop[..., 0] = False
-        logits = logits.masked_fill(drop.scatter(-1, order, drop), -math.inf)
+        logits = top_p_filter(logits, top_p)
     return logits
 
 
+ScoreFn = Callable[[Tensor, Tensor, Tensor, Tensor, torch.Generator], Tensor]
+
+
+def _prob_of_token(logits: Tensor, probs: Tensor, tokens: Tensor, prob: Tensor, gen: torch.Generator) -> Tensor:
+    return prob  # Dream maskgit_plus: probability of the drawn token under the sampling distribution
+
+
+def _margin(logits: Tensor, probs: Tensor, tokens: Tensor, prob: Tensor, gen: torch.Generator) -> Tensor:
+    top2 = probs.topk(2, dim=-1).values  # Dream topk_margin
+    return top2[..., 0] - top2[..., 1]
+
+
+def _neg_entropy(logits: Tensor, probs: Tensor, tokens: Tensor, prob: Tensor, gen: torch.Generator) -> Tensor:
+    return (probs * (probs + 1e-10).log()).sum(dim=-1)  # Dream entropy
+
+
+def _untempered_prob(logits: Tensor, probs: Tensor, tokens: Tensor, prob: Tensor, gen: torch.Generator) -> Tensor:
+    return logits.softmax(dim=-1).gather(-1, tokens[..., None]).squeeze(-1)  # LLaDA low_confidence
+
+
+def _random(logits: Tensor, probs: Tensor, tokens: Tensor, prob: Tensor, gen: torch.Generator) -> Tensor:
+    return torch.rand(prob.shape, generator=gen, device=prob.device)  # LLaDA random remasking
+
+
+# Ordering scores, higher = commit first. Inputs: raw logits, sampling probs (N, L, V), drawn tokens and their
+# probability (N, L), the generator.
+ORDER_SCORES: dict[str, ScoreFn] = {
+    "maskgit_plus": _prob_of_token,
+    "topk_margin": _margin,
+    "entropy": _neg_entropy,
+    "low_confidence": _untempered_prob,
+    "random": _random,
+}
+
+
 def predict(
-    logits: Tensor, temps: Tensor, sampling: AdapterSampling, banned: Tensor, generator: torch.Generator
+    logits: Tensor,
+    temps: Tensor,
+    sampling: AdapterSampling,
+    banned: Tensor,
+    generator: torch.Generator,
+    draw: bool = True,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Tokens (N, L), their probability (N, L) and the ordering score (N, L; higher = commit first)."""
+    """Tokens (N, L), their probability (N, L) and the ordering score (N, L; higher = commit first).
+
+    draw=False when every row is greedy (known on the host): skips an (N, L, V) noise draw.
+    """
     logits = logits.float().index_fill(-1, banned, -math.inf)
     greedy = temps == 0  # (N, 1, 1)
     scaled = filter_logits(logits / torch.where(greedy, 1.0, temps), sampling.top_k, sampling.top_p)
     probs = scaled.softmax(dim=-1)  # (N, L, V)
-    tokens = torch.where(greedy.squeeze(-1), probs.argmax(dim=-1), sample_categorical(probs, generator))
+    tokens = probs.argmax(dim=-1)
+    if draw:
+        tokens = torch.where(greedy.squeeze(-1), tokens, sample_categorical(probs, generator))
     prob = probs.gather(-1, tokens[..., None]).squeeze(-1)
-    if sampling.order == "maskgit_plus":
-        score = prob
-    elif sampling.order == "topk_margin":
-        top2 = probs.topk(2, dim=-1).values
-        score = top2[..., 0] - top2[..., 1]
-    elif sampling.order == "entropy":
-        score = (probs * (probs + 1e-10).log()).sum(dim=-1)
-    elif sampling.order == "low_confidence":
-        score = logits.softmax(dim=-1).gather(-1, tokens[..., None]).squeeze(-1)
-    else:  # random
-        score = torch.rand(prob.shape, generator=generator, device=prob.device)
+    score = ORDER_SCORES[sampling.order](logits, probs, tokens, prob, generator)
     if sampling.alg_temp > 0:  # Gumbel-top-k: a draw without replacement from softmax(score / alg_temp)
         u = torch.rand(score.shape, generator=generator, device=score.device).clamp(1e-20, 1 - 1e-7)
         score = score / sampling.alg_temp - (-u.log()).log()
@@ -208,6 +259,7 @@ def denoise(
     masked = torch.ones(canvas.shape, dtype=torch.bool, device=device)
     logp = torch.zeros(canvas.shape, device=device)
     temps = row_temperatures(num_candidates, options.temperature, device)
+    draw = num_candidates > 1 and options.temperature > 0  # row 0 is always greedy
     approximate, ctx, step = sampling.refresh_every > 0, None, 0
     for b0, b1, block_steps in blocks(L, sampling.block_length, options.steps):
         allowed = torch.zeros(L, dtype=torch.bool, device=device)
@@ -217,7 +269,7 @@ def denoise(
                 logits, ctx = full_pass(model, seq, layout, keep=approximate)
             else:
                 logits = window_pass(model, seq, layout, ctx)
-            predicted = predict(logits, temps, sampling, banned, generator)
+            predicted = predict(logits, temps, sampling, banned, generator, draw)
             remaining = (masked & allowed).sum(dim=-1, keepdim=True)
             commit(canvas, masked, logp, predicted, commit_count(remaining, j, block_steps, sampling),
                    options.threshold, allowed)  # fmt: skip
@@ -233,6 +285,7 @@ class DriftStep:
     refreshed: bool  # the approximate path ran the exact full forward this step
     max_abs_diff: float  # max |approximate - exact| canvas logit
     argmax_agreement: float  # fraction of canvas positions whose argmax token agrees
+    logit_std: float  # spread of the exact canvas logits, to read max_abs_diff against
 
 
 @torch.inference_mode()
@@ -255,8 +308,8 @@ def cache_drift(
         approx = exact if refreshed else window_pass(model, seq, layout, ctx)
         ctx = fresh if refreshed else ctx
         agree = (approx.argmax(-1) == exact.argmax(-1)).float().mean().item()
-        out.append(DriftStep(step, refreshed, (approx - exact).abs().max().item(), agree))
-        predicted = predict(exact, temps, sampling, banned, generator)
+        out.append(DriftStep(step, refreshed, (approx - exact).abs().max().item(), agree, exact.std().item()))
+        predicted = predict(exact, temps, sampling, banned, generator, draw=False)
         remaining = masked.sum(dim=-1, keepdim=True)
         commit(canvas, masked, logp, predicted, commit_count(remaining, step, options.steps, sampling),
                options.threshold, allowed)  # fmt: skip
