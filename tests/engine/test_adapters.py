@@ -30,7 +30,7 @@ from engine.adapters.sampler import (
     full_pass,
     window_pass,
 )
-from engine.api import LocalEngine, load_engine
+from engine.api import CompletionEngine, LocalEngine, load_engine
 from engine.errors import CheckpointError
 from engine.sample import SampleOptions
 
@@ -77,6 +77,7 @@ def test_load_engine_dispatches_external_checkpoints_and_keeps_diffill_ones(
 ) -> None:
     external = load_engine(checkpoint[1], device="cpu")
     assert isinstance(external, AdapterEngine) and external.family is checkpoint[0]
+    assert isinstance(external, CompletionEngine) and external.ready
     assert isinstance(load_engine(tiny_checkpoint, device="cpu"), LocalEngine)
 
 
