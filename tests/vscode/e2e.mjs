@@ -119,7 +119,14 @@ class Group {
             detached: true,
             stdio: ['ignore', 'pipe', 'pipe'],
         });
-        this.exited = once(this.child, 'exit');
+        // 'gone' fires once, whether the process exited or could not start at all (e.g. ENOENT).
+        this.exited = new Promise((resolve) => {
+            this.child.once('exit', () => resolve(this.child.emit('gone')));
+            this.child.once('error', (error) => {
+                this.output += `${error}\n`;
+                resolve(this.child.emit('gone'));
+            });
+        });
         for (const stream of [this.child.stdout, this.child.stderr]) {
             stream.on('data', (chunk) => {
                 this.output += chunk;
@@ -139,22 +146,22 @@ class Group {
                 const match = pattern.exec(this.output);
                 if (match) finish(undefined, match);
             };
-            const exited = () => finish(new Error(`${this.name} exited before ${pattern}:\n${this.output}`));
+            const exited = () => finish(new Error(`${this.name} ended before ${pattern}:\n${this.output}`));
             const finish = (error, match) => {
                 clearTimeout(timer);
                 this.child.off('output', check);
-                this.child.off('exit', exited);
+                this.child.off('gone', exited);
                 error ? reject(error) : resolve(match);
             };
             this.child.on('output', check);
-            this.child.on('exit', exited);
+            this.child.on('gone', exited);
             check();
         });
     }
 
     /** SIGTERM to the group, then SIGKILL if it has not exited within `graceMs`. */
     async stop(graceMs = 10_000) {
-        if (this.child.exitCode !== null || this.child.signalCode !== null) return;
+        if (this.child.pid === undefined || this.child.exitCode !== null || this.child.signalCode !== null) return;
         const signal = (name) => {
             try {
                 process.kill(-this.child.pid, name);

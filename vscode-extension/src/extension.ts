@@ -30,7 +30,7 @@ async function toggle(): Promise<void> {
     }
 }
 
-export async function activate(context: vscode.ExtensionContext): Promise<void> {
+export function activate(context: vscode.ExtensionContext): void {
     const log = vscode.window.createOutputChannel('Diffill', { log: true });
     const status = new StatusItem();
     status.setEnabled(isEnabled(vscode.workspace.getConfiguration(SECTION)));
@@ -71,7 +71,8 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
             }
         }),
     );
-    await current.start();
+    // Not awaited: activation finishes at once; the status bar follows the start (errors included).
+    void current.start();
 }
 
 export async function deactivate(): Promise<void> {

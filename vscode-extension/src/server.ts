@@ -119,6 +119,7 @@ function clientOptions(log: vscode.LogOutputChannel, events: SessionEvents): Lan
 /** One language client at a time; `restart` replaces it so command-line changes take effect. */
 export class ServerSession implements vscode.Disposable {
     private client: LanguageClient | undefined;
+    private listeners: vscode.Disposable[] = []; // the current client's, disposed with it
     private queue: Promise<void> = Promise.resolve();
 
     constructor(
@@ -162,9 +163,9 @@ export class ServerSession implements vscode.Disposable {
             }
         };
         const watcher = new ModelStateWatcher(client, report, () => isRemote(configuration()));
-        watcher.listen();
+        this.listeners.push(watcher.listen());
         // Also fires when the client restarts a crashed server on its own (its default error handler).
-        client.onDidChangeState(({ newState }) => {
+        const stateChanges = client.onDidChangeState(({ newState }) => {
             if (newState === State.Starting) {
                 report({ kind: 'starting' });
             } else if (newState === State.Running) {
@@ -176,6 +177,7 @@ export class ServerSession implements vscode.Disposable {
                 });
             }
         });
+        this.listeners.push(stateChanges);
         this.client = client;
         try {
             await client.start();
@@ -194,6 +196,9 @@ export class ServerSession implements vscode.Disposable {
             await client.dispose(); // stop: shutdown request, exit notification, then the process ends
         } catch (error) {
             this.log.warn(`stopping the server: ${String(error)}`);
+        }
+        for (const listener of this.listeners.splice(0)) {
+            listener.dispose();
         }
         this.events.state({ kind: 'stopped' });
     }
