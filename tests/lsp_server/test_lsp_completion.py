@@ -214,12 +214,16 @@ async def test_typing_the_start_of_a_shown_completion_reuses_it_without_a_model_
 
 
 async def test_typing_at_the_cursor_extends_the_documents_context_cache_in_the_engine(client):
-    text = cut_line(PYTHON, 10, 14)
     uri = new_uri()
+    lines = cut_line(PYTHON, 10, 14).split("\n")
+    lines.insert(10, f"    # {uri}")  # right above the cursor: no other test's answer in the typed-prefix cache
+    text = "\n".join(lines)
     open_document(client, uri, text)
-    shown = {item.insert_text[:1] for item in await inline(client, uri, 10, 14)}
+    first = await stats(client)
+    shown = {item.insert_text[:1] for item in await inline(client, uri, 11, 14)}
+    assert (await stats(client))["model_calls"] == first["model_calls"] + 1
     typed = next(char for char in "~^`" if char not in shown)  # no cached remainder: the model runs again
-    at = types.Position(line=10, character=14)
+    at = types.Position(line=11, character=14)
     change = types.TextDocumentContentChangePartial(range=types.Range(start=at, end=at), text=typed)
     client.text_document_did_change(
         types.DidChangeTextDocumentParams(
@@ -227,7 +231,7 @@ async def test_typing_at_the_cursor_extends_the_documents_context_cache_in_the_e
         )
     )
     before = await stats(client)
-    await inline(client, uri, 10, 15)
+    await inline(client, uri, 11, 15)
     after = await stats(client)
     assert after["model_calls"] == before["model_calls"] + 1
     last = after["lastCompletion"]
