@@ -46,7 +46,13 @@ def add(a, b):
 def mean(values):
     # Add up the values and divide the total by
 `;
-const TYPED = ' the number of';
+// Words typed after it, one at a time until ghost text shows: a trained model may have nothing valid to add at
+// one position (its candidates all end at once) and something at the next, as a user typing on would see.
+const WORDS = ' the number of values in the list and return the mean of all of them to the caller as a float'
+    .split(/(?= )/)
+    .values();
+// How long one word waits for ghost text before the next is typed (a tiny CPU model answers in well under 1 s).
+const WORD_WAIT_MS = 10_000;
 
 // Headless Chromium without network side channels (brief: Debian chromium, no downloads, fresh profile).
 const CHROMIUM_ARGS = [
@@ -308,16 +314,19 @@ async function setUserSettings(page, entries, file, timeoutMs) {
     return openFile(page, file, timeoutMs);
 }
 
-/** Type `text` at the cursor and return the ghost text that follows (asking explicitly if typing did not). */
-async function typeForGhostText(page, text, timeoutMs) {
-    await page.keyboard.type(text, { delay: 40 });
-    try {
-        return await waitForGhostText(page, 30_000);
-    } catch {
-        log('no ghost text while typing; asking explicitly (Alt+\\)');
-        await page.keyboard.press('Alt+Backslash');
-        return waitForGhostText(page, timeoutMs);
+/** Type the next words at the cursor until ghost text appears, and return it; fails when the words run out. */
+async function typeUntilGhostText(page) {
+    await page.keyboard.press('Escape'); // no ghost text left over from a previous step
+    await page.waitForFunction(() => document.querySelector('.monaco-editor .ghost-text-decoration') === null);
+    for (const word of WORDS) {
+        await page.keyboard.type(word, { delay: 40 });
+        try {
+            return await waitForGhostText(page, WORD_WAIT_MS);
+        } catch {
+            log(`no ghost text after ${JSON.stringify(word)}; typing on`);
+        }
     }
+    throw new Error('no ghost text while typing the whole comment');
 }
 
 /** Text of the ghost text Monaco renders at the cursor (inline and, for multi-line, the lines below). */
@@ -431,7 +440,7 @@ async function main() {
         await page.keyboard.press('Control+End');
         await page.keyboard.press('ArrowUp'); // end of the comment line (the file ends with a newline)
         await page.keyboard.press('End');
-        result.ghostText = await typeForGhostText(page, TYPED, opts.timeoutMs);
+        result.ghostText = await typeUntilGhostText(page);
         log(`ghost text: ${JSON.stringify(result.ghostText)}`);
         result.statusText = (await waitForStatus(page, { label: 'ready', latency: true }, 30_000)).text;
         result.screenshot = path.join(artefacts, 'ghost-text.png');
@@ -453,7 +462,7 @@ async function main() {
         await page.keyboard.press('Control+End');
         await page.keyboard.press('ArrowUp');
         await page.keyboard.press('End');
-        result.ghostTextAfterRestart = await typeForGhostText(page, ' the', opts.timeoutMs);
+        result.ghostTextAfterRestart = await typeUntilGhostText(page);
         await waitForStatus(page, { label: 'ready', latency: true }, 30_000);
         log(`after restart: ${JSON.stringify(result.ghostTextAfterRestart)}`);
 
@@ -471,7 +480,7 @@ async function main() {
         await page.keyboard.press('Control+End');
         await page.keyboard.press('ArrowUp');
         await page.keyboard.press('End');
-        result.ghostTextRemote = await typeForGhostText(page, ' values', opts.timeoutMs);
+        result.ghostTextRemote = await typeUntilGhostText(page);
         result.remoteStatusText = (await waitForStatus(page, { label: 'Remote', latency: true }, 30_000)).text;
         log(`remote: ${JSON.stringify(result.ghostTextRemote)} (${result.remoteStatusText})`);
         // The box counts its completions (/v1/fim): the engine's warm-up, then at least the one shown.
