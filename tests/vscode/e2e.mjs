@@ -314,6 +314,14 @@ async function setUserSettings(page, entries, file, timeoutMs) {
     return openFile(page, file, timeoutMs);
 }
 
+/** Put the cursor at the end of the comment line (the last line; the file ends with a newline). */
+async function toCommentEnd(page, editor) {
+    await editor.click();
+    await page.keyboard.press('Control+End');
+    await page.keyboard.press('ArrowUp');
+    await page.keyboard.press('End');
+}
+
 /** Type the next words at the cursor until ghost text appears, and return it; fails when the words run out. */
 async function typeUntilGhostText(page) {
     await page.keyboard.press('Escape'); // no ghost text left over from a previous step
@@ -436,10 +444,7 @@ async function main() {
         log(`status: ${result.readyStatus.split('\n')[0]}`);
 
         // 1. Ghost text while typing, and the latency of that completion in the status bar.
-        await editor.click();
-        await page.keyboard.press('Control+End');
-        await page.keyboard.press('ArrowUp'); // end of the comment line (the file ends with a newline)
-        await page.keyboard.press('End');
+        await toCommentEnd(page, editor);
         result.ghostText = await typeUntilGhostText(page);
         log(`ghost text: ${JSON.stringify(result.ghostText)}`);
         result.statusText = (await waitForStatus(page, { label: 'ready', latency: true }, 30_000)).text;
@@ -458,10 +463,7 @@ async function main() {
         await page.keyboard.press('Escape');
         await runCommand(page, 'Diffill: Restart Server', opts.timeoutMs);
         await waitForStatus(page, { label: 'ready', latency: false }, opts.timeoutMs);
-        await editor.click();
-        await page.keyboard.press('Control+End');
-        await page.keyboard.press('ArrowUp');
-        await page.keyboard.press('End');
+        await toCommentEnd(page, editor);
         result.ghostTextAfterRestart = await typeUntilGhostText(page);
         await waitForStatus(page, { label: 'ready', latency: true }, 30_000);
         log(`after restart: ${JSON.stringify(result.ghostTextAfterRestart)}`);
@@ -476,10 +478,7 @@ async function main() {
         const remoteEditor = await setUserSettings(page, entries, 'example.py', opts.timeoutMs);
         result.remoteStatus = (await waitForStatus(page, { label: 'Remote engine ready' }, opts.timeoutMs)).label;
         log(`status: ${result.remoteStatus.split('\n')[0]}`);
-        await remoteEditor.click();
-        await page.keyboard.press('Control+End');
-        await page.keyboard.press('ArrowUp');
-        await page.keyboard.press('End');
+        await toCommentEnd(page, remoteEditor);
         result.ghostTextRemote = await typeUntilGhostText(page);
         result.remoteStatusText = (await waitForStatus(page, { label: 'Remote', latency: true }, 30_000)).text;
         log(`remote: ${JSON.stringify(result.ghostTextRemote)} (${result.remoteStatusText})`);
