@@ -345,12 +345,17 @@ async function waitForGhostText(page, timeoutMs) {
                 ...document.querySelectorAll('.monaco-editor .ghost-text-decoration, .monaco-editor .ghost-text'),
             ];
             const text = parts.map((node) => node.textContent ?? '').join('');
-            return text.trim().length > 0 ? text : null;
+            const classes = [
+                ...new Set(parts.map((node) => `${node.tagName.toLowerCase()}.${[...node.classList].join('.')}`)),
+            ];
+            return text.trim().length > 0 ? { text, classes } : null;
         },
         undefined,
         { timeout: timeoutMs, polling: 100 },
     );
-    return handle.jsonValue();
+    const { text, classes } = await handle.jsonValue();
+    log(`ghost text rendered as ${classes.join(', ')}`);
+    return text;
 }
 
 /** Successful native completion requests (`POST /v1/fim`) a `diffill serve` box has answered, from /metrics. */
