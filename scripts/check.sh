@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One check command for CI and people.
-#   scripts/check.sh install   install Diffill and its dev tools (CPU torch wheel first, so nothing pulls CUDA)
+#   scripts/check.sh install   install Diffill and its dev tools (CPU torch wheel first, so nothing pulls CUDA),
+#                              and what the VS Code end-to-end test needs (Debian Chromium, code-server from npm)
 #   scripts/check.sh test      ruff lint + format check, then the test suite
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,6 +10,12 @@ case "${1:-test}" in
     python -m pip install --quiet --upgrade pip
     python -m pip install --quiet torch==2.13.0
     python -m pip install --quiet -e '.[dev]'
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+      apt-get update -qq
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium ripgrep build-essential pkg-config python3 \
+        libkrb5-dev libx11-dev libxkbfile-dev libsecret-1-dev >/dev/null
+    fi
+    bash tests/vscode/install.sh
     ;;
   test)
     python -m ruff check .
