@@ -2,7 +2,7 @@
 # One check command for CI and people.
 #   scripts/check.sh install   install Diffill and its dev tools (CPU torch wheel first, so nothing pulls CUDA),
 #                              and what the VS Code end-to-end test needs (Debian Chromium, code-server from npm)
-#   scripts/check.sh test      ruff lint + format check, then the test suite
+#   scripts/check.sh test      ruff lint + format, the extension's typecheck/format/unit tests, then pytest
 set -euo pipefail
 cd "$(dirname "$0")/.."
 case "${1:-test}" in
@@ -20,6 +20,9 @@ case "${1:-test}" in
   test)
     python -m ruff check .
     python -m ruff format --check .
+    npm run --silent --prefix vscode-extension typecheck
+    npm run --silent --prefix vscode-extension format:check
+    npm test --silent --prefix vscode-extension >/dev/null
     python -m pytest -q "${@:2}"
     ;;
   *)
