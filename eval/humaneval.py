@@ -464,7 +464,8 @@ def summarize(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
     if n > 1:
         correct = [sum(s["passed"] for s in r["samples"]) for r in records]
         summary["n"] = n
-        summary["pass@k"] = {str(k): _mean(pass_at_k(n, c, k) for c in correct) for k in PASS_AT if k <= n}
+        ks = sorted({*(k for k in PASS_AT if k <= n), n})
+        summary["pass@k"] = {str(k): _mean(pass_at_k(n, c, k) for c in correct) for k in ks}
     return summary
 
 

@@ -52,7 +52,7 @@ def test_oracle_answers_pass_and_pass_at_k_is_reported(set_name, limit, mini_dat
     argv = ["humaneval-infilling", "--set", set_name, "--data", str(mini_data), "--oracle", "--n", "3"]
     assert main([*argv, "--limit", str(limit), "--out", str(out), *COMMON]) == 0
     records, summary = _read(out)
-    assert summary["pass@1"] == 1.0 and summary["pass@k"] == {"1": 1.0, "2": 1.0}
+    assert summary["pass@1"] == 1.0 and summary["pass@k"] == {"1": 1.0, "2": 1.0, "3": 1.0}
     assert len(records) == limit and all(len(r["samples"]) == 3 for r in records)
     assert summary["options"]["mode"] == ("multi-line" if set_name == "multi-line" else "auto")
 
