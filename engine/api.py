@@ -33,6 +33,17 @@ DEFAULT_MODEL = WEIGHTS_DIR / "default"
 DEFAULT_AR_MODEL = WEIGHTS_DIR / "default-ar"
 
 
+MAX_CANDIDATES = 64  # one batch of candidates per request; more is a client error, not a bigger batch
+
+
+def check_request_sizes(canvas_length: int, num_candidates: int) -> None:
+    """The size checks every engine applies before sampling (each then fits the canvas to its own model)."""
+    if canvas_length < 1:
+        raise ValueError(f"canvas_length must be positive, got {canvas_length}")
+    if not 1 <= num_candidates <= MAX_CANDIDATES:
+        raise ValueError(f"num_candidates must be in [1, {MAX_CANDIDATES}], got {num_candidates}")
+
+
 @dataclass(frozen=True)
 class Completion:
     text: str
@@ -131,11 +142,8 @@ class LocalEngine:
         session_id: str | None = None,
     ) -> list[Completion]:
         cfg = self.model.config
-        if canvas_length < 1:
-            raise ValueError(f"canvas_length must be positive, got {canvas_length}")
+        check_request_sizes(canvas_length, num_candidates)
         canvas_length = min(canvas_length, cfg.max_canvas)  # longer asks get the longest canvas the model knows
-        if not 1 <= num_candidates <= 64:
-            raise ValueError(f"num_candidates must be in [1, 64], got {num_candidates}")
         tok = self.tokenizer
         context = context_tokens(tok, tok.encode(prefix), tok.encode(suffix), language, cfg.max_context)
         with self._lock, torch.inference_mode():

@@ -31,7 +31,7 @@ from engine.adapters.model import DiffusionLM, ServingLimits, default_limits
 from engine.adapters.sampler import DREAM_SAMPLING, LLADA_SAMPLING, AdapterSampling, Layout, denoise
 from engine.adapters.tokenizer import AdapterTokenizer
 from engine.adapters.weights import load_tensors
-from engine.api import Completion  # engine.api imports this package lazily, inside load_engine
+from engine.api import Completion, check_request_sizes  # engine.api imports this package lazily, inside load_engine
 from engine.checkpoint import resolve_device
 from engine.errors import CheckpointError
 from engine.sample import SampleOptions
@@ -116,10 +116,9 @@ class AdapterEngine:
         session_id: str | None = None,
     ) -> list[Completion]:
         limits = self.model.config
-        if not 1 <= canvas_length <= limits.max_canvas:
+        check_request_sizes(canvas_length, num_candidates)
+        if canvas_length > limits.max_canvas:
             raise ValueError(f"canvas_length must be in [1, {limits.max_canvas}], got {canvas_length}")
-        if not 1 <= num_candidates <= 64:
-            raise ValueError(f"num_candidates must be in [1, 64], got {num_candidates}")
         tok = self.tokenizer
         before, after = fit_context(tok.encode(prefix), tok.encode(suffix), limits.max_context - 2)
         layout = build_layout(self.family, tok, before, after, canvas_length)
