@@ -228,10 +228,12 @@ class DiffillModel(nn.Module):
             positions = positions[None]
         return self.rope_cos[positions][:, None], self.rope_sin[positions][:, None]
 
-    def forward(self, tokens: Tensor, pad: Tensor, context_len: int) -> Tensor:
+    def forward(self, tokens: Tensor, pad: Tensor, context_len: int, select: Tensor | None = None) -> Tensor:
         """Training forward. tokens: (B, T) = left-padded context (context_len) + canvas; pad: (B,).
 
-        Returns logits (B, T, V). Positions count from each row's first real token, so a padded row gets the same
+        Returns logits (B, T, V); with `select` (B, T) bool, only the selected positions' logits, (N, V) in
+        row-major order -- the vocabulary projection is most of a small model's step, and a loss needs only a
+        few positions. Positions count from each row's first real token, so a padded row gets the same
         positions as the same row unpadded (and as the cached path).
         """
         B, T = tokens.shape
@@ -243,7 +245,7 @@ class DiffillModel(nn.Module):
         x = self.embed(tokens)  # (B, T, C)
         for block in self.blocks:
             x = block(x, cos, sin, mask)
-        return self.lm_head(self.norm(x))
+        return self.lm_head(self.norm(x if select is None else x[select]))
 
     def new_cache(self, batch: int = 1, capacity: int = 256) -> KVCache:
         """An empty cache; it grows on demand up to the positions a request needs."""

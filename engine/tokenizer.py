@@ -183,6 +183,10 @@ class CodeTokenizer:
             raise ValueError(f"token id {bad} is outside the vocabulary (size {len(table)})") from None
         return data.decode("utf-8", _DECODE_ERRORS)
 
+    def to_json(self) -> str:
+        """The tokenizer.json text: two tokenizers with the same text encode alike."""
+        return self._tokenizer.to_str()
+
     def save(self, path: str | Path) -> None:
         """Write `tokenizer.json` to `path` (a .json file, or a directory that is created if needed)."""
         target = Path(path)

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm import tqdm
 
-from engine.checkpoint import save_checkpoint
+from engine.checkpoint import load_checkpoint, save_checkpoint
 from engine.config import preset
 from engine.corpus import iter_corpus
 from engine.data import FimExample, iter_fim_examples
@@ -70,12 +70,20 @@ class TrainConfig:
     context_lm_weight: float = 0.0
     save_dtype: str = "bfloat16"  # dtype of exported inference checkpoints
     resume: bool = True
+    # Start from this checkpoint's weights (its config and tokenizer; fresh optimizer and schedule) instead of a
+    # random init: a second training stage. The run directory's own train_state still wins when resuming.
+    init_from: str | None = None
+    # "bf16": autocast matmuls to bfloat16 (the loss stays float32); "fp32"; "auto": bf16 on CUDA, fp32 on CPU.
+    # On a CPU with AVX512-BF16, bf16 doubles the step rate of the cpu-8m preset (measured, see MODEL_CARD.md).
+    precision: str = "auto"
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch_size < 1:
             raise ValueError("steps and batch_size must be positive")
         if self.save_dtype not in ("float32", "bfloat16", "float16"):
             raise ValueError(f"save_dtype must be float32, bfloat16 or float16, got {self.save_dtype}")
+        if self.precision not in ("auto", "bf16", "fp32"):
+            raise ValueError(f"precision must be auto, bf16 or fp32, got {self.precision}")
 
 
 # ---- objectives -------------------------------------------------------------------------------------------
@@ -87,18 +95,41 @@ def low_discrepancy_times(batch: int, generator: torch.Generator) -> Tensor:
     return ((u + torch.arange(batch) / batch) % 1.0).clamp(min=T_MIN)
 
 
-def context_lm_loss(logits: Tensor, batch: Batch) -> Tensor:
-    """Next-token cross-entropy over the context (causal in both models), pad and the last position excluded.
+def _context_targets(batch: Batch) -> tuple[Tensor, Tensor]:
+    """Next-token targets on the context: (B, T) targets (token j + 1) and (B, T) bool of the positions that have
+    a real one (pad and the last context position excluded)."""
+    B, T = batch.tokens.shape
+    C = batch.context_len
+    j = torch.arange(T, device=batch.tokens.device)[None]
+    targets = torch.cat([batch.tokens[:, 1:], batch.tokens[:, -1:]], dim=1)
+    return targets, (j >= batch.pad[:, None]) & (j < C - 1)
+
+
+def weighted_cross_entropy(
+    model: torch.nn.Module, batch: Batch, targets: Tensor, weight: Tensor, inputs: Tensor | None = None
+) -> Tensor:
+    """sum(weight * CE(logits, targets)) over the positions with weight > 0; targets/weight (B, T).
+
+    Only those positions are projected onto the vocabulary (the model's `select`), and the softmax runs over the
+    contiguous last dimension in float32.
+    """
+    select = weight > 0
+    logits = model(batch.tokens if inputs is None else inputs, batch.pad, batch.context_len, select)  # (N, V)
+    ce = F.cross_entropy(logits.float(), targets[select], reduction="none")
+    return (ce * weight[select]).sum()
+
+
+def _with_context_lm(batch: Batch, targets: Tensor, weight: Tensor, context_weight: float) -> tuple[Tensor, Tensor]:
+    """Add the context's next-token loss, averaged over its real positions and scaled by context_weight.
 
     The context is processed causally by both objectives, so its positions can learn next-token prediction for
     free: a dense signal on every context token instead of only the <= 64 canvas tokens of a row.
     """
-    C = batch.context_len
-    pred = logits[:, : C - 1]  # position j predicts token j + 1
-    target = batch.tokens[:, 1:C]
-    keep = (torch.arange(1, C, device=target.device)[None] > batch.pad[:, None]).float()  # real targets only
-    ce = F.cross_entropy(pred.float().transpose(1, 2), target, reduction="none")
-    return (ce * keep).sum() / keep.sum().clamp(min=1)
+    if not context_weight:
+        return targets, weight
+    ctx_targets, ctx = _context_targets(batch)
+    ctx_weight = ctx.float() * (context_weight / ctx.sum().clamp(min=1))
+    return torch.where(ctx, ctx_targets, targets), torch.where(ctx, ctx_weight, weight)
 
 
 def diffusion_loss(
@@ -110,28 +141,31 @@ def diffusion_loss(
     context_weight: float = 0.0,
 ) -> Tensor:
     C = batch.context_len
-    target = batch.tokens[:, C:]  # (B, L)
-    masked = torch.rand(target.shape, generator=generator).to(target.device) < t.to(target.device)[:, None]
-    tokens = batch.tokens.clone()
-    tokens[:, C:] = torch.where(masked, mask_id, target)
-    logits = model(tokens, batch.pad, C)  # (B, C + L, V)
-    ce = F.cross_entropy(logits[:, C:].float().transpose(1, 2), target, reduction="none")  # (B, L)
-    weight = masked.float() / t.to(target.device)[:, None]
-    loss = (ce * weight).sum() / target.numel()
-    return loss + context_weight * context_lm_loss(logits, batch) if context_weight else loss
+    tokens = batch.tokens
+    target = tokens[:, C:]  # (B, L)
+    t = t.to(tokens.device)
+    masked = torch.rand(target.shape, generator=generator).to(tokens.device) < t[:, None]
+    noisy = tokens.clone()
+    noisy[:, C:] = torch.where(masked, mask_id, target)
+    weight = torch.zeros(tokens.shape, device=tokens.device)
+    weight[:, C:] = masked.float() / t[:, None] / target.numel()  # the 1/t ELBO weight, mean over canvas positions
+    targets, weight = _with_context_lm(batch, tokens, weight, context_weight)
+    return weighted_cross_entropy(model, batch, targets, weight, inputs=noisy)
 
 
 def autoregressive_loss(model: torch.nn.Module, batch: Batch, eos_id: int, context_weight: float = 0.0) -> Tensor:
+    """Teacher-forced next-token loss on the middle through its first <eos>: position j predicts token j + 1,
+    so the context's last position (<fim_middle>) predicts the first middle token."""
     C = batch.context_len
-    target = batch.tokens[:, C:]  # (B, L)
-    logits = model(batch.tokens, batch.pad, C)  # (B, C + L, V)
-    ce = F.cross_entropy(logits[:, C - 1 : -1].float().transpose(1, 2), target, reduction="none")  # (B, L)
+    tokens = batch.tokens
+    target = tokens[:, C:]  # (B, L)
     is_eos = target == eos_id
-    # Through the first <eos>: the padding after it is not part of the middle.
-    after_first = (is_eos.long().cumsum(dim=1) - is_eos.long()) > 0
-    keep = (~after_first).float()
-    loss = (ce * keep).sum() / keep.sum()
-    return loss + context_weight * context_lm_loss(logits, batch) if context_weight else loss
+    keep = (is_eos.long().cumsum(dim=1) - is_eos.long()) == 0  # through the first <eos>; the padding after is not
+    next_tokens = torch.cat([tokens[:, 1:], tokens[:, -1:]], dim=1)  # (B, T): what position j predicts
+    weight = torch.zeros(tokens.shape, device=tokens.device)
+    weight[:, C - 1 : -1] = keep.float() / keep.sum()
+    targets, weight = _with_context_lm(batch, next_tokens, weight, context_weight)
+    return weighted_cross_entropy(model, batch, targets, weight)
 
 
 # ---- data ---------------------------------------------------------------------------------------------------
@@ -210,17 +244,36 @@ def load_or_train_tokenizer(cfg: TrainConfig, out: Path) -> CodeTokenizer:
     return tok
 
 
+def initial_model(cfg: TrainConfig) -> tuple[DiffillModel, CodeTokenizer]:
+    """The weights and tokenizer of `cfg.init_from`, in float32 for training; the objective must match."""
+    model, tok = load_checkpoint(cfg.init_from, device="cpu", dtype=torch.float32)
+    if model.config.causal_canvas != cfg.autoregressive:
+        kind = "an autoregressive" if model.config.causal_canvas else "a diffusion"
+        raise ValueError(f"--init-from {cfg.init_from} is {kind} checkpoint; it cannot start this run's objective")
+    if cfg.tokenizer and CodeTokenizer.load(cfg.tokenizer).to_json() != tok.to_json():
+        raise ValueError(f"--tokenizer {cfg.tokenizer} differs from the tokenizer of --init-from {cfg.init_from}")
+    print(f"starting from the weights of {cfg.init_from}", file=sys.stderr)
+    return model.train(), tok
+
+
 def train(cfg: TrainConfig) -> dict[str, float]:
     from accelerate import Accelerator
 
-    accelerator = Accelerator(mixed_precision="bf16" if torch.cuda.is_available() else "no")
+    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and torch.cuda.is_available())
+    # Autocast is ours rather than accelerate's mixed_precision: accelerate's is a process-wide setting that a
+    # second train() in the same process (a second stage, a test) cannot change.
+    accelerator = Accelerator()
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
     torch.manual_seed(cfg.seed)
-    tok = load_or_train_tokenizer(cfg, out)
-    model_cfg = preset(cfg.preset, vocab_size=tok.vocab_size, causal_canvas=cfg.autoregressive)
-    model = DiffillModel(model_cfg)
+    if cfg.init_from:
+        model, tok = initial_model(cfg)
+        model_cfg = model.config
+    else:
+        tok = load_or_train_tokenizer(cfg, out)
+        model_cfg = preset(cfg.preset, vocab_size=tok.vocab_size, causal_canvas=cfg.autoregressive)
+        model = DiffillModel(model_cfg)
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
     optimizer = torch.optim.AdamW(
@@ -271,7 +324,7 @@ def train(cfg: TrainConfig) -> dict[str, float]:
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, cfg)
         batch = to_device(next(stream), accelerator.device)
-        with accelerator.autocast():
+        with torch.autocast(accelerator.device.type, dtype=torch.bfloat16, enabled=bf16):
             if cfg.autoregressive:
                 loss = autoregressive_loss(model, batch, tok.eos_id, cfg.context_lm_weight)
             else:

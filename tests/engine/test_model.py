@@ -118,3 +118,16 @@ def test_packed_step_of_several_requests_equals_each_alone() -> None:
         packed = model.denoise_packed(canvases, caches)
         for canvas, cache, logits in zip(canvases, caches, packed, strict=True):
             torch.testing.assert_close(logits, model.denoise(canvas, cache), atol=1e-5, rtol=1e-5)
+
+
+def test_selected_positions_get_the_same_logits_as_the_full_forward() -> None:
+    torch.manual_seed(0)
+    model = DiffillModel(preset("tiny", vocab_size=64)).eval()
+    tokens = torch.randint(16, 64, (3, 20))
+    pad = torch.tensor([0, 4, 9])
+    select = torch.rand(3, 20) < 0.3
+    with torch.no_grad():
+        full = model(tokens, pad, 12)
+        part = model(tokens, pad, 12, select)
+    assert part.shape == (int(select.sum()), 64)
+    assert torch.allclose(part, full[select], atol=1e-5)

@@ -88,8 +88,9 @@ def test_diffusion_loss_weights_masked_tokens_by_inverse_t(small_tokenizer) -> N
     class Uniform(torch.nn.Module):
         """Equal logits everywhere: cross-entropy is log V at every position."""
 
-        def forward(self, tokens, pad, context_len):
-            return torch.zeros(*tokens.shape, tok.vocab_size)
+        def forward(self, tokens, pad, context_len, select=None):
+            logits = torch.zeros(*tokens.shape, tok.vocab_size)
+            return logits if select is None else logits[select]
 
     g = torch.Generator().manual_seed(0)
     # t = 1 masks everything: loss = log V exactly.
@@ -105,3 +106,42 @@ def test_low_discrepancy_times_cover_the_unit_interval() -> None:
     assert t.min() >= 1e-3 and t.max() <= 1.0
     gaps = torch.sort(t).values.diff()
     assert torch.allclose(gaps, torch.full_like(gaps, 1 / 8), atol=1e-5)
+
+
+def test_second_stage_starts_from_the_first_stages_weights(tmp_path, tokenizer_path) -> None:
+    torch.set_num_threads(2)
+    first = train(small_run(tmp_path, tokenizer_path, steps=40, save_dtype="float32"))
+    stage1 = tmp_path / "run" / "model"
+    second = small_run(
+        tmp_path,
+        tokenizer_path,
+        out=str(tmp_path / "stage2"),
+        init_from=str(stage1),
+        steps=20,
+        seed=1,
+        precision="bf16",
+        preset="small-20m",  # the preset is ignored: the architecture comes from stage 1
+    )
+    metrics = train(second)
+    # Same fixed held-out batches: stage 2 starts exactly where stage 1 ended, not from a random init (~9).
+    assert metrics["initial_heldout_loss"] == pytest.approx(first["heldout_loss"], rel=1e-4)
+    assert torch.isfinite(torch.tensor(metrics["heldout_loss"]))
+    before, _ = load_checkpoint(stage1, device="cpu")
+    after, _ = load_checkpoint(tmp_path / "stage2" / "model", device="cpu")
+    assert after.config == before.config
+    assert not torch.equal(after.embed.weight, before.embed.weight)  # the bf16 steps did update the weights
+
+
+def test_second_stage_refuses_the_other_objective(tmp_path, tokenizer_path) -> None:
+    train(small_run(tmp_path, tokenizer_path, steps=2))
+    with pytest.raises(ValueError, match="diffusion checkpoint"):
+        train(
+            small_run(
+                tmp_path,
+                tokenizer_path,
+                out=str(tmp_path / "ar"),
+                autoregressive=True,
+                init_from=str(tmp_path / "run" / "model"),
+                steps=2,
+            )
+        )
