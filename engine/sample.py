@@ -3,8 +3,10 @@
 Diffusion (MaskGIT-style confidence decoding as used by LLaDA/Dream, on an MDLM-trained model): the canvas
 starts fully masked; each step predicts every masked position, then commits every masked position whose
 confidence passes ``threshold`` -- and at least ``ceil(remaining / steps_left)`` of them, highest first, so the
-canvas is always complete after ``steps`` steps. Committed tokens are never resampled. Committing ``<eos>`` at
-position i fills everything after i with ``<eos>`` (the middle has ended there). N candidates run as one batch.
+canvas is always complete after ``steps`` steps. Committed tokens are never resampled. ``<eos>`` may only be
+committed where every later position is (predicted) ``<eos>``, so the tail grows from the right, and committing it
+at position i fills everything after i with ``<eos>`` (the middle has ended there). The greedy candidate ends the
+middle only where ``<eos>`` is more likely than not (`predict`). N candidates run as one batch.
 
 All functions are pure tensor code under ``torch.inference_mode()`` with an explicit seeded generator and fixed
 shapes. The step itself never syncs with the host; ``fill`` syncs once per step only for its early exit (a
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -58,32 +61,64 @@ def sample_categorical(probs: Tensor, generator: torch.Generator | None) -> Tens
     return (probs / race).argmax(dim=-1)
 
 
-def predict(logits: Tensor, temps: Tensor, banned: Tensor, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+class Prediction(NamedTuple):
+    """One step's choice per position, (B, L) each: `tokens`/`conf` the choice and its probability; `content`/
+    `content_conf` the best token other than <eos>, for positions where <eos> may not go (see `denoise_step`)."""
+
+    tokens: Tensor
+    conf: Tensor
+    content: Tensor
+    content_conf: Tensor
+
+
+def predict(
+    logits: Tensor, temps: Tensor, banned: Tensor, generator: torch.Generator | None, eos_id: int
+) -> Prediction:
     """Tokens and their probabilities for every position. logits (B, L, V); temps (B, 1, 1).
 
-    Greedy rows (temp 0) take the argmax, with its softmax probability as confidence; sampled rows draw from the
-    tempered distribution and report the drawn token's tempered probability.
+    Sampled rows draw from the tempered distribution and report the drawn token's tempered probability. Greedy
+    rows (temp 0) decide in two stages: end the middle (<eos>) when that is more likely than not, otherwise take
+    the most likely content token. A plain argmax ends middles far too early: where the model is unsure which
+    token comes next, <eos> (say 0.25) often out-scores each single content token although content as a whole
+    is three times as likely. The two-stage choice is what sampling does in expectation.
     """
     logits = logits.float().index_fill(-1, banned, -math.inf)
     greedy = temps == 0
     probs = torch.softmax(logits / torch.where(greedy, 1.0, temps), dim=-1)  # (B, L, V)
-    drawn = sample_categorical(probs, generator)
-    tokens = torch.where(greedy.squeeze(-1), probs.argmax(dim=-1), drawn)  # (B, L)
-    return tokens, probs.gather(-1, tokens[..., None]).squeeze(-1)
+    race = torch.empty_like(probs).exponential_(1.0, generator=generator)
+    score = torch.where(greedy, probs, probs / race)  # argmax of probs / race is a draw (Gumbel-max)
+    drawn = score.argmax(dim=-1)
+    content = score.index_fill(-1, torch.tensor([eos_id], device=score.device), -1.0).argmax(dim=-1)
+    ends = torch.where(greedy.squeeze(-1), probs[..., eos_id] >= 0.5, drawn == eos_id)
+    tokens = torch.where(ends, eos_id, content)
+    conf = probs.gather(-1, tokens[..., None]).squeeze(-1)
+    return Prediction(tokens, conf, content, probs.gather(-1, content[..., None]).squeeze(-1))
 
 
 def denoise_step(
     canvas: Tensor,
     masked: Tensor,
     logp: Tensor,
-    tokens: Tensor,
-    conf: Tensor,
+    pred: Prediction,
     steps_left: int,
     threshold: float,
     eos_id: int,
 ) -> None:
-    """Commit positions of one step, in place. canvas/tokens (B, L) long; masked (B, L) bool; logp/conf (B, L)."""
+    """Commit positions of one step, in place. canvas (B, L) long; masked (B, L) bool; logp (B, L).
+
+    A canvas is middle tokens then <eos> to the end, so <eos> may only go where every later position is (or is
+    predicted to be) <eos>: the tail grows from the right. Elsewhere the position takes its best content token.
+    Without this, a low-confidence <eos> predicted early in the canvas ends the middle before tokens the model
+    is sure of.
+    """
     B, L = canvas.shape
+    eosish = torch.where(masked, pred.tokens == eos_id, canvas == eos_id)
+    all_eos_from = eosish.flip(-1).long().cumprod(dim=-1).flip(-1).bool()  # every position i.. is <eos>-ish
+    may_end = torch.cat([all_eos_from[:, 1:], torch.ones_like(all_eos_from[:, :1])], dim=-1)
+    no_eos = (pred.tokens == eos_id) & ~may_end
+    tokens = torch.where(no_eos, pred.content, pred.tokens)
+    conf = torch.where(no_eos, pred.content_conf, pred.conf)
+
     conf = torch.where(masked, conf, -1.0)
     remaining = masked.sum(dim=-1, keepdim=True)  # (B, 1)
     k_min = (remaining + steps_left - 1) // steps_left  # ceil; 0 for finished rows
@@ -126,8 +161,8 @@ def fill(
     temps = row_temperatures(num_candidates, options.temperature, device)
     for step in range(options.steps):
         logits = model.denoise(canvas, cache)  # (N, L, V)
-        tokens, conf = predict(logits, temps, banned, generator)
-        denoise_step(canvas, masked, logp, tokens, conf, options.steps - step, options.threshold, eos_id)
+        pred = predict(logits, temps, banned, generator, eos_id)
+        denoise_step(canvas, masked, logp, pred, options.steps - step, options.threshold, eos_id)
         if options.early_exit and not masked.any():  # the one host sync per step
             break
     return canvas, logp
@@ -159,8 +194,8 @@ def generate_autoregressive(
     done = torch.zeros(num_candidates, dtype=torch.bool, device=device)
     logits = last_logits.expand(num_candidates, -1)
     for i in range(canvas_len):
-        token, prob = predict(logits[:, None], temps, banned, generator)  # (N, 1)
-        token, prob = token[:, 0], prob[:, 0]
+        pred = predict(logits[:, None], temps, banned, generator, eos_id)  # (N, 1)
+        token, prob = pred.tokens[:, 0], pred.conf[:, 0]
         out[:, i] = torch.where(done, eos_id, token)
         logp[:, i] = torch.where(done, 0.0, prob.clamp_min(1e-12).log())
         done |= token == eos_id

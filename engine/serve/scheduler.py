@@ -335,9 +335,9 @@ class Scheduler:
         logits = self.model.denoise_packed([s.canvas for s in running], [s.ctx.cache for s in running])
         for state, step_logits in zip(running, logits, strict=True):
             opts = state.job.request.options
-            tokens, conf = predict(step_logits, state.temps, self._banned, state.generator)
+            pred = predict(step_logits, state.temps, self._banned, state.generator, eos)
             denoise_step(
-                state.canvas, state.masked, state.logp, tokens, conf, opts.steps - state.steps_done, opts.threshold, eos
+                state.canvas, state.masked, state.logp, pred, opts.steps - state.steps_done, opts.threshold, eos
             )
             state.steps_done += 1
             state.batch_max = max(state.batch_max, len(running))

@@ -8,7 +8,15 @@ import torch
 from engine.api import LocalEngine
 from engine.cache import ContextCache
 from engine.checkpoint import load_checkpoint
-from engine.sample import SampleOptions, candidate_scores, denoise_step, fill, generate_autoregressive
+from engine.sample import (
+    Prediction,
+    SampleOptions,
+    candidate_scores,
+    denoise_step,
+    fill,
+    generate_autoregressive,
+    predict,
+)
 
 PREFIX = "def add(a, b):\n    return "
 SUFFIX = "\n\nprint(add(1, 2))\n"
@@ -47,29 +55,68 @@ def test_same_seed_same_output_other_seed_differs(engine) -> None:
     assert torch.equal(a[0], c[0])  # the first candidate is greedy whatever the seed
 
 
-def test_eos_commit_fills_the_tail() -> None:
+def prediction(tokens: list[list[int]], conf: list[list[float]], content=None, content_conf=None) -> Prediction:
+    tokens_t, conf_t = torch.tensor(tokens), torch.tensor(conf)
+    content_t = tokens_t if content is None else torch.tensor(content)
+    return Prediction(tokens_t, conf_t, content_t, conf_t if content_conf is None else torch.tensor(content_conf))
+
+
+def test_eos_tail_grows_from_the_right_and_fills_the_rest() -> None:
     eos, mask = 2, 1
     canvas = torch.full((2, 6), mask)
     masked = torch.ones(2, 6, dtype=torch.bool)
     logp = torch.zeros(2, 6)
-    tokens = torch.tensor([[10, 11, eos, 12, 13, 14], [20, 21, 22, 23, 24, 25]])
-    conf = torch.tensor([[0.1, 0.2, 0.99, 0.3, 0.95, 0.2], [0.1, 0.1, 0.1, 0.1, 0.1, 0.1]])
-    denoise_step(canvas, masked, logp, tokens, conf, steps_left=6, threshold=0.9, eos_id=eos)
-    # Row 0: <eos> at 2 passes the threshold, so 3.. become <eos> and are done (even position 4's 13).
-    assert canvas[0].tolist() == [mask, mask, eos, eos, eos, eos]
-    assert masked[0].tolist() == [True, True, False, False, False, False]
-    assert logp[0, 3:].eq(0).all()
+    pred = prediction(
+        [[10, eos, 11, eos, eos, eos], [20, 21, 22, 23, 24, 25]],
+        [[0.95, 0.99, 0.3, 0.97, 0.5, 0.2], [0.1] * 6],
+        content=[[10, 31, 11, 33, 34, 35], [20, 21, 22, 23, 24, 25]],
+        content_conf=[[0.95, 0.4, 0.3, 0.01, 0.3, 0.5], [0.1] * 6],
+    )
+    denoise_step(canvas, masked, logp, pred, steps_left=6, threshold=0.9, eos_id=eos)
+    # Row 0: the sure <eos> at 1 may not end the middle before 11 at 2, so position 1 takes its content token
+    # (0.4: not committed); <eos> at 3 starts the tail and fills 4, 5; 10 at 0 passes the threshold.
+    assert canvas[0].tolist() == [10, mask, mask, eos, eos, eos]
+    assert masked[0].tolist() == [False, True, True, False, False, False]
+    assert logp[0, 4:].eq(0).all()
     # Row 1: nothing passes; ceil(6 / 6) = 1 position committed, the most confident (first on ties).
     assert masked[1].sum() == 5
+
+
+def test_committed_content_keeps_eos_out_of_earlier_positions() -> None:
+    eos, mask = 2, 1
+    canvas = torch.tensor([[mask, mask, 7, mask]])
+    masked = torch.tensor([[True, True, False, True]])
+    pred = prediction([[eos, eos, eos, eos]], [[0.99] * 4], content=[[40, 41, 42, 43]], content_conf=[[0.5] * 4])
+    denoise_step(canvas, masked, torch.zeros(1, 4), pred, steps_left=3, threshold=0.9, eos_id=eos)
+    assert canvas.tolist() == [[mask, mask, 7, eos]]  # 40/41 are not sure enough; only the tail took <eos>
+
+
+def test_greedy_ends_the_middle_only_when_eos_is_more_likely_than_not() -> None:
+    eos = 2
+    vocab = 10
+    # Position 0: <eos> 0.3, five content tokens share the rest: argmax would say <eos>, content as a whole wins.
+    # Position 1: <eos> 0.6.
+    probs = torch.full((1, 2, vocab), 1e-6)
+    probs[0, 0, eos], probs[0, 0, 4:9] = 0.3, torch.tensor([0.2, 0.15, 0.15, 0.1, 0.1])
+    probs[0, 1, eos], probs[0, 1, 5] = 0.6, 0.4
+    greedy = torch.zeros(1, 1, 1)
+    pred = predict(probs.log(), greedy, torch.tensor([0, 1]), torch.Generator().manual_seed(0), eos)
+    assert pred.tokens.tolist() == [[4, eos]]
+    assert pred.content.tolist() == [[4, 5]]
+    assert pred.conf[0, 0].item() == pytest.approx(0.2, rel=1e-4)
+    # A sampled row still draws <eos> as often as the model says: the two-stage choice is only for greedy rows.
+    hot = torch.ones(1, 1, 1)
+    logits = probs[:, :1].log().expand(4000, 1, vocab)
+    draws = predict(logits, hot.expand(4000, 1, 1), torch.tensor([0, 1]), torch.Generator().manual_seed(0), eos)
+    assert (draws.tokens == eos).float().mean().item() == pytest.approx(0.3, abs=0.03)
 
 
 def test_step_budget_commits_at_least_remaining_over_steps_left() -> None:
     canvas = torch.full((1, 10), 1)
     masked = torch.ones(1, 10, dtype=torch.bool)
     logp = torch.zeros(1, 10)
-    tokens = torch.arange(10, 20)[None]
-    conf = torch.linspace(0.1, 0.5, 10)[None]
-    denoise_step(canvas, masked, logp, tokens, conf, steps_left=3, threshold=0.9, eos_id=2)
+    pred = prediction([list(range(10, 20))], [torch.linspace(0.1, 0.5, 10).tolist()])
+    denoise_step(canvas, masked, logp, pred, steps_left=3, threshold=0.9, eos_id=2)
     assert int((~masked).sum()) == 4  # ceil(10 / 3)
     assert (~masked)[0, 6:].all()  # the four most confident
 
@@ -78,9 +125,8 @@ def test_committed_tokens_are_never_resampled() -> None:
     canvas = torch.tensor([[5, 1, 1]])
     masked = torch.tensor([[False, True, True]])
     logp = torch.tensor([[-0.5, 0.0, 0.0]])
-    tokens = torch.tensor([[9, 9, 9]])
-    conf = torch.tensor([[1.0, 1.0, 1.0]])
-    denoise_step(canvas, masked, logp, tokens, conf, steps_left=1, threshold=0.5, eos_id=2)
+    pred = prediction([[9, 9, 9]], [[1.0, 1.0, 1.0]])
+    denoise_step(canvas, masked, logp, pred, steps_left=1, threshold=0.5, eos_id=2)
     assert canvas.tolist() == [[5, 9, 9]]
     assert logp[0, 0] == -0.5
 
@@ -115,7 +161,10 @@ def test_autoregressive_twin_decodes_with_same_interface(tmp_path, small_tokeniz
         for _ in range(6):
             logits = engine.model(torch.tensor([seq]), torch.tensor([0]), len(seq))[0, -1].float()
             logits[engine._banned] = -float("inf")
-            seq.append(int(logits.argmax()))
+            probs = logits.softmax(-1)
+            ends = probs[tok.eos_id] >= 0.5  # greedy's two-stage choice: <eos> only when more likely than not
+            probs[tok.eos_id] = 0
+            seq.append(tok.eos_id if ends else int(probs.argmax()))
     expected = seq[len(context) :]
     got = tokens[0].tolist()
     if tok.eos_id in expected:  # after <eos> the sampler pads with <eos>
