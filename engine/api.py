@@ -11,6 +11,7 @@ their event loop.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -114,6 +115,7 @@ class LocalEngine:
             "dtype": str(self.model.embed.weight.dtype).removeprefix("torch."),
             "max_context": cfg.max_context,
             "max_canvas": cfg.max_canvas,
+            **({"cpu_threads": torch.get_num_threads()} if self.device.type == "cpu" else {}),
         }
 
     def _session(self, session_id: str | None) -> ContextCache:
@@ -182,6 +184,27 @@ class LocalEngine:
             middle = strip_eos(row, tok.eos_id)
             out.append(Completion(text=tok.decode(middle), score=float(score), tokens=len(middle)))
         return out
+
+
+def editor_threads(requested: int | None = None) -> int:
+    """CPU threads for a model that shares its machine with an editor: `requested`, else half the cores, 1..4.
+
+    Measured on a 2-core machine with other work running (MODEL_CARD.md): `diffill complete` took 1.4 s warm with
+    1 torch thread and 8.8 s with 2 -- OpenMP threads that wait for each other on oversubscribed cores stall. A
+    dedicated serving box (`diffill serve`) keeps torch's own choice, all cores.
+    """
+    if requested is not None:
+        if requested < 1:
+            raise ValueError(f"threads must be >= 1, got {requested}")
+        return requested
+    return max(1, min(4, (os.cpu_count() or 2) // 2))
+
+
+def use_editor_threads(requested: int | None = None) -> int:
+    """Set torch's intra-op CPU threads (process-wide) by `editor_threads`; returns the number set."""
+    threads = editor_threads(requested)
+    torch.set_num_threads(threads)
+    return threads
 
 
 def load_engine(

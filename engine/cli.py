@@ -44,7 +44,7 @@ def parse_location(spec: str) -> tuple[Path, int, int]:
 
 
 def cmd_complete(args: argparse.Namespace) -> int:
-    from engine.api import load_engine
+    from engine.api import load_engine, use_editor_threads
     from engine.sample import SampleOptions
     from fim.languages import language_from_path, normalize_language
     from fim.request import FimSettings, build_request
@@ -57,8 +57,9 @@ def cmd_complete(args: argparse.Namespace) -> int:
         raise DiffillError(f"cannot read {path}: {e}") from e
     language = normalize_language(args.language) if args.language else (language_from_path(path) or "other")
     t0 = time.perf_counter()
+    threads = use_editor_threads(args.threads)
     engine = load_engine(args.model, device=args.device, autoregressive=args.autoregressive)
-    print(f"loaded {engine.describe()} in {time.perf_counter() - t0:.2f}s", file=sys.stderr)
+    print(f"loaded {engine.describe()} in {time.perf_counter() - t0:.2f}s ({threads} CPU threads)", file=sys.stderr)
     tok = engine.tokenizer
     request = build_request(text, line - 1, col - 1, language, FimSettings(), count_tokens=lambda s: len(tok.encode(s)))
     options = SampleOptions(steps=args.steps, threshold=args.threshold, temperature=args.temperature, seed=args.seed)
@@ -123,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--autoregressive", action="store_true", help="use the embedded AR twin instead")
     p.add_argument("--language", help="language id (default: from the file extension)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: half the cores, 1..4)")
     p.add_argument("--steps", type=int, default=8)
     p.add_argument("--threshold", type=float, default=0.9)
     p.add_argument("--temperature", type=float, default=0.8)

@@ -99,6 +99,8 @@ class ModelSettings:
     # None: the server's --model flag, else the embedded default model (engine.api.load_engine(None)).
     path: str | None = _setting(None, _optional(_text))
     device: str = _setting("auto", _device)
+    # torch CPU threads; None: half the cores, 1..4 (engine.api.editor_threads), leaving room for the editor.
+    threads: int | None = _setting(None, _optional(_int_in(1, 256)))
 
 
 @dataclass(frozen=True)
@@ -147,7 +149,7 @@ class Settings:
 
     def engine_key(self) -> tuple[Any, ...]:
         """What selects the engine: a change here means loading another one."""
-        return (self.model.path, self.model.device, self.remote.url, self.remote.token)
+        return (self.model.path, self.model.device, self.model.threads, self.remote.url, self.remote.token)
 
 
 def _camel(name: str) -> str:

@@ -11,7 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-runs}
-STAGE2_STEPS=${STAGE2_STEPS:-1300}
+STAGE2_STEPS=${STAGE2_STEPS:-1650}
 mkdir -p "$RUNS"
 [ -f data/corpus/train.jsonl ] || diffill corpus --out data/corpus --benchmarks ../shared/benchmarks/humaneval-infilling
 [ -f "$RUNS/tokenizer.json" ] || python -c "

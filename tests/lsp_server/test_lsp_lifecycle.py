@@ -98,3 +98,19 @@ async def test_invalid_settings_are_shown_and_configuration_changes_are_reread(c
         assert "diffill.languages.enabled" in (await warning).message
         status = await wait_for_model(client)
         assert status["state"] == "ready", status  # device "tpu" fell back to "auto"
+
+
+async def test_the_model_threads_setting_sets_the_cpu_threads_and_a_change_reloads(checkpoint):
+    init = {"model": {"threads": 1}}
+    async with lsp_session("--model", str(checkpoint), init_options=init, configuration={}) as client:
+        status = await wait_for_model(client)
+        assert status["state"] == "ready", status
+        assert status["engine"]["cpu_threads"] == 1
+        client.set_configuration({"model": {"threads": 2}}, section="diffill")
+        client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings=None))
+        for _ in range(100):  # the reload runs in the background; poll the server's own report
+            status = await stats(client)
+            if status["state"] == "ready" and status["engine"]["cpu_threads"] == 2:
+                break
+            await asyncio.sleep(0.1)
+        assert status["engine"]["cpu_threads"] == 2, status
