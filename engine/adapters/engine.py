@@ -117,8 +117,7 @@ class AdapterEngine:
     ) -> list[Completion]:
         limits = self.model.config
         check_request_sizes(canvas_length, num_candidates)
-        if canvas_length > limits.max_canvas:
-            raise ValueError(f"canvas_length must be in [1, {limits.max_canvas}], got {canvas_length}")
+        canvas_length = min(canvas_length, limits.max_canvas)  # as LocalEngine: the longest canvas it supports
         tok = self.tokenizer
         before, after = fit_context(tok.encode(prefix), tok.encode(suffix), limits.max_context - 2)
         layout = build_layout(self.family, tok, before, after, canvas_length)

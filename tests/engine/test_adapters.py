@@ -233,6 +233,12 @@ def test_complete_returns_n_candidates_within_the_canvas(engine: AdapterEngine) 
     assert again == out  # same seed, same output
 
 
+def test_a_canvas_longer_than_the_model_supports_is_clamped_like_local_engines(engine: AdapterEngine) -> None:
+    longest = engine.model.config.max_canvas
+    out = engine.complete(PREFIX, SUFFIX, language="python", canvas_length=longest + 50, num_candidates=2)
+    assert len(out) == 2 and all(c.tokens <= longest for c in out)
+
+
 def test_denoise_leaves_no_mask_and_never_proposes_special_tokens(engine: AdapterEngine) -> None:
     tok = engine.tokenizer
     layout = build_layout(engine.family, tok, tok.encode(PREFIX), tok.encode(SUFFIX), 12)
