@@ -88,6 +88,7 @@ class LocalEngine:
     tokenizer: CodeTokenizer
     name: str = "local"
     max_sessions: int = 8
+    threads: int | None = None  # CPU threads for the model's ops (`pin_threads`); None: torch's setting
     last_stats: CompletionStats | None = None
     _sessions: OrderedDict[str, ContextCache] = field(default_factory=OrderedDict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -115,7 +116,7 @@ class LocalEngine:
             "dtype": str(self.model.embed.weight.dtype).removeprefix("torch."),
             "max_context": cfg.max_context,
             "max_canvas": cfg.max_canvas,
-            **({"cpu_threads": torch.get_num_threads()} if self.device.type == "cpu" else {}),
+            **({"cpu_threads": self.threads or torch.get_num_threads()} if self.device.type == "cpu" else {}),
         }
 
     def _session(self, session_id: str | None) -> ContextCache:
@@ -149,6 +150,7 @@ class LocalEngine:
         tok = self.tokenizer
         context = context_tokens(tok, tok.encode(prefix), tok.encode(suffix), language, cfg.max_context)
         with self._lock, torch.inference_mode():
+            pin_threads(self.threads)
             t0 = time.perf_counter()
             ctx = self._session(session_id)
             last_logits, computed = ctx.update(self.model, context)
@@ -200,22 +202,28 @@ def editor_threads(requested: int | None = None) -> int:
     return max(1, min(4, (os.cpu_count() or 2) // 2))
 
 
-def use_editor_threads(requested: int | None = None) -> int:
-    """Set torch's intra-op CPU threads (process-wide) by `editor_threads`; returns the number set."""
-    threads = editor_threads(requested)
-    torch.set_num_threads(threads)
-    return threads
+def pin_threads(threads: int | None) -> None:
+    """Make the calling thread's CPU ops use `threads` threads (None: leave torch's setting).
+
+    Called by the thread that runs the model, on every request: with OpenMP the count is a per-thread setting
+    that a thread keeps once it has run torch code, so setting it once from the loading thread does not reach
+    the worker threads an LSP server or a thread pool later runs the model on.
+    """
+    if threads is not None and torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
 
 
 def load_engine(
-    path: str | Path | None = None, device: str = "auto", *, autoregressive: bool = False
+    path: str | Path | None = None, device: str = "auto", *, autoregressive: bool = False, threads: int | None = None
 ) -> CompletionEngine:
     """Load a checkpoint directory into an engine; None = the embedded default model shipped with Diffill.
 
     A Diffill checkpoint gives a LocalEngine. A directory whose config.json names another architecture (Dream,
     Dream-Coder, DiffuCoder, Open-dCoder, LLaDA) loads through ``engine.adapters``; an unknown one is a
-    CheckpointError naming config.json and the value.
+    CheckpointError naming config.json and the value. `threads`: CPU threads the engine runs the model with
+    (`editor_threads` for an editor-side engine); None keeps torch's setting.
     """
+    pin_threads(threads)  # loading runs torch ops too
     if path is None:
         path = DEFAULT_AR_MODEL if autoregressive else DEFAULT_MODEL
         if not (path / "config.json").exists():
@@ -224,6 +232,6 @@ def load_engine(
         from engine.adapters import is_external, load_adapter_engine  # torch-heavy; only when asked for
 
         if is_external(path):
-            return load_adapter_engine(path, device=device)
+            return load_adapter_engine(path, device=device, threads=threads)
     model, tokenizer = load_checkpoint(path, device=device)
-    return LocalEngine(model=model, tokenizer=tokenizer, name=Path(path).name)
+    return LocalEngine(model=model, tokenizer=tokenizer, name=Path(path).name, threads=threads)

@@ -44,7 +44,7 @@ def parse_location(spec: str) -> tuple[Path, int, int]:
 
 
 def cmd_complete(args: argparse.Namespace) -> int:
-    from engine.api import load_engine, use_editor_threads
+    from engine.api import editor_threads, load_engine
     from engine.sample import SampleOptions
     from fim.languages import language_from_path, normalize_language
     from fim.request import FimSettings, build_request
@@ -57,8 +57,8 @@ def cmd_complete(args: argparse.Namespace) -> int:
         raise DiffillError(f"cannot read {path}: {e}") from e
     language = normalize_language(args.language) if args.language else (language_from_path(path) or "other")
     t0 = time.perf_counter()
-    threads = use_editor_threads(args.threads)
-    engine = load_engine(args.model, device=args.device, autoregressive=args.autoregressive)
+    threads = editor_threads(args.threads)
+    engine = load_engine(args.model, device=args.device, autoregressive=args.autoregressive, threads=threads)
     print(f"loaded {engine.describe()} in {time.perf_counter() - t0:.2f}s ({threads} CPU threads)", file=sys.stderr)
     tok = engine.tokenizer
     request = build_request(text, line - 1, col - 1, language, FimSettings(), count_tokens=lambda s: len(tok.encode(s)))

@@ -51,33 +51,43 @@ def _admit(ls: DiffillServer, uri: str, position: types.Position) -> tuple[Snaps
     return document, cursor
 
 
-async def _compute(ls: DiffillServer, document: Snapshot, cursor: Cursor, generation: int) -> list[str] | None:
+async def _compute(
+    ls: DiffillServer, document: Snapshot, cursor: Cursor, kind: str, generation: int
+) -> list[str] | None:
     async with ls.model_lock:
         engine = ls.engine
         if engine is None:
             ls.stats.not_ready += 1
             return None
-        if not ls.is_current(document.uri, generation, document.version):
+        if not ls.is_current(document.uri, kind, generation, document.version):
             ls.stats.stale += 1
             return None
+        # The request we waited for may have answered this very cursor (ghost text and popup asked together).
+        cached = ls.cache.get(document.language_id, document.text, cursor.offset)
+        if cached:
+            ls.stats.cache_hits += 1
+            return cached
         ls.stats.model_calls += 1
         job = pipeline.Job(engine, document, cursor, ls.fim, ls.settings.completion, ls.cache)
         texts = await asyncio.to_thread(pipeline.run, job)
-    if not ls.is_current(document.uri, generation, document.version):
+    if not ls.is_current(document.uri, kind, generation, document.version):
         ls.stats.stale += 1
         return None
     return texts
 
 
-async def suggest(ls: DiffillServer, uri: str, position: types.Position, *, debounce: bool) -> Answer | None:
-    """Completions at `position` of the open document `uri`, or None (nothing to show; never an error)."""
+async def suggest(ls: DiffillServer, uri: str, position: types.Position, *, kind: str, debounce: bool) -> Answer | None:
+    """Completions at `position` of the open document `uri`, or None (nothing to show; never an error).
+
+    `kind` ("inline", "completion") names the request type: a newer request supersedes older ones of its kind.
+    """
     try:
         admitted = _admit(ls, uri, position)
         if admitted is None:
             return None
         document, cursor = admitted
         ls.stats.requests += 1
-        generation = ls.begin_request(uri)
+        generation = ls.begin_request(uri, kind)
         cached = ls.cache.get(document.language_id, document.text, cursor.offset)
         if cached:
             ls.stats.cache_hits += 1
@@ -87,7 +97,7 @@ async def suggest(ls: DiffillServer, uri: str, position: types.Position, *, debo
             return None
         if debounce and ls.settings.completion.debounce_ms:
             await asyncio.sleep(ls.settings.completion.debounce_ms / 1000)
-        texts = await _compute(ls, document, cursor, generation)
+        texts = await _compute(ls, document, cursor, kind, generation)
         return Answer(cursor, texts) if texts else None
     except Exception:
         ls.stats.errors += 1

@@ -56,11 +56,11 @@ def create_engine(settings: Settings, default_model: str | None = None) -> Compl
     if path is not None and not Path(path).expanduser().is_dir():
         # Before importing torch (seconds): a mistyped path is the most common failure and should show at once.
         raise CheckpointError(f"checkpoint directory not found: {path}")
-    from engine.api import load_engine, use_editor_threads
+    from engine.api import editor_threads, load_engine
 
-    threads = use_editor_threads(settings.model.threads)
+    threads = editor_threads(settings.model.threads)
     log.info("loading model %s on %s (%d CPU threads)", path or "(embedded default)", settings.model.device, threads)
-    return load_engine(Path(path).expanduser() if path else None, device=settings.model.device)
+    return load_engine(Path(path).expanduser() if path else None, device=settings.model.device, threads=threads)
 
 
 def describe(engine: CompletionEngine) -> dict[str, Any]:

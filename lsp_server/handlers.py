@@ -75,14 +75,14 @@ async def did_close(ls: DiffillServer, params: types.DidCloseTextDocumentParams)
 @never_raises(lambda: types.InlineCompletionList(items=[]))
 async def inline_completion(ls: DiffillServer, params: types.InlineCompletionParams) -> types.InlineCompletionList:
     explicit = params.context.trigger_kind == types.InlineCompletionTriggerKind.Invoked
-    answer = await suggest(ls, params.text_document.uri, params.position, debounce=not explicit)
+    answer = await suggest(ls, params.text_document.uri, params.position, kind="inline", debounce=not explicit)
     return inline_items(answer)
 
 
 @never_raises(lambda: types.CompletionList(is_incomplete=True, items=[]))
 async def completion(ls: DiffillServer, params: types.CompletionParams) -> types.CompletionList:
     # Classic completion has no "explicit" trigger kind (Invoked also means typing), so it always debounces.
-    answer = await suggest(ls, params.text_document.uri, params.position, debounce=True)
+    answer = await suggest(ls, params.text_document.uri, params.position, kind="completion", debounce=True)
     return completion_items(answer)
 
 

@@ -89,7 +89,9 @@ class DiffillServer(LanguageServer):
         self.cache = CompletionCache()
         self.stats = Stats()
         self.model_lock = asyncio.Lock()  # one model call in flight; waiting requests re-check staleness
-        self._latest: dict[str, int] = {}
+        # Latest request generation per (document, request kind): a ghost-text request and a popup request for
+        # the same document are independent (Neovim users often have both), each superseded by its own kind.
+        self._latest: dict[tuple[str, str], int] = {}
         self._generations = itertools.count(1)
         self._load_generation = 0
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -117,20 +119,22 @@ class DiffillServer(LanguageServer):
 
     # -- requests ---------------------------------------------------------------------------------------------
 
-    def begin_request(self, uri: str) -> int:
+    def begin_request(self, uri: str, kind: str) -> int:
         generation = next(self._generations)
-        self._latest[uri] = generation
+        self._latest[uri, kind] = generation
         return generation
 
-    def is_current(self, uri: str, generation: int, version: int | None) -> bool:
-        """False when a newer request for the document exists or the document changed or closed since."""
-        if self._latest.get(uri) != generation:
+    def is_current(self, uri: str, kind: str, generation: int, version: int | None) -> bool:
+        """False when a newer request of the same kind for the document exists or the document changed or
+        closed since."""
+        if self._latest.get((uri, kind)) != generation:
             return False
         document = self.workspace.text_documents.get(unquote(uri))  # pygls keys documents by unquoted URI
         return document is not None and document.version == version
 
     def forget_document(self, uri: str) -> None:
-        self._latest.pop(uri, None)
+        for key in [key for key in self._latest if key[0] == uri]:
+            del self._latest[key]
         forget = getattr(self.engine, "forget", None)
         if callable(forget):  # LocalEngine drops the document's context cache; it takes the engine lock
             self.spawn(asyncio.to_thread(forget, uri))

@@ -31,7 +31,11 @@ from engine.adapters.model import DiffusionLM, ServingLimits, default_limits
 from engine.adapters.sampler import DREAM_SAMPLING, LLADA_SAMPLING, AdapterSampling, Layout, denoise
 from engine.adapters.tokenizer import AdapterTokenizer
 from engine.adapters.weights import load_tensors
-from engine.api import Completion, check_request_sizes  # engine.api imports this package lazily, inside load_engine
+from engine.api import (
+    Completion,
+    check_request_sizes,
+    pin_threads,
+)  # engine.api imports this package lazily, inside load_engine
 from engine.checkpoint import resolve_device
 from engine.errors import CheckpointError
 from engine.sample import SampleOptions
@@ -72,6 +76,7 @@ class AdapterEngine:
     sampling: AdapterSampling
     name: str = "external"
     last_timing_ms: float = 0.0
+    threads: int | None = None  # CPU threads for the model's ops (engine.api.pin_threads); None: torch's setting
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __post_init__(self) -> None:
@@ -122,6 +127,7 @@ class AdapterEngine:
         before, after = fit_context(tok.encode(prefix), tok.encode(suffix), limits.max_context - 2)
         layout = build_layout(self.family, tok, before, after, canvas_length)
         with self._lock:
+            pin_threads(self.threads)
             t0 = time.perf_counter()
             tokens, logp = denoise(self.model, layout, num_candidates, options, self.sampling, banned=self._banned)
             rows, logps = tokens.tolist(), logp.tolist()
@@ -168,8 +174,10 @@ def load_adapter_engine(
     sampling: AdapterSampling | None = None,
     limits: ServingLimits | None = None,
     progress: bool = True,
+    threads: int | None = None,
 ) -> AdapterEngine:
-    """Load an external checkpoint directory. bf16 on GPU, float32 on CPU unless dtype is given."""
+    """Load an external checkpoint directory. bf16 on GPU, float32 on CPU unless dtype is given. `threads`: CPU
+    threads for the model's ops (engine.api.pin_threads)."""
     directory = Path(path)
     if not directory.is_dir():
         raise CheckpointError(f"checkpoint directory not found: {directory}")
@@ -185,4 +193,4 @@ def load_adapter_engine(
             f"({directory / 'config.json'})"
         )
     default = LLADA_SAMPLING if family is LLADA else DREAM_SAMPLING
-    return AdapterEngine(model, tokenizer, family, sampling or default, name=directory.name)
+    return AdapterEngine(model, tokenizer, family, sampling or default, name=directory.name, threads=threads)

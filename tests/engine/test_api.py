@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 import torch
 
 from engine import api
-from engine.api import LocalEngine, editor_threads, use_editor_threads
-from engine.checkpoint import load_checkpoint
+from engine.api import editor_threads, load_engine
 
 
 @pytest.mark.parametrize("cores,expected", [(None, 1), (1, 1), (2, 1), (6, 3), (8, 4), (64, 4)])
@@ -22,12 +23,14 @@ def test_editor_threads_refuse_zero() -> None:
         editor_threads(0)
 
 
-def test_use_editor_threads_sets_torch_and_the_engine_reports_it(tiny_checkpoint) -> None:
-    before = torch.get_num_threads()
-    try:
-        assert use_editor_threads(1) == 1
-        assert torch.get_num_threads() == 1
-        engine = LocalEngine(*load_checkpoint(tiny_checkpoint, device="cpu"))
-        assert engine.describe()["cpu_threads"] == 1
-    finally:
-        torch.set_num_threads(before)
+def test_the_engine_pins_its_threads_in_whichever_thread_runs_the_model(tiny_checkpoint) -> None:
+    engine = load_engine(tiny_checkpoint, device="cpu", threads=1)
+    assert engine.describe()["cpu_threads"] == 1
+
+    def complete_in_a_used_thread() -> int:
+        torch.set_num_threads(2)  # this worker thread has run torch code with another setting already
+        engine.complete("x = ", "\n", language="python", canvas_length=4, num_candidates=1)
+        return torch.get_num_threads()
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        assert pool.submit(complete_in_a_used_thread).result() == 1

@@ -178,6 +178,26 @@ async def test_a_newer_request_for_the_same_document_supersedes_the_older_one(cl
     assert after["model_calls"] <= before["model_calls"] + 1
 
 
+async def test_ghost_text_and_popup_requests_at_one_cursor_do_not_supersede_each_other(client):
+    uri = new_uri(".txt")
+    # Plain text: validation is line-based only, so even random weights show something here.
+    open_document(client, uri, "The quick brown fox jumps over the lazy dog.\nIt was", language="plaintext")
+    before = await stats(client)
+    ghost = send_inline(client, inline_params(uri, 1, 6, kind=AUTOMATIC))
+    popup = client.text_document_completion_async(
+        types.CompletionParams(
+            text_document=types.TextDocumentIdentifier(uri=uri), position=types.Position(line=1, character=6)
+        )
+    )
+    ghost_items, popup_items = list((await ghost).items), list((await popup).items)
+    after = await stats(client)
+    assert after["stale"] == before["stale"]  # neither kind made the other stale
+    assert ghost_items, "the model showed nothing"
+    # One model call: the request that waited for the model found the other's answer in the cache.
+    assert after["model_calls"] == before["model_calls"] + 1
+    assert ["was" + item.insert_text for item in ghost_items] == [item.text_edit.new_text for item in popup_items]
+
+
 async def _something_shown(client: LanguageClient) -> tuple[str, int, int, str]:
     """(uri, line, column, text) of a shown completion of at least two characters on one line.
 
