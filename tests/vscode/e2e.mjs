@@ -395,7 +395,10 @@ async function main() {
     await fs.writeFile(config, 'auth: none\n');
     await fs.mkdir(dirs.workspace, { recursive: true });
     await fs.writeFile(path.join(dirs.workspace, 'example.py'), SOURCE);
-    await writeJson(path.join(dirs.userData, 'User', 'settings.json'), userSettings());
+    // The `diffill serve` box's token. The user has it configured already; the remote step only sets the URL (two
+    // edits in a row in the Settings editor can lose the first one's save to the second one's search).
+    const token = randomBytes(16).toString('hex');
+    await writeJson(path.join(dirs.userData, 'User', 'settings.json'), userSettings({ 'diffill.remote.token': token }));
     await writeJson(path.join(dirs.userData, 'Machine', 'settings.json'), machineSettings(opts));
     const env = { ...process.env, CS_DISABLE_GETTING_STARTED_OVERRIDE: '1' };
     delete env.PASSWORD;
@@ -425,7 +428,6 @@ async function main() {
         env,
     );
     // A `diffill serve` box on loopback, with a token (honoured on loopback too), for the remote step.
-    const token = randomBytes(16).toString('hex');
     const box = new Group('diffill serve', opts.python, ['-m', 'engine.serve', '--model', opts.model, '--port', '0'], {
         ...env,
         DIFFILL_SERVE_TOKEN: token,
@@ -475,11 +477,7 @@ async function main() {
 
         // 4. Remote: the user points the settings at the box; the server swaps engines without a restart.
         const [, boxUrl] = await box.waitFor(/listening on (https?:\/\/\S+)/, opts.timeoutMs);
-        // Token first: a URL without its token would make the box answer 401 (a red status) until the token came.
-        const entries = [
-            ['diffill.remote.token', token],
-            ['diffill.remote.url', boxUrl],
-        ];
+        const entries = [['diffill.remote.url', boxUrl]];
         const remoteEditor = await setUserSettings(page, entries, 'example.py', opts.timeoutMs);
         result.remoteStatus = (await waitForStatus(page, { label: 'Remote engine ready' }, opts.timeoutMs)).label;
         log(`status: ${result.remoteStatus.split('\n')[0]}`);
