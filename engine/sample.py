@@ -112,10 +112,11 @@ def denoise_step(
     is sure of.
     """
     B, L = canvas.shape
-    eosish = torch.where(masked, pred.tokens == eos_id, canvas == eos_id)
+    predicts_eos = pred.tokens == eos_id
+    eosish = torch.where(masked, predicts_eos, canvas == eos_id)
     all_eos_from = eosish.flip(-1).long().cumprod(dim=-1).flip(-1).bool()  # every position i.. is <eos>-ish
     may_end = torch.cat([all_eos_from[:, 1:], torch.ones_like(all_eos_from[:, :1])], dim=-1)
-    no_eos = (pred.tokens == eos_id) & ~may_end
+    no_eos = predicts_eos & ~may_end
     tokens = torch.where(no_eos, pred.content, pred.tokens)
     conf = torch.where(no_eos, pred.content_conf, pred.conf)
 

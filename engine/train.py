@@ -95,14 +95,15 @@ def low_discrepancy_times(batch: int, generator: torch.Generator) -> Tensor:
     return ((u + torch.arange(batch) / batch) % 1.0).clamp(min=T_MIN)
 
 
-def _context_targets(batch: Batch) -> tuple[Tensor, Tensor]:
-    """Next-token targets on the context: (B, T) targets (token j + 1) and (B, T) bool of the positions that have
-    a real one (pad and the last context position excluded)."""
-    B, T = batch.tokens.shape
-    C = batch.context_len
-    j = torch.arange(T, device=batch.tokens.device)[None]
-    targets = torch.cat([batch.tokens[:, 1:], batch.tokens[:, -1:]], dim=1)
-    return targets, (j >= batch.pad[:, None]) & (j < C - 1)
+def next_tokens(tokens: Tensor) -> Tensor:
+    """(B, T): what position j predicts, token j + 1 (the last position repeats its own; no loss uses it)."""
+    return torch.cat([tokens[:, 1:], tokens[:, -1:]], dim=1)
+
+
+def _context_positions(batch: Batch) -> Tensor:
+    """(B, T) bool: context positions whose next token is real context (pad and the last position excluded)."""
+    j = torch.arange(batch.tokens.shape[1], device=batch.tokens.device)[None]
+    return (j >= batch.pad[:, None]) & (j < batch.context_len - 1)
 
 
 def weighted_cross_entropy(
@@ -127,9 +128,9 @@ def _with_context_lm(batch: Batch, targets: Tensor, weight: Tensor, context_weig
     """
     if not context_weight:
         return targets, weight
-    ctx_targets, ctx = _context_targets(batch)
+    ctx = _context_positions(batch)
     ctx_weight = ctx.float() * (context_weight / ctx.sum().clamp(min=1))
-    return torch.where(ctx, ctx_targets, targets), torch.where(ctx, ctx_weight, weight)
+    return torch.where(ctx, next_tokens(batch.tokens), targets), torch.where(ctx, ctx_weight, weight)
 
 
 def diffusion_loss(
@@ -161,10 +162,9 @@ def autoregressive_loss(model: torch.nn.Module, batch: Batch, eos_id: int, conte
     target = tokens[:, C:]  # (B, L)
     is_eos = target == eos_id
     keep = (is_eos.long().cumsum(dim=1) - is_eos.long()) == 0  # through the first <eos>; the padding after is not
-    next_tokens = torch.cat([tokens[:, 1:], tokens[:, -1:]], dim=1)  # (B, T): what position j predicts
     weight = torch.zeros(tokens.shape, device=tokens.device)
     weight[:, C - 1 : -1] = keep.float() / keep.sum()
-    targets, weight = _with_context_lm(batch, next_tokens, weight, context_weight)
+    targets, weight = _with_context_lm(batch, next_tokens(tokens), weight, context_weight)
     return weighted_cross_entropy(model, batch, targets, weight)
 
 

@@ -51,6 +51,15 @@ def _admit(ls: DiffillServer, uri: str, position: types.Position) -> tuple[Snaps
     return document, cursor
 
 
+def _cached(ls: DiffillServer, document: Snapshot, cursor: Cursor) -> list[str] | None:
+    """Texts already shown for this cursor (typed-prefix cache), counted as a cache hit; None when there are none."""
+    cached = ls.cache.get(document.language_id, document.text, cursor.offset)
+    if not cached:
+        return None
+    ls.stats.cache_hits += 1
+    return cached
+
+
 async def _compute(
     ls: DiffillServer, document: Snapshot, cursor: Cursor, kind: str, generation: int
 ) -> list[str] | None:
@@ -63,9 +72,8 @@ async def _compute(
             ls.stats.stale += 1
             return None
         # The request we waited for may have answered this very cursor (ghost text and popup asked together).
-        cached = ls.cache.get(document.language_id, document.text, cursor.offset)
+        cached = _cached(ls, document, cursor)
         if cached:
-            ls.stats.cache_hits += 1
             return cached
         ls.stats.model_calls += 1
         job = pipeline.Job(engine, document, cursor, ls.fim, ls.settings.completion, ls.cache)
@@ -88,9 +96,8 @@ async def suggest(ls: DiffillServer, uri: str, position: types.Position, *, kind
         document, cursor = admitted
         ls.stats.requests += 1
         generation = ls.begin_request(uri, kind)
-        cached = ls.cache.get(document.language_id, document.text, cursor.offset)
+        cached = _cached(ls, document, cursor)
         if cached:
-            ls.stats.cache_hits += 1
             return Answer(cursor, cached)
         if ls.engine is None:  # loading, failed, or reloading: answer now rather than after a debounce
             ls.stats.not_ready += 1

@@ -31,11 +31,7 @@ from engine.adapters.model import DiffusionLM, ServingLimits, default_limits
 from engine.adapters.sampler import DREAM_SAMPLING, LLADA_SAMPLING, AdapterSampling, Layout, denoise
 from engine.adapters.tokenizer import AdapterTokenizer
 from engine.adapters.weights import load_tensors
-from engine.api import (
-    Completion,
-    check_request_sizes,
-    pin_threads,
-)  # engine.api imports this package lazily, inside load_engine
+from engine.api import Completion, check_request_sizes, pin_threads  # engine.api imports us lazily: no cycle
 from engine.checkpoint import resolve_device
 from engine.errors import CheckpointError
 from engine.sample import SampleOptions
