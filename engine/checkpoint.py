@@ -93,19 +93,28 @@ def save_checkpoint(
     return directory
 
 
+def shard_map(directory: Path) -> dict[str, Path] | None:
+    """Tensor name -> shard file from ``model.safetensors.index.json`` (every shard checked to exist), or None
+    for an unsharded checkpoint. Diffill's own and the released models' checkpoints share this convention."""
+    index = directory / INDEX_NAME
+    if not index.exists():
+        return None
+    try:
+        weight_map = json.loads(index.read_text())["weight_map"]
+        locations = {str(tensor): directory / name for tensor, name in weight_map.items()}
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"corrupt shard index {index}: {e}") from e
+    for f in dict.fromkeys(locations.values()):
+        if not f.exists():
+            raise CheckpointError(f"missing weight shard {f} (listed in {index})")
+    return locations
+
+
 def weight_files(directory: Path) -> list[Path]:
     """The safetensors files of a checkpoint, validated against the index when there is one."""
-    index = directory / INDEX_NAME
-    if index.exists():
-        try:
-            weight_map = json.loads(index.read_text())["weight_map"]
-        except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as e:
-            raise CheckpointError(f"corrupt shard index {index}: {e}") from e
-        files = [directory / name for name in dict.fromkeys(weight_map.values())]
-        for f in files:
-            if not f.exists():
-                raise CheckpointError(f"missing weight shard {f} (listed in {index})")
-        return files
+    locations = shard_map(directory)
+    if locations is not None:
+        return list(dict.fromkeys(locations.values()))
     single = directory / WEIGHTS_NAME
     if single.exists():
         return [single]

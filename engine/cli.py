@@ -45,9 +45,10 @@ def parse_location(spec: str) -> tuple[Path, int, int]:
 
 def cmd_complete(args: argparse.Namespace) -> int:
     from engine.api import editor_threads, load_engine
-    from engine.sample import SampleOptions
+    from engine.contract import SampleOptions
     from fim.languages import language_from_path, normalize_language
-    from fim.request import FimSettings, build_request
+    from fim.request import FimSettings, PositionError, build_request
+    from fim.text import offset_at
     from fim.validate import Candidate, postprocess
 
     path, line, col = args.location
@@ -60,10 +61,14 @@ def cmd_complete(args: argparse.Namespace) -> int:
     threads = editor_threads(args.threads)
     engine = load_engine(args.model, device=args.device, autoregressive=args.autoregressive, threads=threads)
     print(f"loaded {engine.describe()} in {time.perf_counter() - t0:.2f}s ({threads} CPU threads)", file=sys.stderr)
-    tok = engine.tokenizer
-    request = build_request(text, line - 1, col - 1, language, FimSettings(), count_tokens=lambda s: len(tok.encode(s)))
+    offset = offset_at(text, line - 1, col - 1)
+    if offset is None:
+        raise PositionError(f"{path}:{line}:{col} is not in the file ({text.count(chr(10)) + 1} lines)")
+    description = engine.describe()
+    settings = FimSettings().fitted(description.get("max_text_tokens"), description.get("max_canvas"))
+    request = build_request(text, offset, language, settings, engine.count_tokens)
     options = SampleOptions(steps=args.steps, threshold=args.threshold, temperature=args.temperature, seed=args.seed)
-    canvas = min(args.canvas or request.canvas_length, engine.model.config.max_canvas)
+    canvas = args.canvas or request.canvas_length  # the engine clamps it to its model
     n = args.candidates or request.num_candidates
     timings = []
     for _ in range(max(1, args.repeat)):

@@ -77,18 +77,25 @@ class ModelConfig:
     @classmethod
     def load(cls, path: str | Path) -> ModelConfig:
         path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError as e:
-            raise CheckpointError(f"missing model config: {path}") from e
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise CheckpointError(f"corrupt model config {path}: {e}") from e
-        if not isinstance(data, dict):
-            raise CheckpointError(f"corrupt model config {path}: expected a JSON object")
+        data = read_config(path)
         try:
             return cls.from_dict(data)
         except (TypeError, ValueError) as e:
             raise CheckpointError(f"invalid model config {path}: {e}") from e
+
+
+def read_config(path: str | Path) -> dict[str, Any]:
+    """A checkpoint's config.json as a dict (any architecture's); CheckpointError naming the file otherwise."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError as e:
+        raise CheckpointError(f"missing model config: {path}") from e
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"corrupt model config {path}: {e}") from e
+    if not isinstance(data, dict):
+        raise CheckpointError(f"corrupt model config {path}: expected a JSON object")
+    return data
 
 
 PRESETS: dict[str, ModelConfig] = {

@@ -26,11 +26,12 @@ N_CONTEXT_TAGS = 4
 TRAIN_CANVAS_LENGTHS = (16, 24, 32, 48, 64)
 
 
-def fit_context(prefix: Sequence[int], suffix: Sequence[int], budget: int) -> tuple[list[int], list[int]]:
-    """Trim prefix/suffix token lists so that tags + both fit in `budget` tokens (suffix tail goes first)."""
-    room = budget - N_CONTEXT_TAGS
+def fit_context(prefix: Sequence[int], suffix: Sequence[int], room: int) -> tuple[list[int], list[int]]:
+    """Trim prefix/suffix token lists to `room` tokens together: the far end of the suffix goes first, then the far
+    start of the prefix. The engines' safety net for a context over their model's limit (every family uses it;
+    ``fim`` decides the window around the cursor, so inside the editor path nothing is cut here)."""
     if room < 1:
-        raise ValueError(f"context budget {budget} leaves no room for text")
+        raise ValueError(f"context room {room} leaves no room for text")
     # Keep at least half the room for the prefix when both are long: it is the stronger signal.
     suffix_room = max(room - len(prefix), room // 2)
     suffix = list(suffix[: max(suffix_room, 0)])
@@ -42,7 +43,7 @@ def fit_context(prefix: Sequence[int], suffix: Sequence[int], budget: int) -> tu
 def context_tokens(
     tok: CodeTokenizer, prefix: Sequence[int], suffix: Sequence[int], language: str, budget: int
 ) -> list[int]:
-    prefix, suffix = fit_context(prefix, suffix, budget)
+    prefix, suffix = fit_context(prefix, suffix, budget - N_CONTEXT_TAGS)
     return [tok.language_id(language), tok.fim_suffix_id, *suffix, tok.fim_prefix_id, *prefix, tok.fim_middle_id]
 
 

@@ -30,27 +30,32 @@ from engine.config import ModelConfig
 
 
 class RMSNorm(nn.Module):
+    """Normalise in float32, cast back, then scale (Qwen2/LLaDA's order, so the adapters share this norm)."""
+
     def __init__(self, dim: int, eps: float) -> None:
         super().__init__()
         self.eps = eps
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
+        return self.weight * F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps).to(x.dtype)
 
 
-def rotary_tables(head_dim: int, max_len: int, theta: float) -> tuple[Tensor, Tensor]:
-    """cos/sin tables of shape (max_len, head_dim // 2) for positions 0..max_len-1."""
-    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim))
-    angles = torch.outer(torch.arange(max_len, dtype=torch.float64), inv_freq)
+def rotary_tables(
+    head_dim: int, length: int, theta: float, scale: float = 1.0, device: torch.device | str | None = None
+) -> tuple[Tensor, Tensor]:
+    """cos/sin tables (length, head_dim // 2), float32, for positions 0..length-1 divided by `scale` (linear
+    rope scaling; 1.0 = none). Angles are computed in float64 so long positions keep their precision."""
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float64, device=device) / head_dim))
+    positions = torch.arange(length, dtype=torch.float64, device=device) / scale
+    angles = torch.outer(positions, inv_freq)
     return angles.cos().float(), angles.sin().float()
 
 
 def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """Rotate-half RoPE. x: (B, H, T, D); cos/sin: (B or 1, 1, T, D/2)."""
-    x1, x2 = x.chunk(2, dim=-1)
-    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
-    return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
+    """Rotate-half RoPE computed in float32, cast back. x: (B, H, T, D); cos/sin broadcast to (.., T, D/2)."""
+    x1, x2 = x.float().chunk(2, dim=-1)
+    return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1).to(x.dtype)
 
 
 class Attention(nn.Module):

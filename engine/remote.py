@@ -1,7 +1,9 @@
 """``RemoteEngine``: the ``CompletionEngine`` protocol over the network, talking to ``diffill serve``.
 
-Same interface as ``LocalEngine`` (``ready``, ``complete``, ``describe``), so the language server switches between
-an in-process model and a shared GPU box by configuration only. It speaks the native protocol (msgpack over
+Same protocol as ``LocalEngine`` (``engine.contract.CompletionEngine``), so the language server switches between an
+in-process model and a shared GPU box by configuration only. The box keeps each session's context cache warm and
+evicts it by its own LRU, so ``forget`` has nothing to send; token counts are ``fim``'s estimate because the
+tokenizer lives on the box. It speaks the native protocol (msgpack over
 HTTP/1.1, see docs/serving.md) with the standard library's ``http.client``: keep-alive connections are pooled and
 reused across calls and threads; a pooled connection the server has meanwhile closed is retried once on a fresh
 one (a completion is a pure function of its request, so repeating it is safe).
@@ -26,10 +28,10 @@ from urllib.parse import urlsplit
 
 import msgpack
 
-from engine.api import Completion
+from engine.contract import Completion, CompletionStats, SampleOptions
 from engine.errors import DiffillError
-from engine.sample import SampleOptions
 from engine.serve.protocol import MSGPACK, native_request, parse_native_reply
+from fim.request import approx_tokens  # torch-free
 
 _HINTS = {
     400: "the server could not read the request",
@@ -80,6 +82,7 @@ class RemoteEngine:
         self._lock = threading.Lock()
         self._max_idle = max_idle_connections
         self._health: tuple[float, bool] = (0.0, False)
+        self._last_stats: CompletionStats | None = None
 
     @staticmethod
     def _ssl_context(ca_file: str | None, verify: bool) -> ssl.SSLContext:
@@ -120,6 +123,18 @@ class RemoteEngine:
             raise RemoteError(f"malformed reply from {self.url}/v1/info: expected a JSON object")
         return info | {"remote": self.url}
 
+    @property
+    def last_stats(self) -> CompletionStats | None:
+        """The stats the box reported for the last completed request."""
+        return self._last_stats
+
+    def count_tokens(self, text: str) -> int:
+        """fim's estimate (the box holds the tokenizer; a network round trip per count would be too slow)."""
+        return approx_tokens(text)
+
+    def forget(self, session_id: str) -> None:
+        """Nothing to send: the box evicts idle sessions by its own LRU byte budget."""
+
     def complete(
         self,
         prefix: str,
@@ -145,9 +160,11 @@ class RemoteEngine:
         status, ctype, reply = self._request("POST", "/v1/fim", body=body, content_type=MSGPACK)
         self._check(status, ctype, reply)
         try:
-            return parse_native_reply(msgpack.unpackb(reply, raw=False))
+            result = parse_native_reply(msgpack.unpackb(reply, raw=False))
         except Exception as e:  # msgpack's decode errors have no common base besides Exception
             raise RemoteError(f"malformed reply from {self.url}/v1/fim: {e}") from None
+        self._last_stats = result.stats
+        return result.completions
 
     def close(self) -> None:
         """Close the pooled connections (the engine stays usable; a later call opens a new one)."""

@@ -8,44 +8,31 @@ committed where every later position is (predicted) ``<eos>``, so the tail grows
 at position i fills everything after i with ``<eos>`` (the middle has ended there). The greedy candidate ends the
 middle only where ``<eos>`` is more likely than not (`predict`). N candidates run as one batch.
 
-All functions are pure tensor code under ``torch.inference_mode()`` with an explicit seeded generator and fixed
-shapes. The step itself never syncs with the host; ``fill`` syncs once per step only for its early exit (a
-finished canvas), which ``early_exit=False`` turns off for a sync-free loop.
+All functions are pure tensor code with an explicit seeded generator and fixed shapes, and never sync with the
+host. The per-request state that calls them between steps is ``engine.runner.DiffusionState`` (and
+``AutoregressiveState`` for the AR twin); ``SampleOptions`` lives in ``engine.contract``.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
-from engine.cache import KVCache
-from engine.model import DiffillModel
+from engine.contract import SampleOptions
 
-
-@dataclass(frozen=True)
-class SampleOptions:
-    # Denoising step budget K: a 24-token single-line canvas finishes in 8 steps at 3 tokens/step.
-    steps: int = 8
-    # Commit every position at least this confident; 0.9 keeps quality near one-token-per-step decoding
-    # (Fast-dLLM's parallel-decoding threshold) while committing easy tokens (indentation, brackets) in bulk.
-    threshold: float = 0.9
-    # Temperature of candidates after the first; 0 = greedy. The first candidate is always greedy so that one
-    # candidate is the model's single best guess.
-    temperature: float = 0.8
-    seed: int = 0
-    early_exit: bool = True
-
-    def __post_init__(self) -> None:
-        if self.steps < 1:
-            raise ValueError(f"steps must be >= 1, got {self.steps}")
-        if not 0.0 <= self.threshold <= 1.0:
-            raise ValueError(f"threshold must be in [0, 1], got {self.threshold}")
-        if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+__all__ = [
+    "Prediction",
+    "SampleOptions",
+    "candidate_scores",
+    "denoise_step",
+    "predict",
+    "row_temperatures",
+    "sample_categorical",
+    "strip_eos",
+]
 
 
 def row_temperatures(n: int, temperature: float, device: torch.device | str) -> Tensor:
@@ -135,75 +122,6 @@ def denoise_step(
     canvas.masked_fill_(tail, eos_id)
     logp.masked_fill_(tail, 0.0)
     masked &= ~tail
-
-
-@torch.inference_mode()
-def fill(
-    model: DiffillModel,
-    cache: KVCache,
-    canvas_len: int,
-    num_candidates: int,
-    options: SampleOptions,
-    *,
-    mask_id: int,
-    eos_id: int,
-    banned: Tensor,
-) -> tuple[Tensor, Tensor]:
-    """Denoise `num_candidates` canvases of `canvas_len` against one cached context.
-
-    Returns tokens (N, L) with no mask left, and per-position log-probabilities at commit time (N, L; 0 for
-    positions filled by the <eos> tail rule).
-    """
-    device = cache.k.device
-    generator = torch.Generator(device=device).manual_seed(options.seed)
-    canvas = torch.full((num_candidates, canvas_len), mask_id, dtype=torch.long, device=device)
-    masked = torch.ones_like(canvas, dtype=torch.bool)
-    logp = torch.zeros(canvas.shape, device=device)
-    temps = row_temperatures(num_candidates, options.temperature, device)
-    for step in range(options.steps):
-        logits = model.denoise(canvas, cache)  # (N, L, V)
-        pred = predict(logits, temps, banned, generator, eos_id)
-        denoise_step(canvas, masked, logp, pred, options.steps - step, options.threshold, eos_id)
-        if options.early_exit and not masked.any():  # the one host sync per step
-            break
-    return canvas, logp
-
-
-@torch.inference_mode()
-def generate_autoregressive(
-    model: DiffillModel,
-    cache: KVCache,
-    last_logits: Tensor,
-    canvas_len: int,
-    num_candidates: int,
-    options: SampleOptions,
-    *,
-    eos_id: int,
-    banned: Tensor,
-) -> tuple[Tensor, Tensor]:
-    """Left-to-right decoding for the AR twin, same outputs as ``fill``: tokens (N, L), log-probs (N, L).
-
-    `cache` holds the context (batch 1) and `last_logits` (1, V) its last position's logits; the cache is copied
-    per candidate, so the caller's context cache stays reusable.
-    """
-    device = cache.k.device
-    generator = torch.Generator(device=device).manual_seed(options.seed)
-    rows = cache.repeat(num_candidates, capacity=cache.length + canvas_len)
-    temps = row_temperatures(num_candidates, options.temperature, device)
-    out = torch.full((num_candidates, canvas_len), eos_id, dtype=torch.long, device=device)
-    logp = torch.zeros(out.shape, device=device)
-    done = torch.zeros(num_candidates, dtype=torch.bool, device=device)
-    logits = last_logits.expand(num_candidates, -1)
-    for i in range(canvas_len):
-        pred = predict(logits[:, None], temps, banned, generator, eos_id)  # (N, 1)
-        token, prob = pred.tokens[:, 0], pred.conf[:, 0]
-        out[:, i] = torch.where(done, eos_id, token)
-        logp[:, i] = torch.where(done, 0.0, prob.clamp_min(1e-12).log())
-        done |= token == eos_id
-        if i + 1 == canvas_len or (options.early_exit and bool(done.all())):
-            break
-        logits = model.extend(out[:, i : i + 1], rows)
-    return out, logp
 
 
 def candidate_scores(tokens: Tensor, logp: Tensor, eos_id: int) -> Tensor:

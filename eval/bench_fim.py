@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fim.languages import get_parser
-from fim.request import FimRequest, FimSettings, build_request, index_to_utf16
+from fim.request import FimRequest, FimSettings, build_request
 from fim.spans import Span, syntax_spans
 from fim.syntax import SyntaxChecker
 from fim.validate import Candidate, postprocess
@@ -35,8 +35,7 @@ _MODULES = ("argparse.py", "textwrap.py", "dataclasses.py", "fractions.py", "sta
 @dataclass(frozen=True)
 class Case:
     text: str  # document with the middle removed
-    line: int
-    character: int
+    offset: int  # the cursor's string index
     candidates: tuple[Candidate, ...]
 
 
@@ -53,14 +52,6 @@ def stdlib_source(lines: int) -> str:
         chunks.append(text if text.endswith("\n") else text + "\n")
         total += text.count("\n")
     return "".join("".join(chunks).splitlines(keepends=True)[:lines])
-
-
-def _position(text: str, offset: int) -> tuple[int, int]:
-    """LSP (line, UTF-16 character) of a string index in a "\n"-separated text."""
-    start = text.rfind("\n", 0, offset) + 1
-    end = text.find("\n", offset)
-    line_text = text[start : len(text) if end < 0 else end]
-    return text.count("\n", 0, offset), index_to_utf16(line_text, offset - start)
 
 
 def _candidates(source: str, span: Span) -> tuple[Candidate, ...]:
@@ -82,8 +73,7 @@ def make_cases(source: str, count: int, seed: int) -> list[Case]:
     cases = []
     for span in rng.sample(spans, min(count, len(spans))):
         text = source[: span.start] + source[span.end :]
-        line, character = _position(text, span.start)
-        cases.append(Case(text, line, character, _candidates(source, span)))
+        cases.append(Case(text, span.start, _candidates(source, span)))
     return cases
 
 
@@ -105,7 +95,7 @@ def run(cases: Sequence[Case], settings: FimSettings, label: str) -> None:
     for case in cases:
         gc.collect()  # garbage from the previous request should not be billed to this one
         build_time, request = _timed(
-            lambda case=case: build_request(case.text, case.line, case.character, "python", settings)
+            lambda case=case: build_request(case.text, case.offset, "python", settings)
         )
         assert isinstance(request, FimRequest)
         modes[request.mode.value] = modes.get(request.mode.value, 0) + 1
@@ -126,7 +116,7 @@ def run_checks(cases: Sequence[Case], settings: FimSettings) -> None:
     setups, checks = [], []
     for case in cases:
         gc.collect()
-        request = build_request(case.text, case.line, case.character, "python", settings)
+        request = build_request(case.text, case.offset, "python", settings)
         prefix, suffix = request.prefix.encode(), request.suffix.encode()
         setup, checker = _timed(lambda prefix=prefix, suffix=suffix: SyntaxChecker(parser, prefix, suffix))
         assert isinstance(checker, SyntaxChecker)
@@ -147,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     source = stdlib_source(args.lines)
     cases = make_cases(source, args.cursors, args.seed)
     print(f"file: {source.count(chr(10))} lines, {len(source)} characters of stdlib Python")
-    postprocess(build_request(cases[0].text, cases[0].line, cases[0].character, "python"), cases[0].candidates)
+    postprocess(build_request(cases[0].text, cases[0].offset, "python"), cases[0].candidates)
     for label, settings in (
         ("default budgets (1536/512 tokens)", FimSettings()),
         ("whole file as context", FimSettings(prefix_tokens=10**7, suffix_tokens=10**7)),

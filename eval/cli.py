@@ -30,7 +30,7 @@ from eval.sandbox import Limits, capabilities
 from fim.request import Mode
 
 if TYPE_CHECKING:
-    from engine.api import CompletionEngine
+    from engine.contract import CompletionEngine
 
 MODES = {"auto": None, "single-line": Mode.SINGLE_LINE, "multi-line": Mode.MULTI_LINE}
 
@@ -137,7 +137,7 @@ def open_engine(args: argparse.Namespace, problems: list) -> CompletionEngine:
 
 
 def sample_options(args: argparse.Namespace, **overrides: Any):
-    from engine.sample import SampleOptions
+    from engine.contract import SampleOptions
 
     values = {"temperature": args.temperature, "seed": args.seed}
     if hasattr(args, "threshold"):

@@ -26,7 +26,6 @@ et al. 2021 ("Evaluating Large Language Models Trained on Code", eq. 1).
 
 from __future__ import annotations
 
-import bisect
 import dataclasses
 import gzip
 import json
@@ -44,12 +43,10 @@ from tqdm import tqdm
 
 from eval.sandbox import Limits, Outcome, run_program
 from fim.request import FimRequest, FimSettings, Mode, approx_tokens, build_request
-from fim.text import index_to_utf16, line_starts
 from fim.validate import Candidate, postprocess
 
 if TYPE_CHECKING:
-    from engine.api import Completion, CompletionEngine
-    from engine.sample import SampleOptions
+    from engine.contract import Completion, CompletionEngine, SampleOptions
 
 SETS = {
     "single-line": "HumanEval-SingleLineInfilling.jsonl.gz",
@@ -62,7 +59,6 @@ SETS = {
 SET_MODES: dict[str, Mode | None] = {"single-line": None, "multi-line": Mode.MULTI_LINE}
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "benchmarks" / "humaneval-infilling"
-CONTEXT_TAGS = 4  # engine.layout.N_CONTEXT_TAGS: tags around prefix and suffix, kept out of the token budgets
 PASS_AT = (1, 2, 5, 10, 20, 50, 100)
 
 
@@ -142,14 +138,6 @@ def build_program(problem: Problem, completion: str) -> str:
     return splice(problem, completion) + "\n" + problem.test + f"\ncheck({problem.entry_point})\n"
 
 
-def lsp_position(text: str, index: int) -> tuple[int, int]:
-    """LSP (line, UTF-16 character) of a string index (line breaks: LF, CRLF, CR)."""
-    starts = line_starts(text)
-    line = bisect.bisect_right(starts, index) - 1
-    end = starts[line + 1] if line + 1 < len(starts) else len(text)
-    return line, index_to_utf16(text[starts[line] : end].rstrip("\r\n"), index - starts[line])
-
-
 # ---------------------------------------------------------------- metrics
 
 
@@ -206,33 +194,15 @@ class Generation:
 
 
 def settings_for(description: dict[str, Any]) -> FimSettings:
-    """fim's sizes clamped to what the engine accepts, as the language server does."""
-    base = FimSettings()
-    changes: dict[str, int] = {}
-    if isinstance(max_canvas := description.get("max_canvas"), int) and max_canvas > 0:
-        changes |= {
-            "single_line_canvas": min(base.single_line_canvas, max_canvas),
-            "multi_line_canvas": min(base.multi_line_canvas, max_canvas),
-        }
-    if isinstance(max_context := description.get("max_context"), int) and max_context > CONTEXT_TAGS:
-        room = max_context - CONTEXT_TAGS
-        prefix = min(base.prefix_tokens, room * 3 // 4)
-        changes |= {"prefix_tokens": prefix, "suffix_tokens": min(base.suffix_tokens, room - prefix)}
-    return dataclasses.replace(base, **changes)
-
-
-def token_counter(engine: CompletionEngine) -> Callable[[str], int]:
-    """Exact counts from the engine's tokenizer when it has one (LocalEngine), else fim's estimate."""
-    encode = getattr(getattr(engine, "tokenizer", None), "encode", None)
-    return approx_tokens if encode is None else (lambda text: len(encode(text)))
+    """fim's sizes fitted to what the engine accepts, as the language server does."""
+    return FimSettings().fitted(description.get("max_text_tokens"), description.get("max_canvas"))
 
 
 def make_request(
     problem: Problem, config: GenConfig, settings: FimSettings, count: Callable[[str], int], max_canvas: int | None
 ) -> FimRequest:
     text, cursor = document(problem)
-    line, character = lsp_position(text, cursor)
-    request = build_request(text, line, character, "python", settings, count)
+    request = build_request(text, cursor, "python", settings, count)
     if config.mode is not None and config.mode is not request.mode:
         mode = config.mode
         request = dataclasses.replace(
@@ -288,8 +258,8 @@ def task_of(session: str | None) -> str:
 
 
 def _engine_stats(engine: CompletionEngine) -> dict[str, float]:
-    stats = getattr(engine, "last_stats", None)
-    return {k: float(v) for k, v in dataclasses.asdict(stats).items()} if dataclasses.is_dataclass(stats) else {}
+    stats = engine.last_stats
+    return {k: float(v) for k, v in dataclasses.asdict(stats).items()} if stats is not None else {}
 
 
 def generate(
@@ -323,7 +293,7 @@ def generate(
 def warm_up(engine: CompletionEngine, problem: Problem, config: GenConfig, settings: FimSettings) -> None:
     """One untimed request, so lazy initialisation (allocator pools, kernels) is not charged to the first problem."""
     max_canvas = engine.describe().get("max_canvas")
-    request = make_request(problem, config, settings, token_counter(engine), max_canvas)
+    request = make_request(problem, config, settings, engine.count_tokens, max_canvas)
     _complete(engine, request, config.options, request.num_candidates, "eval:warm-up")
 
 
@@ -332,7 +302,7 @@ def generate_all(
 ) -> list[Generation]:
     description = engine.describe()
     settings = settings_for(description)
-    count = token_counter(engine)
+    count = engine.count_tokens
     max_canvas = description.get("max_canvas") if isinstance(description.get("max_canvas"), int) else None
     if problems:
         warm_up(engine, problems[0], config, settings)
@@ -359,7 +329,7 @@ class OracleEngine:
         return {"name": "oracle", "kind": "oracle"}
 
     def complete(self, prefix: str, suffix: str, *, num_candidates: int, session_id: str | None = None, **_: Any):
-        from engine.api import Completion
+        from engine.contract import Completion
 
         text = self.answers.get(task_of(session_id), "")
         return [Completion(text=text, score=0.0, tokens=approx_tokens(text))] * num_candidates

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from eval.humaneval import ExecCache, GenConfig, Problem, evaluate
 
 if TYPE_CHECKING:
-    from engine.api import CompletionEngine
+    from engine.contract import CompletionEngine
 
 
 @dataclass(frozen=True)

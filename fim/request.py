@@ -1,6 +1,7 @@
 """From an editor cursor to a fill-in-the-middle request: context window, mode, canvas length.
 
-The language server hands over the whole document and an LSP position (line, UTF-16 character). The model sees
+The caller hands over the whole document and the cursor as a string offset (the language server converts the
+editor's line and UTF-16 character). The model sees
 only a window around the cursor: the nearest lines of prefix and suffix that fit their token budgets, cut at
 line boundaries and preferably just after/before a blank line, so the context starts and ends at a paragraph
 rather than mid-statement. The mode follows what the editor is asking for: text after the cursor or an
@@ -12,12 +13,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from fim.languages import normalize_language
 from fim.layout import CLOSERS, BlockSyntax, block_syntax, indent_width, leading_whitespace
-from fim.text import index_to_utf16, utf16_to_index
 
 __all__ = [
     "FimRequest",
@@ -27,8 +27,6 @@ __all__ = [
     "approx_tokens",
     "build_request",
     "detect_mode",
-    "index_to_utf16",
-    "utf16_to_index",
 ]
 
 TokenCounter = Callable[[str], int]
@@ -40,7 +38,7 @@ class Mode(StrEnum):
 
 
 class PositionError(ValueError):
-    """An LSP position that is not in the document (a line past the end, or negative values)."""
+    """A cursor that is not in the document (an offset past the end, or negative)."""
 
 
 @dataclass(frozen=True)
@@ -66,6 +64,22 @@ class FimSettings:
         invalid = [name for name, value in vars(self).items() if value < minimum[name]]
         if invalid:
             raise ValueError(f"invalid FIM settings: {', '.join(invalid)}")
+
+    def fitted(self, max_text_tokens: object = None, max_canvas: object = None) -> FimSettings:
+        """These settings inside an engine's limits (``describe()``'s ``max_text_tokens`` and ``max_canvas``;
+        anything not a positive int is ignored): canvases clamped to the longest the model supports, prefix and
+        suffix budgets cut to the text the model's context takes, keeping a 3:1 prefix:suffix split. The one
+        place that decides the split, so the engine never has to cut the window again."""
+        changes: dict[str, int] = {}
+        if isinstance(max_canvas, int) and max_canvas > 0:
+            changes |= {
+                "single_line_canvas": min(self.single_line_canvas, max_canvas),
+                "multi_line_canvas": min(self.multi_line_canvas, max_canvas),
+            }
+        if isinstance(max_text_tokens, int) and max_text_tokens > 0:
+            prefix = min(self.prefix_tokens, max_text_tokens * 3 // 4)
+            changes |= {"prefix_tokens": prefix, "suffix_tokens": min(self.suffix_tokens, max_text_tokens - prefix)}
+        return replace(self, **changes)
 
     def canvas_length(self, mode: Mode) -> int:
         return self.single_line_canvas if mode is Mode.SINGLE_LINE else self.multi_line_canvas
@@ -200,23 +214,34 @@ class _Lines:
         return sum(map(len, self.contents[:row])) + sum(map(len, self.breaks[:row]))
 
 
+    def locate(self, offset: int) -> tuple[int, int]:
+        """(row, column) of a string offset; an offset inside a CRLF break counts as the end of its line."""
+        start = 0
+        for row, (content, brk) in enumerate(zip(self.contents, self.breaks, strict=True)):
+            end = start + len(content)
+            if offset <= end + len(brk) - (1 if brk else 0):
+                return row, min(offset - start, len(content))
+            start = end + len(brk)
+        raise AssertionError("offset checked against the text's length")
+
+
 def build_request(
     text: str,
-    line: int,
-    character: int,
+    offset: int,
     language_id: str,
     settings: FimSettings | None = None,
     count_tokens: TokenCounter | None = None,
 ) -> FimRequest:
-    """Window, mode and sizes for a completion at LSP position (line, UTF-16 character) of `text`."""
+    """Window, mode and sizes for a completion at string index `offset` of `text` (the cursor is before
+    ``text[offset]``). Editors' coordinates (LSP line and UTF-16 character) are the caller's to convert."""
     settings = settings or FimSettings()
     count = count_tokens or approx_tokens
+    if not 0 <= offset <= len(text):
+        raise PositionError(f"offset {offset} is outside a document of {len(text)} characters")
     lines = _Lines.of(text)
     rows = len(lines.contents)
-    if line < 0 or character < 0 or line >= rows:
-        raise PositionError(f"position {line}:{character} is outside a document of {rows} lines")
+    line, column = lines.locate(offset)
     current = lines.contents[line]
-    column = utf16_to_index(current, character)
     language = normalize_language(language_id)
     mode = detect_mode(lines.contents, line, column, language)
     above = map(lines.full, range(line - 1, -1, -1))

@@ -27,6 +27,16 @@ def line_starts(text: str) -> list[int]:
     return [0, *(match.end() for match in _LINE_BREAK.finditer(text))]
 
 
+def offset_at(text: str, line: int, column: int) -> int | None:
+    """String index of (0-based line, column in characters); a column past the line's end clamps to the end.
+    None when the line is not in the text or either value is negative."""
+    starts = line_starts(text)
+    if not 0 <= line < len(starts) or column < 0:
+        return None
+    end = starts[line + 1] if line + 1 < len(starts) else len(text)
+    return starts[line] + min(column, len(text[starts[line] : end].rstrip("\r\n")))
+
+
 def _utf8_width(char: str) -> int:
     code = ord(char)
     return 1 if code < 0x80 else 2 if code < 0x800 else 3 if code < 0x10000 else 4

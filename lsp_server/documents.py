@@ -17,7 +17,7 @@ from urllib.parse import unquote
 from lsprotocol import types
 from pygls.workspace import PositionCodec, Workspace
 
-from fim.text import index_to_utf16, line_starts
+from fim.text import line_starts
 
 __all__ = ["Cursor", "Snapshot", "locate", "rejection", "snapshot"]
 
@@ -35,8 +35,7 @@ class Snapshot:
 @dataclass(frozen=True)
 class Cursor:
     line: int
-    utf16: int  # column in UTF-16 code units, as fim.request.build_request counts
-    offset: int  # string index of the cursor in the document text
+    offset: int  # string index of the cursor in the document text (what fim.request.build_request takes)
     position: types.Position  # the cursor in client units, clamped to the line
     word_start: types.Position  # start of the identifier the cursor ends, in client units
     word: str  # that identifier (classic completion replaces it so that clients filtering by it keep the item)
@@ -113,7 +112,6 @@ def locate(text: str, position: types.Position, codec: PositionCodec) -> Cursor 
     word_column = _word_start(content, column)
     return Cursor(
         line=position.line,
-        utf16=index_to_utf16(content, column),
         offset=start + column,
         position=types.Position(line=position.line, character=_client_column(codec, content, column)),
         word_start=types.Position(line=position.line, character=_client_column(codec, content, word_column)),

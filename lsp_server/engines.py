@@ -10,23 +10,19 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine.errors import CheckpointError
-from fim.request import FimSettings, approx_tokens
+from fim.request import FimSettings
 from lsp_server.settings import CompletionSettings, Settings
 
 if TYPE_CHECKING:
-    from engine.api import CompletionEngine
+    from engine.contract import CompletionEngine
 
-__all__ = ["EngineUnavailable", "create_engine", "describe", "fim_settings", "token_counter", "warm_up"]
+__all__ = ["EngineUnavailable", "create_engine", "describe", "fim_settings", "warm_up"]
 
 log = logging.getLogger(__name__)
-
-# Context tags the engine adds around prefix and suffix (engine.layout.N_CONTEXT_TAGS), kept out of the budgets.
-_CONTEXT_TAGS = 4
 
 
 class EngineUnavailable(RuntimeError):
@@ -74,7 +70,7 @@ def describe(engine: CompletionEngine) -> dict[str, Any]:
 def warm_up(engine: CompletionEngine, fim: FimSettings, sampling: CompletionSettings) -> None:
     """One single-line-shaped completion, so the first real request does not pay for lazy initialisation
     (allocator pools and kernels are per shape)."""
-    from engine.sample import SampleOptions
+    from engine.contract import SampleOptions
 
     options = SampleOptions(steps=sampling.steps, threshold=sampling.threshold, temperature=sampling.temperature)
     engine.complete(
@@ -87,29 +83,10 @@ def warm_up(engine: CompletionEngine, fim: FimSettings, sampling: CompletionSett
     )
 
 
-def token_counter(engine: CompletionEngine) -> Callable[[str], int]:
-    """Exact counts from the engine's tokenizer when it has one (LocalEngine), else fim's estimate."""
-    tokenizer = getattr(engine, "tokenizer", None)
-    encode = getattr(tokenizer, "encode", None)
-    if encode is None:
-        return approx_tokens
-    return lambda text: len(encode(text))
-
-
 def fim_settings(settings: Settings, description: dict[str, Any]) -> FimSettings:
     """fim's sizes from the user's settings, clamped to what the model can take (canvas, context)."""
-    base = FimSettings()
     changes: dict[str, int] = {"max_lines": settings.completion.max_lines}
     if (candidates := settings.completion.candidates) is not None:
         changes |= {"single_line_candidates": candidates, "multi_line_candidates": candidates}
-    if isinstance(max_canvas := description.get("max_canvas"), int) and max_canvas > 0:
-        changes |= {
-            "single_line_canvas": min(base.single_line_canvas, max_canvas),
-            "multi_line_canvas": min(base.multi_line_canvas, max_canvas),
-        }
-    if isinstance(max_context := description.get("max_context"), int) and max_context > _CONTEXT_TAGS:
-        # Keep fim's 3:1 prefix:suffix split inside the model's context, so the engine need not cut again.
-        room = max_context - _CONTEXT_TAGS
-        prefix = min(base.prefix_tokens, room * 3 // 4)
-        changes |= {"prefix_tokens": prefix, "suffix_tokens": min(base.suffix_tokens, room - prefix)}
-    return dataclasses.replace(base, **changes)
+    fitted = FimSettings().fitted(description.get("max_text_tokens"), description.get("max_canvas"))
+    return dataclasses.replace(fitted, **changes)

@@ -14,11 +14,10 @@ from fim.request import FimSettings, build_request
 from fim.validate import Candidate, postprocess
 from lsp_server.cache import CompletionCache
 from lsp_server.documents import Cursor, Snapshot
-from lsp_server.engines import token_counter
 from lsp_server.settings import CompletionSettings
 
 if TYPE_CHECKING:
-    from engine.api import CompletionEngine
+    from engine.contract import CompletionEngine
 
 __all__ = ["Job", "run"]
 
@@ -35,12 +34,10 @@ class Job:
 
 def run(job: Job) -> list[str]:
     """Ranked, validated completion texts for the job's cursor (possibly empty); stores them in the cache."""
-    from engine.sample import SampleOptions  # torch is imported by the loader thread, never at server start
+    from engine.contract import SampleOptions
 
     document, cursor = job.document, job.cursor
-    request = build_request(
-        document.text, cursor.line, cursor.utf16, document.language_id, job.fim, token_counter(job.engine)
-    )
+    request = build_request(document.text, cursor.offset, document.language_id, job.fim, job.engine.count_tokens)
     options = SampleOptions(
         steps=job.sampling.steps, threshold=job.sampling.threshold, temperature=job.sampling.temperature
     )

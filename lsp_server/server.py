@@ -17,7 +17,7 @@ import itertools
 import logging
 import uuid
 from collections.abc import Awaitable
-from dataclasses import asdict, dataclass, is_dataclass
+from dataclasses import asdict, dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import unquote
@@ -34,7 +34,7 @@ from lsp_server.engines import create_engine, describe, fim_settings, warm_up
 from lsp_server.settings import SECTION, Settings, merge, parse_settings, section_of
 
 if TYPE_CHECKING:
-    from engine.api import CompletionEngine
+    from engine.contract import CompletionEngine
 
 __all__ = ["DiffillServer", "LoadState", "Stats"]
 
@@ -135,9 +135,8 @@ class DiffillServer(LanguageServer):
     def forget_document(self, uri: str) -> None:
         for key in [key for key in self._latest if key[0] == uri]:
             del self._latest[key]
-        forget = getattr(self.engine, "forget", None)
-        if callable(forget):  # LocalEngine drops the document's context cache; it takes the engine lock
-            self.spawn(asyncio.to_thread(forget, uri))
+        if self.engine is not None:  # drops the document's context cache; it takes the engine lock
+            self.spawn(asyncio.to_thread(self.engine.forget, uri))
 
     def spawn(self, work: Awaitable[T]) -> asyncio.Task[T]:
         """Run `work` in the background, keeping a reference (asyncio only keeps weak ones) and logging failures."""
@@ -156,13 +155,13 @@ class DiffillServer(LanguageServer):
         self.protocol.notify(STATUS, self.status())
 
     def status(self) -> dict[str, Any]:
-        last = getattr(self.engine, "last_stats", None)  # LocalEngine: tokens computed vs reused, timings
+        last = self.engine.last_stats if self.engine is not None else None  # tokens computed vs reused, timings
         return {
             "state": str(self.state),
             "error": self.load_error,
             "engine": self.engine_info,
             "cacheEntries": len(self.cache),
-            "lastCompletion": asdict(last) if is_dataclass(last) and not isinstance(last, type) else None,
+            "lastCompletion": asdict(last) if last is not None else None,
             **asdict(self.stats),
         }
 
@@ -219,8 +218,8 @@ class DiffillServer(LanguageServer):
         return self.spawn(self._load(self._load_generation, self.settings))
 
     def _close(self, engine: CompletionEngine | None) -> None:
-        if callable(close := getattr(engine, "close", None)):  # RemoteEngine pools connections
-            self.spawn(asyncio.to_thread(close))
+        if engine is not None:  # a RemoteEngine pools connections, a LocalEngine holds context caches
+            self.spawn(asyncio.to_thread(engine.close))
 
     async def _progress_token(self) -> str | None:
         if not get_capability(self.client_capabilities, "window.work_done_progress", False):

@@ -17,15 +17,15 @@ autoregressive Qwen2.5 and keep its alignment, so the token at position i is rea
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from engine.checkpoint import CONFIG_NAME
 from engine.errors import CheckpointError
 
-CONFIG_NAME = "config.json"
+
 
 # Module parameter name (our blocks) -> checkpoint tensor name, per layer ("{}" = layer index) and global.
 QWEN2_LAYER = {
@@ -156,19 +156,6 @@ LLADA = Family(
     eos_after_suffix=False,
 )
 FAMILIES: tuple[Family, ...] = (DREAM, OPEN_DCODER, LLADA)
-
-
-def read_config(directory: Path) -> dict[str, Any]:
-    path = directory / CONFIG_NAME
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError as e:
-        raise CheckpointError(f"missing model config: {path}") from e
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"corrupt model config {path}: {e}") from e
-    if not isinstance(data, dict):
-        raise CheckpointError(f"corrupt model config {path}: expected a JSON object")
-    return data
 
 
 def detect_family(config: dict[str, Any], path: Path | str = CONFIG_NAME) -> Family:

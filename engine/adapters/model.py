@@ -1,7 +1,7 @@
 """One PyTorch network for the Qwen2-layout diffusion coders (Dream, DiffuCoder, Open-dCoder) and LLaDA.
 
-Pre-norm decoder blocks without a causal mask: RMSNorm computed in float32 (as Qwen2/LLaDA do), rotary positions
-with the rotate-half convention (Su et al. 2021) in float32, grouped-query attention (Ainslie et al. 2023) with
+Pre-norm decoder blocks without a causal mask: RMSNorm computed in float32 (as Qwen2/LLaDA do) and rotary positions
+with the rotate-half convention (Su et al. 2021) in float32 -- both ``engine.model``'s, the same math -- grouped-query attention (Ainslie et al. 2023) with
 optional q/k/v biases, SwiGLU feed-forward (Shazeer 2020), optional tied output head. Parameter names are ours;
 ``Family.tensor_names`` maps them to each checkpoint's names.
 
@@ -20,6 +20,7 @@ largest matmul of a small model: 896 x 151936 for Qwen2.5-0.5B).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -27,40 +28,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from engine.adapters.families import ArchSpec
-
-
-class RMSNorm(nn.Module):
-    """Qwen2/LLaDA RMSNorm: normalise in float32, cast back, then scale (the cast happens before the weight)."""
-
-    def __init__(self, dim: int, eps: float) -> None:
-        super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(dim))
-
-    def forward(self, x: Tensor) -> Tensor:
-        h = x.float()
-        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * h.to(x.dtype)
-
-
-def rotary_tables(spec: ArchSpec, length: int, device: torch.device) -> tuple[Tensor, Tensor]:
-    """cos/sin (length, head_dim // 2), float32; linear rope scaling divides positions by its factor."""
-    d = spec.head_dim
-    inv_freq = 1.0 / (spec.rope_theta ** (torch.arange(0, d, 2, dtype=torch.float64, device=device) / d))
-    positions = torch.arange(length, dtype=torch.float64, device=device) / spec.rope_linear_factor
-    angles = torch.outer(positions, inv_freq)
-    return angles.cos().float(), angles.sin().float()
-
-
-def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """Rotate-half RoPE in float32. x: (B, H, T, D); cos/sin: (T, D/2)."""
-    x1, x2 = x.float().chunk(2, dim=-1)
-    return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1).to(x.dtype)
+from engine.model import RMSNorm, apply_rotary, rotary_tables
 
 
 @dataclass(frozen=True)
 class ServingLimits:
-    """What a request may ask of a loaded model (the CLI reads ``engine.model.config.max_canvas``)."""
+    """What a request may ask of a loaded model (``AdapterRunner.max_context`` / ``max_canvas``)."""
 
     max_context: int  # prompt tokens (prefix + suffix + format tokens)
     max_canvas: int  # masked middle positions
@@ -96,9 +69,24 @@ class Attention(nn.Module):
     ) -> tuple[Tensor, Tensor, Tensor]:
         """x (B, T, C) -> (output (B, T, C), k, v (B, kv_heads, T, D) of x's own positions)."""
         B, T, _ = x.shape
-        q = self.q(x).view(B, T, self.heads, self.head_dim).transpose(1, 2)  # (B, H, T, D)
-        k = self.k(x).view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, T, D)
-        v = self.v(x).view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)
+        y, k, v = self.attend(self.q(x), self.k(x), self.v(x), B, T, cos, sin, context)
+        return self.o(y), k, v
+
+    def attend(
+        self,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        B: int,
+        T: int,
+        cos: Tensor,
+        sin: Tensor,
+        context: tuple[Tensor, Tensor] | None = None,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Projected q/k/v of B rows of T tokens -> attention output (B, T, H * D) before o, and k, v."""
+        q = q.view(B, T, self.heads, self.head_dim).transpose(1, 2)  # (B, H, T, D)
+        k = k.view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, T, D)
+        v = v.view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         keys, values = k, v
         if context is not None:  # no mask: the order of keys does not matter, their rotary phases carry position
@@ -107,7 +95,19 @@ class Attention(nn.Module):
         keys = keys.repeat_interleave(group, dim=1)  # GQA: each kv head serves `group` query heads
         values = values.repeat_interleave(group, dim=1)
         y = F.scaled_dot_product_attention(q, keys, values)  # (B, H, T, D), bidirectional
-        return self.o(y.transpose(1, 2).reshape(B, T, -1)), k, v
+        return y.transpose(1, 2).reshape(B, T, -1), k, v
+
+    def packed(self, x: Tensor, shapes: list[tuple[int, int]], cos: Tensor, sin: Tensor) -> Tensor:
+        """Several requests' rows as one flat token batch x (sum B_i * T_i, C): projections once over all tokens,
+        attention per request (its B_i rows of T_i tokens attend within their own row)."""
+        q, k, v = self.q(x), self.k(x), self.v(x)
+        outs, offset = [], 0
+        for B, T in shapes:
+            part = slice(offset, offset + B * T)
+            y, _, _ = self.attend(q[part], k[part], v[part], B, T, cos[:T], sin[:T])
+            outs.append(y.reshape(B * T, -1))
+            offset += B * T
+        return self.o(torch.cat(outs))
 
 
 class MLP(nn.Module):
@@ -140,10 +140,10 @@ class Block(nn.Module):
 class DiffusionLM(nn.Module):
     """Embedding, blocks, final norm, head. ``forward`` = exact logits for every position, no sampling."""
 
-    def __init__(self, spec: ArchSpec, config: ServingLimits | None = None) -> None:
+    def __init__(self, spec: ArchSpec, limits: ServingLimits | None = None) -> None:
         super().__init__()
         self.spec = spec
-        self.config = config or default_limits(spec)
+        self.limits = limits or default_limits(spec)
         self.embed = nn.Embedding(spec.vocab_size, spec.hidden_size)
         self.layers = nn.ModuleList(Block(spec) for _ in range(spec.num_layers))
         self.norm = RMSNorm(spec.hidden_size, spec.norm_eps)
@@ -163,7 +163,8 @@ class DiffusionLM(nn.Module):
         device = self.embed.weight.device
         if self._rope is None or self._rope[0].shape[0] < start + length or self._rope[0].device != device:
             size = max(start + length, 2 * (self._rope[0].shape[0] if self._rope is not None else 512))
-            self._rope = rotary_tables(self.spec, size, device)
+            spec = self.spec
+            self._rope = rotary_tables(spec.head_dim, size, spec.rope_theta, spec.rope_linear_factor, device)
         cos, sin = self._rope
         return cos[start : start + length], sin[start : start + length]
 
@@ -193,6 +194,20 @@ class DiffusionLM(nn.Module):
                 kept.values.append(torch.cat((v[:, :, :s], v[:, :, e:]), dim=2))
         return x, kept
 
+    def encode_packed(self, seqs: list[Tensor]) -> list[Tensor]:
+        """Exact hidden states for several requests at once (continuous batching): seqs[i] (B_i, T_i) ->
+        (B_i, T_i, C) each, equal to ``encode(seqs[i])[0]`` to float rounding."""
+        shapes = [(s.shape[0], s.shape[1]) for s in seqs]
+        cos, sin = self._rotary(0, max(T for _, T in shapes))
+        x = self.embed(torch.cat([s.reshape(-1) for s in seqs]))  # (sum B_i * T_i, C)
+        if self.spec.embed_scale != 1.0:
+            x = x * self.spec.embed_scale
+        for layer in self.layers:
+            x = x + layer.attn.packed(layer.attn_norm(x), shapes, cos, sin)
+            x = x + layer.mlp(layer.mlp_norm(x))
+        sizes = [B * T for B, T in shapes]
+        return [h.view(B, T, -1) for h, (B, T) in zip(x.split(sizes), shapes, strict=True)]
+
     def head(self, hidden: Tensor) -> Tensor:
         logits = self.lm_head(self.norm(hidden))
         return logits * self.spec.logit_scale if self.spec.logit_scale != 1.0 else logits
@@ -200,3 +215,18 @@ class DiffusionLM(nn.Module):
     def forward(self, ids: Tensor) -> Tensor:
         """Exact logits (B, T, V) for every position; full bidirectional attention."""
         return self.head(self.encode(ids)[0])
+
+
+@torch.no_grad()
+def randomize(model: DiffusionLM, seed: int) -> DiffusionLM:
+    """Random weights that keep activations in range and make every tensor matter (norms and biases too): a
+    released model's shape without its weights, for benchmarks and tests."""
+    gen = torch.Generator().manual_seed(seed)
+    for name, p in model.named_parameters():
+        if name.endswith("norm.weight"):
+            p.copy_(1 + 0.1 * torch.randn(p.shape, generator=gen))
+        elif name.endswith("bias"):
+            p.copy_(0.1 * torch.randn(p.shape, generator=gen))
+        else:
+            p.copy_(torch.randn(p.shape, generator=gen) / math.sqrt(p.shape[-1]))
+    return model

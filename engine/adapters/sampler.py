@@ -1,5 +1,6 @@
 """The reference samplers of Dream and LLaDA, on a fill-in-the-middle canvas, with an optional approximate cache.
 
+The per-request state that calls these functions between steps is ``engine.adapters.runner.AdapterState``.
 Every step predicts all canvas positions, then commits ``k`` still-masked positions, best first by an ordering
 score, plus any whose token probability exceeds ``SampleOptions.threshold`` (Fast-dLLM's parallel decoding rule;
 ``threshold=1`` gives the reference samplers exactly). Committed tokens are never revisited.
@@ -32,7 +33,8 @@ import torch
 from torch import Tensor
 
 from engine.adapters.model import ContextKV, DiffusionLM
-from engine.sample import SampleOptions, row_temperatures, sample_categorical
+from engine.contract import SampleOptions
+from engine.sample import sample_categorical
 
 ORDERS = ("maskgit_plus", "topk_margin", "entropy", "low_confidence", "random")  # see ORDER_SCORES
 SCHEDULES = ("dream", "llada")
@@ -90,16 +92,18 @@ class Layout:
     def logit_rows(self) -> list[int]:
         """For each canvas position, the window row whose logits predict it."""
         ws = self.window[0]
+        return [p - ws for p in self.logit_positions()]
+
+    def logit_positions(self) -> list[int]:
+        """For each canvas position, the sequence position whose logits predict it (p - 1 when shifted)."""
         positions = range(self.canvas_start, self.canvas_start + self.canvas_len)
-        return [max(p - 1, 0) - ws if self.shift else p - ws for p in positions]
+        return [max(p - 1, 0) if self.shift else p for p in positions]
 
 
 def full_pass(model: DiffusionLM, seq: Tensor, layout: Layout, keep: bool) -> tuple[Tensor, ContextKV | None]:
     """Exact canvas logits (N, L, V) from a forward over the whole sequence; optionally the context keys/values."""
-    ws, we = layout.window
-    hidden, ctx = model.encode(seq, keep=(ws, we) if keep else None)
-    rows = torch.tensor(layout.logit_rows(), device=seq.device) + ws
-    return model.head(hidden[:, rows]), ctx
+    hidden, ctx = model.encode(seq, keep=layout.window if keep else None)
+    return model.head(hidden[:, layout.logit_positions()]), ctx
 
 
 def window_pass(model: DiffusionLM, seq: Tensor, layout: Layout, ctx: ContextKV) -> Tensor:
@@ -238,45 +242,6 @@ def blocks(canvas_len: int, block_length: int | None, steps: int) -> list[tuple[
     size = block_length or canvas_len
     bounds = [(s, min(s + size, canvas_len)) for s in range(0, canvas_len, size)]
     return [(s, e, max(1, steps // len(bounds))) for s, e in bounds]
-
-
-@torch.inference_mode()
-def denoise(
-    model: DiffusionLM,
-    layout: Layout,
-    num_candidates: int,
-    options: SampleOptions,
-    sampling: AdapterSampling,
-    *,
-    banned: Tensor,
-) -> tuple[Tensor, Tensor]:
-    """Fill the canvas of `layout` for num_candidates rows (row 0 greedy): tokens and commit log-probs (N, L)."""
-    device = model.embed.weight.device
-    generator = torch.Generator(device=device).manual_seed(options.seed)
-    seq = torch.tensor(layout.tokens, device=device).repeat(num_candidates, 1)  # (N, T)
-    c0, L = layout.canvas_start, layout.canvas_len
-    canvas = seq[:, c0 : c0 + L]  # a view: commits write into seq
-    masked = torch.ones(canvas.shape, dtype=torch.bool, device=device)
-    logp = torch.zeros(canvas.shape, device=device)
-    temps = row_temperatures(num_candidates, options.temperature, device)
-    draw = num_candidates > 1 and options.temperature > 0  # row 0 is always greedy
-    approximate, ctx, step = sampling.refresh_every > 0, None, 0
-    for b0, b1, block_steps in blocks(L, sampling.block_length, options.steps):
-        allowed = torch.zeros(L, dtype=torch.bool, device=device)
-        allowed[b0:b1] = True
-        for j in range(block_steps):
-            if not approximate or j == 0 or step % sampling.refresh_every == 0:
-                logits, ctx = full_pass(model, seq, layout, keep=approximate)
-            else:
-                logits = window_pass(model, seq, layout, ctx)
-            predicted = predict(logits, temps, sampling, banned, generator, draw)
-            remaining = (masked & allowed).sum(dim=-1, keepdim=True)
-            commit(canvas, masked, logp, predicted, commit_count(remaining, j, block_steps, sampling),
-                   options.threshold, allowed)  # fmt: skip
-            step += 1
-            if options.early_exit and not (masked & allowed).any():  # the one host sync per step
-                break
-    return canvas.clone(), logp
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,6 @@ a tensor the config implies but no file holds, a shape that disagrees with ``con
 
 from __future__ import annotations
 
-import json
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -22,28 +21,16 @@ from accelerate.utils import set_module_tensor_to_device
 from safetensors import SafetensorError, safe_open
 from tqdm import tqdm
 
-from engine.checkpoint import save_weights
+from engine.checkpoint import save_weights, shard_map, weight_files
 from engine.errors import CheckpointError
-
-WEIGHTS_NAME = "model.safetensors"
-INDEX_NAME = "model.safetensors.index.json"
 
 
 def tensor_locations(directory: Path) -> dict[str, Path]:
     """Tensor name -> the file that holds it (from the index, or the single file's header)."""
-    index = directory / INDEX_NAME
-    if index.exists():
-        try:
-            weight_map = json.loads(index.read_text())["weight_map"]
-        except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as e:
-            raise CheckpointError(f"corrupt shard index {index}: {e}") from e
-        for name in dict.fromkeys(weight_map.values()):
-            if not (directory / name).exists():
-                raise CheckpointError(f"missing weight shard {directory / name} (listed in {index})")
-        return {tensor: directory / name for tensor, name in weight_map.items()}
-    single = directory / WEIGHTS_NAME
-    if not single.exists():
-        raise CheckpointError(f"no weights in {directory}: expected {WEIGHTS_NAME} or {INDEX_NAME}")
+    locations = shard_map(directory)
+    if locations is not None:
+        return locations
+    (single,) = weight_files(directory)
     try:
         with safe_open(str(single), framework="pt", device="cpu") as f:
             return dict.fromkeys(f.keys(), single)

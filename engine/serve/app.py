@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.api import LocalEngine
-from engine.layout import N_CONTEXT_TAGS, context_tokens
+from engine.contract import CompletionRequest, CompletionResult
+from engine.runner import Prompt
 from engine.serve import compat
 from engine.serve.http import Connection, Request, Response
 from engine.serve.metrics import Metrics
@@ -30,8 +31,6 @@ from engine.serve.protocol import (
     MSGPACK,
     MSGPACK_TYPES,
     PROTOCOL_VERSION,
-    CompletionRequest,
-    CompletionResult,
     Limits,
     ProtocolError,
     decode_json,
@@ -80,13 +79,11 @@ def _token_digest(token: str) -> bytes:
 
 class App:
     def __init__(self, engine: LocalEngine, config: ServeConfig) -> None:
-        cfg = engine.model.config
+        runner = engine.runner
         self.engine, self.config = engine, config
-        self.tokenizer = engine.tokenizer
-        self.model_context = cfg.max_context
         self.limits = Limits(
-            max_context=config.max_context or 4 * cfg.max_context,
-            max_canvas=min(config.max_canvas or cfg.max_canvas, cfg.max_canvas),
+            max_context=config.max_context or 4 * runner.max_context,
+            max_canvas=min(config.max_canvas or runner.max_canvas, runner.max_canvas),
             max_candidates=config.max_candidates,
         )
         self.metrics = Metrics()
@@ -172,23 +169,22 @@ class App:
         finally:
             self._inflight[owner] -= 1
 
-    def context(self, request: CompletionRequest) -> list[int]:
-        """Tokenize and check the size limit, then trim to the model's context exactly as LocalEngine does."""
-        tok = self.tokenizer
-        prefix, suffix = tok.encode(request.prefix), tok.encode(request.suffix)
-        total = len(prefix) + len(suffix) + N_CONTEXT_TAGS
-        if total > self.limits.max_context:
+    def prepare(self, request: CompletionRequest) -> Prompt:
+        """Tokenize and lay out the prompt through the model's runner (exactly as LocalEngine does), then check the
+        server's size limit on what the client sent."""
+        prompt = self.engine.runner.prepare(request)
+        if prompt.requested_tokens > self.limits.max_context:
             raise ProtocolError(
                 422,
-                f"context of {total} tokens exceeds the server's limit of {self.limits.max_context} tokens "
-                f"(--max-context); send a smaller window around the cursor",
+                f"context of {prompt.requested_tokens} tokens exceeds the server's limit of "
+                f"{self.limits.max_context} tokens (--max-context); send a smaller window around the cursor",
             )
-        return context_tokens(tok, prefix, suffix, request.language, self.model_context)
+        return prompt
 
     async def complete(self, request: CompletionRequest, conn: Connection, owner: str) -> CompletionResult:
         with self._slot(owner):
-            context = await asyncio.to_thread(self.context, request)
-            job = self.scheduler.submit(request, context, owner)
+            prompt = await asyncio.to_thread(self.prepare, request)
+            job = self.scheduler.submit(prompt, owner)
             return await self._wait(job, conn)
 
     async def _wait(self, job: Job, conn: Connection) -> CompletionResult:

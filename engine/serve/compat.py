@@ -21,10 +21,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from engine.contract import CompletionRequest, CompletionResult, fit_canvas
 from engine.serve.protocol import (
     MAX_SEED,
-    CompletionRequest,
-    CompletionResult,
     Limits,
     ProtocolError,
     get_int,
@@ -77,7 +76,7 @@ def _bool(data: Mapping[str, Any], key: str) -> bool:
 
 def _canvas(requested: int, limits: Limits) -> int:
     """An upper bound on new tokens -> the canvas: clamped to the server's limit; <= 0 means 'as many as allowed'."""
-    return limits.max_canvas if requested <= 0 else min(requested, limits.max_canvas)
+    return limits.max_canvas if requested <= 0 else fit_canvas(requested, limits.max_canvas)
 
 
 def _seed(data: Mapping[str, Any]) -> int:
@@ -141,9 +140,9 @@ def openai_reply(call: JsonCall, model: str, result: CompletionResult) -> dict[s
         "model": model,
         "choices": _choices(call, result),
         "usage": {
-            "prompt_tokens": result.context_tokens,
+            "prompt_tokens": result.stats.context_tokens,
             "completion_tokens": generated,
-            "total_tokens": result.context_tokens + generated,
+            "total_tokens": result.stats.context_tokens + generated,
         },
     }
 
@@ -165,12 +164,12 @@ def infill_reply(call: JsonCall, model: str, result: CompletionResult) -> dict[s
         "stop": True,
         "stop_type": "limit" if limited else ("word" if stopped else "eos"),
         "tokens_predicted": completion.tokens,
-        "tokens_evaluated": result.context_tokens,
-        "tokens_cached": result.context_tokens - result.computed_tokens,
+        "tokens_evaluated": result.stats.context_tokens,
+        "tokens_cached": result.stats.context_tokens - result.stats.computed_tokens,
         "timings": {
-            "prompt_n": result.computed_tokens,
-            "prompt_ms": round(result.prefill_ms, 3),
+            "prompt_n": result.stats.computed_tokens,
+            "prompt_ms": round(result.stats.prefill_ms, 3),
             "predicted_n": completion.tokens,
-            "predicted_ms": round(result.sample_ms, 3),
+            "predicted_ms": round(result.stats.sample_ms, 3),
         },
     }

@@ -1,7 +1,8 @@
 """Wire formats of ``diffill serve``: the native msgpack protocol and the JSON endpoints for existing plugins.
 
-Everything here is pure: bytes or decoded objects in, a validated ``CompletionRequest`` (or a ``ProtocolError``
-carrying the HTTP status) out, and replies built from a ``CompletionResult``. The server, the scheduler and
+Everything here is pure: bytes or decoded objects in, a validated ``CompletionRequest`` (``engine.contract``; or a
+``ProtocolError`` carrying the HTTP status) out, and replies built from a ``CompletionResult``. A canvas longer
+than the server's limit is clamped (``engine.contract.fit_canvas``), on every route and in-process alike. The server, the scheduler and
 ``engine.remote`` share these definitions, so a field name lives in exactly one place.
 
 Native protocol (version 1, see docs/serving.md): ``POST /v1/fim`` with a msgpack map body
@@ -15,20 +16,27 @@ import json
 import math
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import msgpack
 
-from engine.api import Completion
+from engine.contract import (
+    Completion,
+    CompletionRequest,
+    CompletionResult,
+    CompletionStats,
+    SampleOptions,
+    fit_canvas,
+)
 from engine.errors import DiffillError
-from engine.sample import SampleOptions
 
 PROTOCOL_VERSION = 1
 MSGPACK = "application/msgpack"
 MSGPACK_TYPES = frozenset({MSGPACK, "application/x-msgpack", "application/vnd.msgpack"})
 JSON = "application/json"
 MAX_STEPS = 1024  # steps beyond the canvas length do nothing (at least one position commits per step)
+MAX_CANVAS_ASKED = 2**20  # a canvas is an upper bound, clamped to the server's limit; this only bounds the number
 MAX_SEED = 2**63 - 1
 
 
@@ -48,30 +56,6 @@ class Limits:
     max_context: int
     max_canvas: int
     max_candidates: int = 16
-
-
-@dataclass(frozen=True)
-class CompletionRequest:
-    prefix: str
-    suffix: str
-    language: str
-    canvas_length: int
-    num_candidates: int
-    options: SampleOptions = SampleOptions()
-    session_id: str | None = None
-    request_id: str = field(default_factory=lambda: secrets.token_hex(8))
-
-
-@dataclass(frozen=True)
-class CompletionResult:
-    completions: list[Completion]
-    context_tokens: int
-    computed_tokens: int  # context tokens prefilled (the rest came from the session cache)
-    queue_ms: float
-    prefill_ms: float
-    sample_ms: float
-    steps: int
-    batch_max: int  # most requests that shared one step with this one
 
 
 # ---------------------------------------------------------------- decoding helpers
@@ -171,7 +155,7 @@ def parse_native(data: Mapping[str, Any], limits: Limits) -> CompletionRequest:
         prefix=get_str(data, "prefix"),
         suffix=get_str(data, "suffix", ""),
         language=get_str(data, "language", "other"),
-        canvas_length=get_int(data, "canvas_length", min(32, limits.max_canvas), 1, limits.max_canvas, status=422),
+        canvas_length=fit_canvas(get_int(data, "canvas_length", 32, 1, MAX_CANVAS_ASKED), limits.max_canvas),
         num_candidates=get_int(data, "num_candidates", 1, 1, limits.max_candidates, status=422),
         options=sample_options(data, SampleOptions.temperature),
         session_id=get_session(data, "session"),
@@ -211,25 +195,27 @@ def native_request(
 
 
 def native_reply(request_id: str, model: str, result: CompletionResult) -> dict[str, Any]:
+    stats = result.stats
     return {
         "v": PROTOCOL_VERSION,
         "id": request_id,
         "model": model,
         "completions": [{"text": c.text, "score": c.score, "tokens": c.tokens} for c in result.completions],
         "stats": {
-            "context_tokens": result.context_tokens,
-            "computed_tokens": result.computed_tokens,
-            "queue_ms": round(result.queue_ms, 3),
-            "prefill_ms": round(result.prefill_ms, 3),
-            "sample_ms": round(result.sample_ms, 3),
-            "steps": result.steps,
-            "batch_max": result.batch_max,
+            "context_tokens": stats.context_tokens,
+            "computed_tokens": stats.computed_tokens,
+            "queue_ms": round(stats.queue_ms, 3),
+            "prefill_ms": round(stats.prefill_ms, 3),
+            "sample_ms": round(stats.sample_ms, 3),
+            "steps": stats.steps,
+            "batch_max": stats.batch_max,
         },
     }
 
 
-def parse_native_reply(data: object) -> list[Completion]:
-    """A native reply map -> completions; anything else is a ValueError (the client reports it as malformed)."""
+def parse_native_reply(data: object) -> CompletionResult:
+    """A native reply map -> completions and stats; anything else is a ValueError (the client reports it as
+    malformed). Stats a server leaves out read as zero."""
     if not isinstance(data, dict) or not isinstance(data.get("completions"), list):
         raise ValueError("expected a map with a 'completions' list")
     out = []
@@ -242,7 +228,20 @@ def parse_native_reply(data: object) -> list[Completion]:
         if isinstance(tokens, bool) or not isinstance(tokens, int):
             raise ValueError("a completion needs an integer 'tokens'")
         out.append(Completion(text=text, score=float(score), tokens=tokens))
-    return out
+    stats = data.get("stats") if isinstance(data.get("stats"), dict) else {}
+    numbers = {k: v for k, v in stats.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+    return CompletionResult(
+        out,
+        CompletionStats(
+            context_tokens=int(numbers.get("context_tokens", 0)),
+            computed_tokens=int(numbers.get("computed_tokens", 0)),
+            prefill_ms=float(numbers.get("prefill_ms", 0.0)),
+            sample_ms=float(numbers.get("sample_ms", 0.0)),
+            steps=int(numbers.get("steps", 0)),
+            queue_ms=float(numbers.get("queue_ms", 0.0)),
+            batch_max=int(numbers.get("batch_max", 1)),
+        ),
+    )
 
 
 def error_body(status: int, message: str) -> dict[str, Any]:

@@ -3,20 +3,18 @@
 Each loop iteration of the worker (Orca-style iteration-level scheduling, Yu et al. 2022):
 
 1. admit waiting requests that fit (batch size, canvas tokens per step, one request per session at a time):
-   prefill each one's context through its session's ``ContextCache.update`` and set up its canvas state
-   (canvas, mask, log-probs, row temperatures and a generator seeded exactly as ``engine.sample.fill`` seeds it);
+   prefill each one through its runner (``engine.runner``: ``Runner.start`` reuses the session's context cache
+   where the family keeps one) and take its ``DenoiseState``;
 2. drop requests that were cancelled (a cancel message, or the client went away);
-3. run ONE ``model.denoise_packed`` forward over every running request's canvas, then apply ``predict`` +
-   ``denoise_step`` per request with its own generator and step budget;
-4. finish requests whose canvas is complete or whose step budget is spent (one host sync for all of them).
+3. run ONE ``Runner.forward`` over every running request's state (packed into one batch where the family can),
+   then each state's own commit rule (``state.step``);
+4. finish requests that are done (one host sync for all of them).
 
-Because a request sees the same sequence of ``predict``/``denoise_step`` calls, logits and random draws as in
-``fill``, its completions equal ``LocalEngine.complete`` with the same seed. The packed forward equals the
-per-request one to float rounding (tested at 1e-5 in ``tests/engine``); on CPU it is bit-identical whenever each
-request has at least ~12 canvas rows (candidates x canvas length), see docs/serving.md.
-
-Autoregressive twins (``config.causal_canvas``) decode token by token with per-candidate caches; they are served
-one request at a time through the same path ``LocalEngine`` uses (no step-level batching).
+The states, commit rules and forward are exactly those ``LocalEngine`` drives one request at a time, so a
+request's completions equal ``LocalEngine.complete`` with the same seed, for every family. The packed forward
+equals the per-request one to float rounding (tested at 1e-5 in ``tests/engine``); on CPU it is bit-identical
+whenever each request has at least ~12 canvas rows (candidates x canvas length), see docs/serving.md.
+The scheduler itself owns only queueing, batching and cancellation.
 """
 
 from __future__ import annotations
@@ -28,16 +26,16 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
-from torch import Tensor
 
-from engine.api import Completion, LocalEngine
+from engine.api import LocalEngine, pin_threads
 from engine.cache import ContextCache
-from engine.sample import candidate_scores, denoise_step, generate_autoregressive, predict, row_temperatures, strip_eos
+from engine.contract import CompletionRequest, CompletionResult, CompletionStats
+from engine.runner import Prompt, finished
 from engine.serve.metrics import Metrics
-from engine.serve.protocol import CompletionRequest, CompletionResult, ProtocolError
-from engine.serve.sessions import SessionStore
+from engine.serve.protocol import ProtocolError
 
 log = logging.getLogger(__name__)
 
@@ -54,16 +52,19 @@ class Cancelled(Exception):
 class Job:
     """A submitted request: what to run, who owns it, and the future its result is delivered through."""
 
-    request: CompletionRequest
-    context: list[int]
+    prompt: Prompt
     owner: str = ""
     future: Future[CompletionResult] = field(default_factory=Future)
     submitted: float = field(default_factory=time.perf_counter)
     cancel_requested: bool = False
 
     @property
+    def request(self) -> CompletionRequest:
+        return self.prompt.request
+
+    @property
     def rows(self) -> int:
-        return self.request.num_candidates * self.request.canvas_length
+        return self.request.num_candidates * self.prompt.canvas_length
 
     @property
     def cancelled(self) -> bool:
@@ -72,19 +73,14 @@ class Job:
 
 @dataclass(eq=False)
 class Running:
-    """One request's denoising state between steps (the loop variables of ``engine.sample.fill``)."""
+    """A request being denoised: its job, its runner state and its session's context cache."""
 
     job: Job
-    ctx: ContextCache
-    canvas: Tensor  # (N, L) long
-    masked: Tensor  # (N, L) bool
-    logp: Tensor  # (N, L) float
-    temps: Tensor  # (N, 1, 1)
-    generator: torch.Generator
+    state: Any  # the runner's DenoiseState
+    ctx: ContextCache | None
     computed: int
     admitted: float
     prefilled: float
-    steps_done: int = 0
     batch_max: int = 1
 
 
@@ -100,15 +96,15 @@ class Scheduler:
         cache_budget_bytes: int = 512 * 2**20,
         metrics: Metrics | None = None,
     ) -> None:
-        self.model, self.tokenizer = engine.model, engine.tokenizer
+        self.runner = engine.runner
         self.name = engine.name
-        self.max_batch = max_batch if batching and not self.model.config.causal_canvas else 1
+        self.max_batch = max_batch if batching else 1
         self.max_batch_rows = max_batch_rows
         self.max_queue = max_queue
         self.metrics = metrics or Metrics()
-        self.sessions = SessionStore(self.model, cache_budget_bytes)
-        tok = self.tokenizer
-        self._banned = torch.tensor(sorted(tok.special_ids - {tok.eos_id}), dtype=torch.long, device=self.device)
+        self.sessions = engine.sessions
+        self.sessions.budget_bytes = cache_budget_bytes
+        self._threads = engine.threads
         self._pending: deque[Job] = deque()
         self._jobs: dict[tuple[str, str], Job] = {}  # (owner, request id) -> job, until its future resolves
         self._running: list[Running] = []
@@ -116,10 +112,6 @@ class Scheduler:
         self._stopping = False
         self._paused = False
         self._thread = threading.Thread(target=self._run, name="diffill-model", daemon=True)
-
-    @property
-    def device(self) -> torch.device:
-        return self.model.embed.weight.device
 
     @property
     def queue_depth(self) -> int:
@@ -146,8 +138,9 @@ class Scheduler:
         for job in pending:
             self._resolve(job, None, Cancelled("the server is stopping", status=503))
 
-    def submit(self, request: CompletionRequest, context: list[int], owner: str = "") -> Job:
-        job = Job(request=request, context=context, owner=owner)
+    def submit(self, prompt: Prompt, owner: str = "") -> Job:
+        job = Job(prompt=prompt, owner=owner)
+        request = prompt.request
         key = (owner, request.request_id)
         with self._cond:
             if self._stopping:
@@ -209,6 +202,7 @@ class Scheduler:
     # ---------------------------------------------------------------- the worker thread
 
     def _run(self) -> None:
+        pin_threads(self._threads)
         while self._wait_for_work():
             self.iterate()
         for state in self._running:
@@ -260,58 +254,20 @@ class Scheduler:
         return taken
 
     def _admit(self, job: Job) -> None:
-        """Prefill the job's context into its session cache and start its canvas (or decode it at once: AR)."""
+        """Prefill the job's context (through its session's cache, when the family keeps one) and start its state."""
         req, t0 = job.request, time.perf_counter()
-        ctx = self.sessions.acquire(req.session_id)
+        ctx = self.sessions.acquire(req.session_id) if self.runner.session_cache else None
         try:
-            last_logits, computed = ctx.update(self.model, job.context)
+            state, computed = self.runner.start(job.prompt, ctx)
         except Exception as e:
             log.exception("prefill failed for request %s", req.request_id)
-            self.sessions.release(req.session_id, ctx, keep=False)
+            if ctx is not None:
+                self.sessions.release(req.session_id, ctx, keep=False)
             self._resolve(job, None, e)
             return
         self.metrics.observe_prefill(computed)
-        state = self._new_state(job, ctx, computed, t0)
-        if self.model.config.causal_canvas:
-            self._decode_autoregressive(state, last_logits)
-            return
-        self._running.append(state)
+        self._running.append(Running(job, state, ctx, computed, t0, time.perf_counter()))
         self._account()
-
-    def _new_state(self, job: Job, ctx: ContextCache, computed: int, t0: float) -> Running:
-        req, device, tok = job.request, self.device, self.tokenizer
-        canvas = torch.full((req.num_candidates, req.canvas_length), tok.mask_id, dtype=torch.long, device=device)
-        return Running(
-            job=job,
-            ctx=ctx,
-            canvas=canvas,
-            masked=torch.ones_like(canvas, dtype=torch.bool),
-            logp=torch.zeros(canvas.shape, device=device),
-            temps=row_temperatures(req.num_candidates, req.options.temperature, device),
-            generator=torch.Generator(device=device).manual_seed(req.options.seed),  # as engine.sample.fill
-            computed=computed,
-            admitted=t0,
-            prefilled=time.perf_counter(),
-        )
-
-    def _decode_autoregressive(self, state: Running, last_logits: Tensor) -> None:
-        req, tok = state.job.request, self.tokenizer
-        try:
-            state.canvas, state.logp = generate_autoregressive(
-                self.model,
-                state.ctx.cache,
-                last_logits,
-                req.canvas_length,
-                req.num_candidates,
-                req.options,
-                eos_id=tok.eos_id,
-                banned=self._banned,
-            )
-        except Exception as e:
-            log.exception("autoregressive decoding failed for request %s", req.request_id)
-            self._finish_error(state, e)
-            return
-        self._finish(state)
 
     def _drop_cancelled(self) -> None:
         for state in [s for s in self._running if s.job.cancelled]:
@@ -331,50 +287,44 @@ class Scheduler:
     def _step(self) -> None:
         """One packed forward for every running request, then each request's own commit rule."""
         t0 = time.perf_counter()
-        running, eos = self._running, self.tokenizer.eos_id
-        logits = self.model.denoise_packed([s.canvas for s in running], [s.ctx.cache for s in running])
-        for state, step_logits in zip(running, logits, strict=True):
-            opts = state.job.request.options
-            pred = predict(step_logits, state.temps, self._banned, state.generator, eos)
-            denoise_step(
-                state.canvas, state.masked, state.logp, pred, opts.steps - state.steps_done, opts.threshold, eos
-            )
-            state.steps_done += 1
-            state.batch_max = max(state.batch_max, len(running))
-        open_rows = torch.stack([s.masked.any() for s in running]).tolist()  # the one host sync per step
+        running = self._running
+        logits = self.runner.forward([r.state for r in running])
+        for r, step_logits in zip(running, logits, strict=True):
+            r.state.step(step_logits)
+            r.batch_max = max(r.batch_max, len(running))
+        open_flags = torch.stack([r.state.open_flag() for r in running]).tolist()  # the one host sync per step
         self.metrics.observe_step(time.perf_counter() - t0, len(running))
-        for state, still_masked in zip(list(running), open_rows, strict=True):
-            if not still_masked or state.steps_done >= state.job.request.options.steps:
-                running.remove(state)
-                self._finish(state)
+        for r, is_open in zip(list(running), open_flags, strict=True):
+            if finished(r.state, is_open):
+                running.remove(r)
+                self._finish(r)
 
-    def _finish(self, state: Running) -> None:
-        tok, req = self.tokenizer, state.job.request
-        scores = candidate_scores(state.canvas, state.logp, tok.eos_id).tolist()
-        completions = []
-        for row, score in zip(state.canvas.tolist(), scores, strict=True):
-            middle = strip_eos(row, tok.eos_id)
-            completions.append(Completion(text=tok.decode(middle), score=float(score), tokens=len(middle)))
+    def _finish(self, r: Running) -> None:
+        req = r.job.request
+        completions = self.runner.completions(r.state)
         done = time.perf_counter()
-        result = CompletionResult(
-            completions=completions,
-            context_tokens=len(state.job.context),
-            computed_tokens=state.computed,
-            queue_ms=(state.admitted - state.job.submitted) * 1e3,
-            prefill_ms=(state.prefilled - state.admitted) * 1e3,
-            sample_ms=(done - state.prefilled) * 1e3,
-            steps=state.steps_done,
-            batch_max=state.batch_max,
+        stats = CompletionStats(
+            context_tokens=len(r.job.prompt.tokens),
+            computed_tokens=r.computed,
+            prefill_ms=(r.prefilled - r.admitted) * 1e3,
+            sample_ms=(done - r.prefilled) * 1e3,
+            steps=r.state.steps_done,
+            queue_ms=(r.admitted - r.job.submitted) * 1e3,
+            batch_max=r.batch_max,
         )
-        self.sessions.release(req.session_id, state.ctx)
+        if r.ctx is not None:
+            self.sessions.release(req.session_id, r.ctx)
         self._account()
-        self._resolve(state.job, result, None)
+        self._resolve(r.job, CompletionResult(completions, stats), None)
 
-    def _finish_error(self, state: Running, error: BaseException, keep: bool = False) -> None:
-        self.sessions.release(state.job.request.session_id, state.ctx, keep=keep)
+    def _finish_error(self, r: Running, error: BaseException, keep: bool = False) -> None:
+        if r.ctx is not None:
+            self.sessions.release(r.job.request.session_id, r.ctx, keep=keep)
         self._account()
-        self._resolve(state.job, None, error)
+        self._resolve(r.job, None, error)
 
     def _account(self) -> None:
-        anonymous = sum(s.ctx.cache.nbytes for s in self._running if s.job.request.session_id is None)
+        anonymous = sum(
+            r.ctx.cache.nbytes for r in self._running if r.ctx is not None and r.job.request.session_id is None
+        )
         self.sessions.account(anonymous)

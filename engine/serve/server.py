@@ -73,9 +73,9 @@ def tls_context(cert: str, key: str) -> ssl.SSLContext:
 class Server:
     def __init__(self, engine: LocalEngine, config: ServeConfig) -> None:
         check_config(config)
-        if config.max_canvas and config.max_canvas > engine.model.config.max_canvas:
+        if config.max_canvas and config.max_canvas > engine.runner.max_canvas:
             raise ServeConfigError(
-                f"--max-canvas {config.max_canvas} exceeds the model's max_canvas {engine.model.config.max_canvas}"
+                f"--max-canvas {config.max_canvas} exceeds the model's max_canvas {engine.runner.max_canvas}"
             )
         self.config = config
         self.app = App(engine, config)

@@ -16,13 +16,13 @@ def at(line: int, character: int, encoding: str = "utf-16"):
 
 
 @pytest.mark.parametrize(
-    ("encoding", "character", "offset", "utf16"),
-    [("utf-16", 6, 6, 7), ("utf-16", 7, 6, 7), ("utf-8", 9, 6, 7), ("utf-32", 6, 6, 7), ("utf-16", 5, 5, 5)],
+    ("encoding", "character", "offset", "client"),
+    [("utf-16", 6, 6, 7), ("utf-16", 7, 6, 7), ("utf-8", 9, 6, 9), ("utf-32", 6, 6, 6), ("utf-16", 5, 5, 5)],
     ids=["inside-pair-rounds-up", "after-emoji", "utf8-bytes", "utf32-code-points", "before-emoji"],
 )
-def test_columns_are_read_in_the_negotiated_encoding(encoding, character, offset, utf16):
+def test_columns_are_read_in_the_negotiated_encoding(encoding, character, offset, client):
     cursor = at(0, character, encoding)
-    assert (cursor.offset, cursor.utf16) == (offset, utf16)
+    assert (cursor.offset, cursor.position.character) == (offset, client)
 
 
 def test_lines_end_only_at_lsp_line_breaks():
@@ -58,4 +58,4 @@ def test_lf_only_and_crlf_documents_locate_the_same_lines(text):
         crlf = locate(text.replace("\n", "\r\n"), types.Position(line=line, character=1), codec)
         assert (lf is None) == (crlf is None) == (line > text.count("\n"))
         if lf is not None:
-            assert lf.word == crlf.word and lf.utf16 == crlf.utf16 and lf.offset == crlf.offset - line
+            assert lf.word == crlf.word and lf.position == crlf.position and lf.offset == crlf.offset - line

@@ -23,7 +23,7 @@ import torch
 from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers, trainers
 
 from engine.adapters.families import DREAM, LLADA, OPEN_DCODER, ArchSpec, Family
-from engine.adapters.model import DiffusionLM
+from engine.adapters.model import DiffusionLM, randomize
 from engine.adapters.tokenizer import qwen2_pipeline
 from engine.adapters.weights import save_tensors
 
@@ -195,19 +195,6 @@ def tiny_spec(family: Family, vocab_rows: int, **overrides: Any) -> ArchSpec:
 
 
 @torch.no_grad()
-def randomize(model: DiffusionLM, seed: int) -> DiffusionLM:
-    """Random weights that keep activations in range and make every tensor matter (norms and biases too)."""
-    gen = torch.Generator().manual_seed(seed)
-    for name, p in model.named_parameters():
-        if name.endswith("norm.weight"):
-            p.copy_(1 + 0.1 * torch.randn(p.shape, generator=gen))
-        elif name.endswith("bias"):
-            p.copy_(0.1 * torch.randn(p.shape, generator=gen))
-        else:
-            p.copy_(torch.randn(p.shape, generator=gen) / math.sqrt(p.shape[-1]))
-    return model
-
-
 def tiny_checkpoint(
     directory: str | Path, family: Family, *, seed: int = 0, slow_tokenizer_files: bool = False, **save: Any
 ) -> Path:

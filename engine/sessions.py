@@ -1,8 +1,10 @@
 """Per-session context caches under a memory budget (least recently used first out).
 
 A session is one document in one editor: its requests share a long token prefix (typing appends to the prefix),
-so keeping its ``ContextCache`` warm turns a full prefill into a few tokens. The store is owned by the model
-worker thread (no locking); ``nbytes`` and ``count`` are plain ints other threads may read for metrics.
+so keeping its ``ContextCache`` warm turns a full prefill into a few tokens. One store serves both drivers of the
+model: ``LocalEngine`` (in-process, one request at a time) and the server's batch scheduler. It is owned by the
+thread that runs the model (no locking); ``nbytes`` and ``count`` are plain ints other threads may read for
+metrics.
 
 A session in use by a running request is never evicted, and the scheduler admits one request per session at a
 time (two requests must not rewrite the same cache between each other's steps). Requests without a session id
@@ -12,14 +14,14 @@ get a private cache that is dropped when they finish.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 
 from engine.cache import ContextCache
-from engine.model import DiffillModel
 
 
 class SessionStore:
-    def __init__(self, model: DiffillModel, budget_bytes: int) -> None:
-        self.model = model
+    def __init__(self, new_cache: Callable[[], ContextCache], budget_bytes: int) -> None:
+        self.new_cache = new_cache
         self.budget_bytes = budget_bytes
         self._idle: OrderedDict[str, ContextCache] = OrderedDict()  # least recently used first
         self._busy: dict[str, ContextCache] = {}
@@ -39,7 +41,7 @@ class SessionStore:
         """The session's cache (a fresh one for a new or anonymous session), marked busy until ``release``."""
         ctx = self._idle.pop(session_id, None) if session_id is not None else None
         if ctx is None:
-            ctx = ContextCache(self.model.new_cache())
+            ctx = self.new_cache()
         if session_id is not None:
             self._busy[session_id] = ctx
         return ctx

@@ -1,0 +1,282 @@
+"""The released diffusion coders on the engine's one request path: their runner, denoising state and loader.
+
+Infilling prompt formats (each family's own; see ``docs/external-models.md``):
+
+* Dream / Dream-Coder / DiffuCoder: ``<|beginoftext|> prefix [mask] * L suffix <|endoftext|>`` (DreamOn's
+  ``process_infilling_prompt``);
+* Open-dCoder: ``prefix [mask] * L suffix`` (its ``eval_infill.py``; Qwen2 adds no bos);
+* LLaDA: ``<|startoftext|> prefix <|mdm_mask|> * L suffix`` (plain text around the masks, as in its paper's
+  infilling use; bos as its tokenizer starts every text).
+
+A canvas of L masks sits in place of the middle; the model attends both ways, so the suffix conditions the middle
+directly. The middle is the canvas up to its first end token (eos, or the padding the model was trained to fill
+unused positions with, e.g. Dream's ``<|dlm_pad|>``). With full bidirectional attention the prompt's keys depend
+on the canvas, so there is no exact context cache to keep across requests (``session_cache = False``); the
+approximate Fast-dLLM cache lives inside one request's state.
+
+``forward`` packs the exact full passes of several requests into one batch (``DiffusionLM.encode_packed``: the
+projections run once over every token, attention per request), which is what continuous batching buys on a GPU.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import init_empty_weights
+from torch import Tensor
+
+from engine.adapters.families import LLADA, Family, arch_spec, detect_family
+from engine.adapters.model import ContextKV, DiffusionLM, ServingLimits, default_limits
+from engine.adapters.sampler import (
+    DREAM_SAMPLING,
+    LLADA_SAMPLING,
+    AdapterSampling,
+    Layout,
+    blocks,
+    commit,
+    commit_count,
+    full_pass,
+    predict,
+    window_pass,
+)
+from engine.adapters.tokenizer import AdapterTokenizer
+from engine.adapters.weights import load_tensors
+from engine.cache import ContextCache
+from engine.checkpoint import resolve_device
+from engine.config import read_config
+from engine.contract import Completion, CompletionRequest, fit_canvas
+from engine.errors import CheckpointError
+from engine.layout import fit_context
+from engine.runner import Prompt
+from engine.sample import row_temperatures
+
+
+def build_layout(family: Family, tok: AdapterTokenizer, prefix: list[int], suffix: list[int], canvas: int) -> Layout:
+    head = [tok.bos_id] if family.bos_in_prompt and tok.bos_id is not None else []
+    tail = [tok.eos_id] if family.eos_after_suffix else []
+    start = len(head) + len(prefix)
+    tokens = [*head, *prefix, *[tok.mask_id] * canvas, *suffix, *tail]
+    return Layout(tokens=tokens, canvas_start=start, canvas_len=canvas, shift=family.shift_logits)
+
+
+def middle_and_score(row: list[int], logp: list[float], end_ids: frozenset[int]) -> tuple[list[int], float]:
+    """The middle (tokens before the first end token) and the mean log-probability up to and including it."""
+    end = next((i for i, t in enumerate(row) if t in end_ids), None)
+    scored = logp[: (end + 1 if end is not None else len(row))]
+    return row[:end] if end is not None else row, sum(scored) / max(1, len(scored))
+
+
+class AdapterState:
+    """The loop variables of the family's reference sampler (``engine.adapters.sampler``) for one request.
+
+    Blocks (LLaDA's semi-autoregressive schedule; one block otherwise) are filled left to right; within a block,
+    step j commits ``commit_count`` positions plus any above the threshold. With ``refresh_every = r > 0`` a step
+    that is not a refresh step recomputes only the canvas window against the keys/values kept at the last refresh.
+    """
+
+    def __init__(self, prompt: Prompt, sampling: AdapterSampling, banned: Tensor, device: torch.device) -> None:
+        req, layout = prompt.request, prompt.layout
+        n = req.num_candidates
+        self.options, self.sampling, self.layout, self.banned = req.options, sampling, layout, banned
+        self.generator = torch.Generator(device=device).manual_seed(req.options.seed)
+        self.seq = torch.tensor(layout.tokens, device=device).repeat(n, 1)  # (N, T)
+        c0, length = layout.canvas_start, layout.canvas_len
+        self.canvas = self.seq[:, c0 : c0 + length]  # a view: commits write into seq
+        self.masked = torch.ones(self.canvas.shape, dtype=torch.bool, device=device)
+        self.logp = torch.zeros(self.canvas.shape, device=device)
+        self.temps = row_temperatures(n, req.options.temperature, device)
+        self.draw = n > 1 and req.options.temperature > 0  # row 0 is always greedy
+        self.blocks = blocks(length, sampling.block_length, req.options.steps)
+        self.block, self.block_step, self.steps_done = 0, 0, 0
+        self.ctx: ContextKV | None = None  # approximate cache (refresh_every > 0)
+        self._allowed = self._block_mask()
+
+    def _block_mask(self) -> Tensor:
+        allowed = torch.zeros(self.layout.canvas_len, dtype=torch.bool, device=self.seq.device)
+        if self.block < len(self.blocks):
+            b0, b1, _ = self.blocks[self.block]
+            allowed[b0:b1] = True
+        return allowed
+
+    @property
+    def approximate(self) -> bool:
+        return self.sampling.refresh_every > 0
+
+    @property
+    def needs_full_pass(self) -> bool:
+        """This step runs the exact forward (always, or on a refresh step / block start of the approximate cache)."""
+        s = self.sampling
+        return not self.approximate or self.block_step == 0 or self.steps_done % s.refresh_every == 0
+
+    def step(self, logits: Tensor) -> None:
+        predicted = predict(logits, self.temps, self.sampling, self.banned, self.generator, self.draw)
+        open_in_block = self.masked & self._allowed
+        remaining = open_in_block.sum(dim=-1, keepdim=True)
+        block_steps = self.blocks[self.block][2]
+        count = commit_count(remaining, self.block_step, block_steps, self.sampling)
+        commit(self.canvas, self.masked, self.logp, predicted, count, self.options.threshold, self._allowed)
+        self.steps_done += 1
+        self.block_step += 1
+        block_done = self.block_step >= block_steps
+        if not block_done and self.options.early_exit:
+            block_done = not bool((self.masked & self._allowed).any())  # the reference sampler's host sync
+        if block_done:
+            self.block, self.block_step = self.block + 1, 0
+            self._allowed = self._block_mask()
+
+    def open_flag(self) -> Tensor:
+        return torch.tensor(self.block < len(self.blocks))
+
+    @property
+    def exhausted(self) -> bool:
+        return self.block >= len(self.blocks)
+
+
+class AdapterRunner:
+    """A released diffusion coder: its prompt format, forward, reference sampler and end tokens."""
+
+    session_cache = False
+
+    def __init__(
+        self,
+        model: DiffusionLM,
+        tokenizer: AdapterTokenizer,
+        family: Family,
+        sampling: AdapterSampling,
+        name: str = "external",
+    ) -> None:
+        self.model, self.tokenizer, self.family, self.sampling, self.name = model, tokenizer, family, sampling, name
+        self.max_context, self.max_canvas = model.limits.max_context, model.limits.max_canvas
+        rows = model.spec.vocab_size
+        unused = range(min(tokenizer.vocab_size, rows), rows)  # head rows past the tokenizer decode to nothing
+        banned = sorted(set(tokenizer.special_ids) | set(unused))
+        self._banned = torch.tensor(banned, dtype=torch.long, device=self.device)
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.embed.weight.device
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer.encode(text))
+
+    def new_cache(self) -> ContextCache:
+        raise TypeError(f"{self.family.name} models attend both ways: there is no exact context cache to keep")
+
+    @property
+    def _format_tokens(self) -> int:
+        return int(self.family.bos_in_prompt) + int(self.family.eos_after_suffix)
+
+    def prepare(self, request: CompletionRequest) -> Prompt:
+        tok = self.tokenizer
+        canvas = fit_canvas(request.canvas_length, self.max_canvas)
+        prefix, suffix = tok.encode(request.prefix), tok.encode(request.suffix)
+        before, after = fit_context(prefix, suffix, self.max_context - self._format_tokens)
+        layout = build_layout(self.family, tok, before, after, canvas)
+        requested = len(prefix) + len(suffix) + self._format_tokens
+        return Prompt(request, layout.tokens, canvas, requested_tokens=requested, layout=layout)
+
+    def start(self, prompt: Prompt, ctx: ContextCache | None) -> tuple[AdapterState, int]:
+        return AdapterState(prompt, self.sampling, self._banned, self.device), len(prompt.tokens)
+
+    def forward(self, states: list[AdapterState]) -> list[Tensor]:
+        return step_logits(self.model, states)
+
+    def completions(self, state: AdapterState) -> list[Completion]:
+        tok = self.tokenizer
+        out = []
+        for row, lp in zip(state.canvas.tolist(), state.logp.tolist(), strict=True):
+            middle, score = middle_and_score(row, lp, tok.end_ids)
+            out.append(Completion(text=tok.decode(middle), score=float(score), tokens=len(middle)))
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": "diffusion",
+            "family": self.family.name,
+            "parameters": self.model.num_parameters(),
+            "device": str(self.device),
+            "dtype": str(self.model.embed.weight.dtype).removeprefix("torch."),
+            "max_context": self.max_context,
+            "max_text_tokens": self.max_context - self._format_tokens,  # prefix + suffix (fim budgets against it)
+            "max_canvas": self.max_canvas,
+            "sampling": asdict(self.sampling),
+        }
+
+
+def step_logits(model: DiffusionLM, states: list[AdapterState]) -> list[Tensor]:
+    """One step's canvas logits per state: exact full passes packed into one batch, window passes alone."""
+    out: list[Tensor | None] = [None] * len(states)
+    packed = [i for i, s in enumerate(states) if s.needs_full_pass and not s.approximate]
+    if len(packed) > 1:
+        hidden = model.encode_packed([states[i].seq for i in packed])
+        for i, h in zip(packed, hidden, strict=True):
+            out[i] = model.head(h[:, states[i].layout.logit_positions()])
+    for i, state in enumerate(states):
+        if out[i] is not None:
+            continue
+        if state.needs_full_pass:
+            out[i], ctx = full_pass(model, state.seq, state.layout, keep=state.approximate)
+            state.ctx = ctx if state.approximate else None
+        else:
+            assert state.ctx is not None  # a window step always follows a refresh
+            out[i] = window_pass(model, state.seq, state.layout, state.ctx)
+    return out  # type: ignore[return-value]
+
+
+def is_external(directory: str | Path) -> bool:
+    """True when config.json names an architecture other than Diffill's own (which may omit model_type)."""
+    config = read_config(Path(directory) / "config.json")
+    return str(config.get("model_type", "diffill")).lower() != "diffill" or bool(config.get("architectures"))
+
+
+def load_model(
+    directory: Path,
+    family: Family,
+    config: dict[str, Any],
+    device: torch.device,
+    dtype: torch.dtype,
+    limits: ServingLimits | None = None,
+    progress: bool = True,
+) -> DiffusionLM:
+    """Build on the meta device, then fill tensor by tensor from the (possibly sharded) safetensors files."""
+    spec = arch_spec(family, config, directory / "config.json")
+    with init_empty_weights():
+        model = DiffusionLM(spec, limits or default_limits(spec))
+    load_tensors(model, directory, family.tensor_names(spec), device, dtype, progress)
+    model.tie_weights()
+    left = [n for n, p in model.named_parameters() if p.device.type == "meta"]
+    if left:
+        raise CheckpointError(f"parameters {left[:3]} were not loaded from {directory}")
+    return model.eval()
+
+
+def load_adapter_runner(
+    path: str | Path,
+    device: str = "auto",
+    *,
+    dtype: torch.dtype | None = None,
+    sampling: AdapterSampling | None = None,
+    limits: ServingLimits | None = None,
+    progress: bool = True,
+) -> AdapterRunner:
+    """Load an external checkpoint directory. bf16 on GPU, float32 on CPU unless dtype is given."""
+    directory = Path(path)
+    if not directory.is_dir():
+        raise CheckpointError(f"checkpoint directory not found: {directory}")
+    config = read_config(directory / "config.json")
+    family = detect_family(config, directory / "config.json")
+    tokenizer = AdapterTokenizer.load(directory, family, config)
+    dev = resolve_device(device)
+    dtype = dtype or (torch.bfloat16 if dev.type == "cuda" else torch.float32)
+    model = load_model(directory, family, config, dev, dtype, limits, progress)
+    if tokenizer.mask_id >= model.spec.vocab_size:
+        raise CheckpointError(
+            f"mask token id {tokenizer.mask_id} is outside the model's {model.spec.vocab_size} embedding rows "
+            f"({directory / 'config.json'})"
+        )
+    default = LLADA_SAMPLING if family is LLADA else DREAM_SAMPLING
+    return AdapterRunner(model, tokenizer, family, sampling or default, name=directory.name)

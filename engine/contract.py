@@ -1,0 +1,137 @@
+"""The engine's contract: one request, its result, and the protocol every completion engine implements.
+
+This module sits at the bottom of ``engine`` and imports neither torch nor any other engine module, so callers
+(the language server, ``eval``, ``diffill serve``, ``engine.remote``) can name the types without loading a model.
+
+* ``CompletionRequest``: what to fill (prefix, suffix, language), how big (canvas length, candidates), how to
+  sample (``SampleOptions``), and which editor session's context cache to reuse.
+* ``Completion`` / ``CompletionStats`` / ``CompletionResult``: what comes back.
+* ``CompletionEngine``: the protocol of ``LocalEngine`` (a model in this process, whatever its family) and
+  ``RemoteEngine`` (a ``diffill serve`` box). Callers use these methods only, never ``getattr`` past them.
+* The size rules every path applies the same way: ``check_request_sizes`` refuses nonsense, ``fit_canvas``
+  clamps a canvas longer than the model supports (an upper bound, as OpenAI's ``max_tokens`` is).
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+MAX_CANDIDATES = 64  # one batch of candidates per request; more is a client error, not a bigger batch
+
+
+@dataclass(frozen=True)
+class SampleOptions:
+    # Denoising step budget K: a 24-token single-line canvas finishes in 8 steps at 3 tokens/step.
+    steps: int = 8
+    # Commit every position at least this confident; 0.9 keeps quality near one-token-per-step decoding
+    # (Fast-dLLM's parallel-decoding threshold) while committing easy tokens (indentation, brackets) in bulk.
+    threshold: float = 0.9
+    # Temperature of candidates after the first; 0 = greedy. The first candidate is always greedy so that one
+    # candidate is the model's single best guess.
+    temperature: float = 0.8
+    seed: int = 0
+    early_exit: bool = True
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise ValueError(f"steps must be >= 1, got {self.steps}")
+        if not 0.0 <= self.threshold <= 1.0:
+            raise ValueError(f"threshold must be in [0, 1], got {self.threshold}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+
+
+@dataclass(frozen=True)
+class CompletionRequest:
+    """One fill-in-the-middle request. `prefix + suffix` is the window fim cut around the cursor."""
+
+    prefix: str
+    suffix: str
+    language: str
+    canvas_length: int
+    num_candidates: int
+    options: SampleOptions = SampleOptions()
+    session_id: str | None = None  # the editor document whose context cache to reuse; None = a private one
+    request_id: str = field(default_factory=lambda: secrets.token_hex(8))
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    score: float  # mean log-probability of the candidate's tokens (higher is better)
+    tokens: int  # tokens in the middle, <eos> excluded
+
+
+@dataclass(frozen=True)
+class CompletionStats:
+    context_tokens: int  # tokens of the model's prompt (context, or the whole prompt of a bidirectional model)
+    computed_tokens: int  # context tokens run through the model (the rest came from the session cache)
+    prefill_ms: float
+    sample_ms: float
+    steps: int = 0  # denoising steps (or decoded positions) taken
+    queue_ms: float = 0.0  # time waiting for the model (the server's queue)
+    batch_max: int = 1  # most requests that shared one step with this one
+
+
+@dataclass(frozen=True)
+class CompletionResult:
+    completions: list[Completion]
+    stats: CompletionStats
+
+
+def check_request_sizes(canvas_length: int, num_candidates: int) -> None:
+    """The size checks every engine applies before sampling (each then fits the canvas to its model)."""
+    if canvas_length < 1:
+        raise ValueError(f"canvas_length must be positive, got {canvas_length}")
+    if not 1 <= num_candidates <= MAX_CANDIDATES:
+        raise ValueError(f"num_candidates must be in [1, {MAX_CANDIDATES}], got {num_candidates}")
+
+
+def fit_canvas(canvas_length: int, max_canvas: int) -> int:
+    """A longer canvas than the model supports gets the longest it supports (the canvas is an upper bound)."""
+    return min(canvas_length, max_canvas)
+
+
+@runtime_checkable
+class CompletionEngine(Protocol):
+    """What the language server, ``eval`` and ``diffill serve`` program against."""
+
+    @property
+    def ready(self) -> bool:
+        """Whether a request would be served now (a remote box answers its health check)."""
+        ...
+
+    @property
+    def last_stats(self) -> CompletionStats | None:
+        """Stats of the last completed request (tokens reused from the cache, timings), None before any."""
+        ...
+
+    def complete(
+        self,
+        prefix: str,
+        suffix: str,
+        *,
+        language: str,
+        canvas_length: int,
+        num_candidates: int,
+        options: SampleOptions = ...,
+        session_id: str | None = None,
+    ) -> list[Completion]: ...
+
+    def forget(self, session_id: str) -> None:
+        """Drop the session's context cache (the editor closed the document)."""
+        ...
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens `text` takes in this engine's prompt (exact where the tokenizer is here, else an estimate)."""
+        ...
+
+    def describe(self) -> dict[str, Any]:
+        """The model and its limits (``max_context``, ``max_canvas``), for sizing requests and status displays."""
+        ...
+
+    def close(self) -> None:
+        """Release what the engine holds (pooled connections, worker threads); it is not used afterwards."""
+        ...

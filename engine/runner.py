@@ -1,0 +1,253 @@
+"""One request path: a family's runner turns a request into a denoising state, and steps states from logits.
+
+Every model family plugs into the engine through a ``Runner`` (vLLM's engine core has the same split: a
+scheduler that owns queues, a runner that runs steps, one state object per request):
+
+* ``prepare(request) -> Prompt``: tokenize and lay out the prompt (CPU only, no model; the server runs it off its
+  event loop). An engine only trims the context to its model's limit here, as a safety net: ``fim`` decides the
+  window around the cursor. A too-long canvas is clamped with ``engine.contract.fit_canvas``.
+* ``start(prompt, ctx) -> (state, computed)``: prefill the context (reusing the session's ``ContextCache`` where
+  the family has an exact one) and set up the request's ``DenoiseState``.
+* ``forward(states) -> logits``: ONE model step for every state given, packed into one batch where the family can
+  (the server's continuous batching); ``LocalEngine`` calls it with a single state.
+* ``state.step(logits)``: the family's commit rule; ``state.finished(open)``: whether it is done;
+  ``completions(state)``: the decoded candidates.
+
+``LocalEngine`` (``engine.api``) drives one state until it is finished; the batch scheduler
+(``engine.serve.scheduler``) drives many, and adds only queueing and cancellation. This module holds the contract
+and Diffill's own runner (the diffusion model and its autoregressive twin); ``engine.adapters.runner`` holds the
+released diffusion coders'.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor
+
+from engine.cache import ContextCache, KVCache
+from engine.contract import Completion, CompletionRequest, SampleOptions, fit_canvas
+from engine.layout import N_CONTEXT_TAGS, context_tokens
+from engine.model import DiffillModel
+from engine.sample import candidate_scores, denoise_step, predict, row_temperatures, strip_eos
+from engine.tokenizer import CodeTokenizer
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """A prepared request: the model's prompt tokens and the canvas it will fill."""
+
+    request: CompletionRequest
+    tokens: list[int]  # the context (Diffill) or the whole prompt with the canvas masks in place (adapters)
+    canvas_length: int  # after clamping to the model's maximum
+    requested_tokens: int  # prompt tokens before trimming to the model's context (the server's size limit)
+    layout: Any = None  # family-specific layout (adapters: where the canvas sits, logit shift)
+
+
+class DenoiseState(Protocol):
+    """One request between steps."""
+
+    options: SampleOptions
+    steps_done: int
+
+    def step(self, logits: Tensor) -> None:
+        """Commit what this step decides, from the logits ``Runner.forward`` produced for this state."""
+        ...
+
+    def open_flag(self) -> Tensor:
+        """0-d bool tensor: positions are still open (no host sync; the driver syncs many flags at once)."""
+        ...
+
+    @property
+    def exhausted(self) -> bool:
+        """The step budget is spent (known on the host)."""
+        ...
+
+
+def finished(state: DenoiseState, is_open: bool) -> bool:
+    """Done when the step budget is spent, or nothing is left open and early exit is on."""
+    return state.exhausted or (state.options.early_exit and not is_open)
+
+
+def run_to_end(state: DenoiseState, forward: Callable[[list[Any]], list[Tensor]]) -> None:
+    """Drive one state with single-request steps until it is finished (``LocalEngine``'s loop)."""
+    while True:
+        state.step(forward([state])[0])
+        if finished(state, bool(state.open_flag())):  # the one host sync per step
+            return
+
+
+class Runner(Protocol):
+    name: str
+    max_context: int
+    max_canvas: int
+    session_cache: bool  # the family keeps an exact context cache per session (ContextCache in a SessionStore)
+
+    def count_tokens(self, text: str) -> int: ...
+
+    def new_cache(self) -> ContextCache: ...
+
+    def prepare(self, request: CompletionRequest) -> Prompt: ...
+
+    def start(self, prompt: Prompt, ctx: ContextCache | None) -> tuple[DenoiseState, int]: ...
+
+    def forward(self, states: list[Any]) -> list[Tensor]: ...
+
+    def completions(self, state: Any) -> list[Completion]: ...
+
+    def describe(self) -> dict[str, Any]: ...
+
+
+# ---------------------------------------------------------------- Diffill's own model
+
+
+class DiffusionState:
+    """The loop variables of confidence-threshold unmasking (``engine.sample``) for one request."""
+
+    def __init__(self, prompt: Prompt, cache: KVCache, *, mask_id: int, eos_id: int, banned: Tensor) -> None:
+        req, device = prompt.request, cache.k.device
+        self.options, self.cache, self.eos_id, self.banned = req.options, cache, eos_id, banned
+        self.generator = torch.Generator(device=device).manual_seed(req.options.seed)
+        n, length = req.num_candidates, prompt.canvas_length
+        self.canvas = torch.full((n, length), mask_id, dtype=torch.long, device=device)  # (N, L)
+        self.masked = torch.ones_like(self.canvas, dtype=torch.bool)
+        self.logp = torch.zeros(self.canvas.shape, device=device)
+        self.temps = row_temperatures(n, req.options.temperature, device)
+        self.steps_done = 0
+
+    def step(self, logits: Tensor) -> None:
+        opts = self.options
+        pred = predict(logits, self.temps, self.banned, self.generator, self.eos_id)
+        denoise_step(self.canvas, self.masked, self.logp, pred, opts.steps - self.steps_done, opts.threshold, self.eos_id)
+        self.steps_done += 1
+
+    def open_flag(self) -> Tensor:
+        return self.masked.any()
+
+    @property
+    def exhausted(self) -> bool:
+        return self.steps_done >= self.options.steps
+
+    def tokens(self) -> tuple[Tensor, Tensor]:
+        return self.canvas, self.logp
+
+
+class AutoregressiveState:
+    """Left-to-right decoding for the AR twin: one position per step for all candidates at once.
+
+    The context cache (batch 1) is copied per candidate, so the session's cache stays reusable. Step i reads the
+    logits of position i: the prefill's last logits for i = 0, else ``extend`` with the token chosen at i - 1.
+    """
+
+    def __init__(self, prompt: Prompt, cache: KVCache, last_logits: Tensor, *, eos_id: int, banned: Tensor) -> None:
+        req, device = prompt.request, cache.k.device
+        n, length = req.num_candidates, prompt.canvas_length
+        self.options, self.eos_id, self.banned, self.length = req.options, eos_id, banned, length
+        self.generator = torch.Generator(device=device).manual_seed(req.options.seed)
+        self.rows = cache.repeat(n, capacity=cache.length + length)
+        self.temps = row_temperatures(n, req.options.temperature, device)
+        self.out = torch.full((n, length), eos_id, dtype=torch.long, device=device)
+        self.logp = torch.zeros(self.out.shape, device=device)
+        self.done = torch.zeros(n, dtype=torch.bool, device=device)
+        self.first_logits = last_logits.expand(n, -1)  # (N, V)
+        self.steps_done = 0
+
+    def next_logits(self, model: DiffillModel) -> Tensor:
+        i = self.steps_done
+        return self.first_logits if i == 0 else model.extend(self.out[:, i - 1 : i], self.rows)
+
+    def step(self, logits: Tensor) -> None:
+        i = self.steps_done
+        pred = predict(logits[:, None], self.temps, self.banned, self.generator, self.eos_id)  # (N, 1)
+        token, prob = pred.tokens[:, 0], pred.conf[:, 0]
+        self.out[:, i] = torch.where(self.done, self.eos_id, token)
+        self.logp[:, i] = torch.where(self.done, 0.0, prob.clamp_min(1e-12).log())
+        self.done |= token == self.eos_id
+        self.steps_done += 1
+
+    def open_flag(self) -> Tensor:
+        return ~self.done.all()
+
+    @property
+    def exhausted(self) -> bool:
+        return self.steps_done >= self.length
+
+    def tokens(self) -> tuple[Tensor, Tensor]:
+        return self.out, self.logp
+
+
+class DiffillRunner:
+    """Diffill's transformer: an exact context cache per session, canvas steps against it (``engine.model``)."""
+
+    session_cache = True
+
+    def __init__(self, model: DiffillModel, tokenizer: CodeTokenizer, name: str = "local") -> None:
+        self.model, self.tokenizer, self.name = model, tokenizer, name
+        cfg = model.config
+        self.max_context, self.max_canvas = cfg.max_context, cfg.max_canvas
+        self.autoregressive = cfg.causal_canvas
+        tok = tokenizer
+        self._banned = torch.tensor(sorted(tok.special_ids - {tok.eos_id}), dtype=torch.long, device=self.device)
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.embed.weight.device
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer.encode(text))
+
+    def new_cache(self) -> ContextCache:
+        return ContextCache(self.model.new_cache())
+
+    def prepare(self, request: CompletionRequest) -> Prompt:
+        tok = self.tokenizer
+        prefix, suffix = tok.encode(request.prefix), tok.encode(request.suffix)
+        context = context_tokens(tok, prefix, suffix, request.language, self.max_context)
+        return Prompt(
+            request=request,
+            tokens=context,
+            canvas_length=fit_canvas(request.canvas_length, self.max_canvas),
+            requested_tokens=len(prefix) + len(suffix) + N_CONTEXT_TAGS,
+        )
+
+    def start(self, prompt: Prompt, ctx: ContextCache | None) -> tuple[DiffusionState | AutoregressiveState, int]:
+        if ctx is None:
+            raise ValueError("Diffill's runner needs a context cache")
+        last_logits, computed = ctx.update(self.model, prompt.tokens)
+        tok = self.tokenizer
+        if self.autoregressive:
+            return AutoregressiveState(prompt, ctx.cache, last_logits, eos_id=tok.eos_id, banned=self._banned), computed
+        state = DiffusionState(prompt, ctx.cache, mask_id=tok.mask_id, eos_id=tok.eos_id, banned=self._banned)
+        return state, computed
+
+    def forward(self, states: list[Any]) -> list[Tensor]:
+        if self.autoregressive:  # per-candidate caches of different lengths: one extend per request
+            return [state.next_logits(self.model) for state in states]
+        if len(states) == 1:
+            return [self.model.denoise(states[0].canvas, states[0].cache)]
+        return self.model.denoise_packed([s.canvas for s in states], [s.cache for s in states])
+
+    def completions(self, state: DiffusionState | AutoregressiveState) -> list[Completion]:
+        tok = self.tokenizer
+        tokens, logp = state.tokens()
+        scores = candidate_scores(tokens, logp, tok.eos_id).tolist()
+        out = []
+        for row, score in zip(tokens.tolist(), scores, strict=True):
+            middle = strip_eos(row, tok.eos_id)
+            out.append(Completion(text=tok.decode(middle), score=float(score), tokens=len(middle)))
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": "autoregressive" if self.autoregressive else "diffusion",
+            "parameters": self.model.num_parameters(),
+            "device": str(self.device),
+            "dtype": str(self.model.embed.weight.dtype).removeprefix("torch."),
+            "max_context": self.max_context,
+            "max_text_tokens": self.max_context - N_CONTEXT_TAGS,  # prefix + suffix (fim budgets against it)
+            "max_canvas": self.max_canvas,
+        }
