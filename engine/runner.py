@@ -121,7 +121,9 @@ class DiffusionState:
     def step(self, logits: Tensor) -> None:
         opts = self.options
         pred = predict(logits, self.temps, self.banned, self.generator, self.eos_id)
-        denoise_step(self.canvas, self.masked, self.logp, pred, opts.steps - self.steps_done, opts.threshold, self.eos_id)
+        denoise_step(
+            self.canvas, self.masked, self.logp, pred, opts.steps - self.steps_done, opts.threshold, self.eos_id
+        )
         self.steps_done += 1
 
     def open_flag(self) -> Tensor:

@@ -32,10 +32,9 @@ import torch
 
 from engine.adapters.families import ArchSpec
 from engine.adapters.model import DiffusionLM, ServingLimits, randomize
-from engine.adapters.runner import AdapterState, step_logits
-from engine.adapters.sampler import DREAM_SAMPLING, AdapterSampling, Layout, cache_drift, full_pass, predict, window_pass
-from engine.contract import CompletionRequest, SampleOptions
-from engine.runner import Prompt, run_to_end
+from engine.adapters.runner import fill_layout
+from engine.adapters.sampler import DREAM_SAMPLING, Layout, cache_drift, full_pass, predict, window_pass
+from engine.contract import SampleOptions
 
 T = TypeVar("T")
 SIZES = {
@@ -82,17 +81,6 @@ def random_layout(vocab: int, context: int, canvas: int, mask_id: int) -> Layout
     return Layout(tokens=tokens, canvas_start=1 + cut, canvas_len=canvas, shift=True)
 
 
-def fill(
-    model: DiffusionLM, layout: Layout, n: int, options: SampleOptions, sampling: AdapterSampling, banned: torch.Tensor
-) -> torch.Tensor:
-    """The canvas tokens (n, L) of one request driven through the engine's adapter state, as LocalEngine does."""
-    request = CompletionRequest("", "", "python", layout.canvas_len, n, options)
-    prompt = Prompt(request, layout.tokens, layout.canvas_len, len(layout.tokens), layout)
-    state = AdapterState(prompt, sampling, banned, model.embed.weight.device)
-    run_to_end(state, lambda states: step_logits(model, states))
-    return state.canvas
-
-
 def bench_size(size: str, args: argparse.Namespace) -> dict[str, object]:
     spec = spec_for(size, args.layers)
     torch.manual_seed(0)
@@ -115,7 +103,7 @@ def bench_size(size: str, args: argparse.Namespace) -> dict[str, object]:
         results = {}
         for name, sampling in (("exact", exact_sampling), ("approx", approx_sampling)):
             results[name] = median_ms(
-                lambda s=sampling: fill(model, layout, args.candidates, options, s, banned), args.repeat
+                lambda s=sampling: fill_layout(model, layout, args.candidates, options, s, banned)[0], args.repeat
             )
         drift = [d for d in cache_drift(model, layout, options, approx_sampling, banned=banned) if not d.refreshed]
     tokens = args.canvas * args.candidates

@@ -94,9 +94,7 @@ def run(cases: Sequence[Case], settings: FimSettings, label: str) -> None:
     modes: dict[str, int] = {}
     for case in cases:
         gc.collect()  # garbage from the previous request should not be billed to this one
-        build_time, request = _timed(
-            lambda case=case: build_request(case.text, case.offset, "python", settings)
-        )
+        build_time, request = _timed(lambda case=case: build_request(case.text, case.offset, "python", settings))
         assert isinstance(request, FimRequest)
         modes[request.mode.value] = modes.get(request.mode.value, 0) + 1
         validate_time, results = _timed(lambda request=request, case=case: postprocess(request, case.candidates))

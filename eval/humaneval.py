@@ -320,6 +320,7 @@ class OracleEngine:
 
     answers: dict[str, str]  # task id -> middle
     ready: bool = True
+    last_stats: None = None
 
     @classmethod
     def of(cls, problems: Iterable[Problem]) -> OracleEngine:
@@ -327,6 +328,15 @@ class OracleEngine:
 
     def describe(self) -> dict[str, Any]:
         return {"name": "oracle", "kind": "oracle"}
+
+    def count_tokens(self, text: str) -> int:
+        return approx_tokens(text)
+
+    def forget(self, session_id: str) -> None:
+        """Nothing is kept per session."""
+
+    def close(self) -> None:
+        """Nothing is held."""
 
     def complete(self, prefix: str, suffix: str, *, num_candidates: int, session_id: str | None = None, **_: Any):
         from engine.contract import Completion

@@ -213,7 +213,6 @@ class _Lines:
     def start(self, row: int) -> int:
         return sum(map(len, self.contents[:row])) + sum(map(len, self.breaks[:row]))
 
-
     def locate(self, offset: int) -> tuple[int, int]:
         """(row, column) of a string offset; an offset inside a CRLF break counts as the end of its line."""
         start = 0

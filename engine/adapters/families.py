@@ -25,8 +25,6 @@ from typing import Any
 from engine.checkpoint import CONFIG_NAME
 from engine.errors import CheckpointError
 
-
-
 # Module parameter name (our blocks) -> checkpoint tensor name, per layer ("{}" = layer index) and global.
 QWEN2_LAYER = {
     "attn_norm.weight": "model.layers.{}.input_layernorm.weight",

@@ -1,9 +1,9 @@
 """One PyTorch network for the Qwen2-layout diffusion coders (Dream, DiffuCoder, Open-dCoder) and LLaDA.
 
 Pre-norm decoder blocks without a causal mask: RMSNorm computed in float32 (as Qwen2/LLaDA do) and rotary positions
-with the rotate-half convention (Su et al. 2021) in float32 -- both ``engine.model``'s, the same math -- grouped-query attention (Ainslie et al. 2023) with
-optional q/k/v biases, SwiGLU feed-forward (Shazeer 2020), optional tied output head. Parameter names are ours;
-``Family.tensor_names`` maps them to each checkpoint's names.
+with the rotate-half convention (Su et al. 2021) in float32 (both ``engine.model``'s: the same math), grouped-query
+attention (Ainslie et al. 2023) with optional q/k/v biases, SwiGLU feed-forward (Shazeer 2020), optional tied output
+head. Parameter names are ours; ``Family.tensor_names`` maps them to each checkpoint's names.
 
 Two ways to run it:
 

@@ -47,10 +47,10 @@ from engine.adapters.weights import load_tensors
 from engine.cache import ContextCache
 from engine.checkpoint import resolve_device
 from engine.config import read_config
-from engine.contract import Completion, CompletionRequest, fit_canvas
+from engine.contract import Completion, CompletionRequest, SampleOptions, fit_canvas
 from engine.errors import CheckpointError
 from engine.layout import fit_context
-from engine.runner import Prompt
+from engine.runner import Prompt, run_to_end
 from engine.sample import row_temperatures
 
 
@@ -225,6 +225,19 @@ def step_logits(model: DiffusionLM, states: list[AdapterState]) -> list[Tensor]:
             assert state.ctx is not None  # a window step always follows a refresh
             out[i] = window_pass(model, state.seq, state.layout, state.ctx)
     return out  # type: ignore[return-value]
+
+
+@torch.inference_mode()
+def fill_layout(
+    model: DiffusionLM, layout: Layout, n: int, options: SampleOptions, sampling: AdapterSampling, banned: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Fill a laid-out prompt for n candidates through the request path's state (as ``LocalEngine`` drives it):
+    canvas tokens and commit log-probabilities, (n, L) each. For benchmarks and tests on raw layouts."""
+    request = CompletionRequest("", "", "other", layout.canvas_len, n, options)
+    state = AdapterState(Prompt(request, layout.tokens, layout.canvas_len, len(layout.tokens), layout), sampling,
+                         banned, model.embed.weight.device)  # fmt: skip
+    run_to_end(state, lambda states: step_logits(model, states))
+    return state.canvas.clone(), state.logp
 
 
 def is_external(directory: str | Path) -> bool:

@@ -2,8 +2,8 @@
 
 Everything here is pure: bytes or decoded objects in, a validated ``CompletionRequest`` (``engine.contract``; or a
 ``ProtocolError`` carrying the HTTP status) out, and replies built from a ``CompletionResult``. A canvas longer
-than the server's limit is clamped (``engine.contract.fit_canvas``), on every route and in-process alike. The server, the scheduler and
-``engine.remote`` share these definitions, so a field name lives in exactly one place.
+than the server's limit is clamped (``engine.contract.fit_canvas``), on every route and in-process alike. The
+server, the scheduler and ``engine.remote`` share these definitions, so a field name lives in exactly one place.
 
 Native protocol (version 1, see docs/serving.md): ``POST /v1/fim`` with a msgpack map body
 (``Content-Type: application/msgpack``), answered with a msgpack map; ``POST /v1/cancel`` with ``{"id": ...}``.

@@ -36,6 +36,7 @@ from engine.contract import CompletionRequest, CompletionResult, CompletionStats
 from engine.runner import Prompt, finished
 from engine.serve.metrics import Metrics
 from engine.serve.protocol import ProtocolError
+from engine.sessions import SessionStore
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +103,7 @@ class Scheduler:
         self.max_batch_rows = max_batch_rows
         self.max_queue = max_queue
         self.metrics = metrics or Metrics()
-        self.sessions = engine.sessions
-        self.sessions.budget_bytes = cache_budget_bytes
+        self.sessions = SessionStore(self.runner.new_cache, cache_budget_bytes)  # the worker thread's own
         self._threads = engine.threads
         self._pending: deque[Job] = deque()
         self._jobs: dict[tuple[str, str], Job] = {}  # (owner, request id) -> job, until its future resolves

@@ -13,11 +13,10 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from engine.adapters import AdapterEngine, load_adapter_engine
-from engine.adapters.engine import build_layout, fit_context
+from engine.adapters import AdapterRunner, load_adapter_runner
 from engine.adapters.families import DREAM, FAMILIES, LLADA, OPEN_DCODER, Family, detect_family
-from engine.adapters.fixtures import randomize, save_external_checkpoint, tiny_checkpoint, tiny_spec, train_code_bpe
-from engine.adapters.model import DiffusionLM
+from engine.adapters.model import DiffusionLM, randomize
+from engine.adapters.runner import build_layout, fill_layout
 from engine.adapters.sampler import (
     AdapterSampling,
     Layout,
@@ -25,14 +24,15 @@ from engine.adapters.sampler import (
     cache_drift,
     commit,
     commit_count,
-    denoise,
     filter_logits,
     full_pass,
     window_pass,
 )
-from engine.api import CompletionEngine, LocalEngine, load_engine
+from engine.api import LocalEngine, load_engine
+from engine.contract import CompletionEngine, SampleOptions
 from engine.errors import CheckpointError
-from engine.sample import SampleOptions
+from engine.layout import fit_context
+from tests.engine.adapter_fixtures import save_external_checkpoint, tiny_checkpoint, tiny_spec, train_code_bpe
 
 PREFIX = "def mean(values):\n    total = 0\n    for v in values:\n        total += v\n    return "
 SUFFIX = "\n\n\nprint(mean([1, 2, 3]))\n"
@@ -46,8 +46,8 @@ def checkpoint(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
 
 
 @pytest.fixture(scope="module")
-def engine(checkpoint: tuple[Family, Path]) -> AdapterEngine:
-    return load_adapter_engine(checkpoint[1], device="cpu", progress=False)
+def engine(checkpoint: tuple[Family, Path]) -> LocalEngine:
+    return LocalEngine(load_adapter_runner(checkpoint[1], device="cpu", progress=False))
 
 
 # --- detection and loading -------------------------------------------------------------------------------------
@@ -76,36 +76,36 @@ def test_load_engine_dispatches_external_checkpoints_and_keeps_diffill_ones(
     checkpoint: tuple[Family, Path], tiny_checkpoint: Path
 ) -> None:
     external = load_engine(checkpoint[1], device="cpu")
-    assert isinstance(external, AdapterEngine) and external.family is checkpoint[0]
+    assert isinstance(external.runner, AdapterRunner) and external.runner.family is checkpoint[0]
     assert isinstance(external, CompletionEngine) and external.ready
     assert isinstance(load_engine(tiny_checkpoint, device="cpu"), LocalEngine)
 
 
 def test_loads_float32_on_cpu_and_bf16_when_asked(checkpoint: tuple[Family, Path]) -> None:
-    e32 = load_adapter_engine(checkpoint[1], device="cpu", progress=False)
-    e16 = load_adapter_engine(checkpoint[1], device="cpu", dtype=torch.bfloat16, progress=False)
+    e32 = load_adapter_runner(checkpoint[1], device="cpu", progress=False)
+    e16 = load_adapter_runner(checkpoint[1], device="cpu", dtype=torch.bfloat16, progress=False)
     assert e32.model.embed.weight.dtype == torch.float32 and e16.model.embed.weight.dtype == torch.bfloat16
     assert e32.describe()["family"] == checkpoint[0].name
 
 
-def test_special_tokens_use_the_real_names(engine: AdapterEngine) -> None:
-    tok, backend = engine.tokenizer, engine.tokenizer.backend
-    mask = {"dream": "<|mask|>", "open-dcoder": "<|mask|>", "llada": "<|mdm_mask|>"}[engine.family.name]
+def test_special_tokens_use_the_real_names(engine: LocalEngine) -> None:
+    tok, backend = engine.runner.tokenizer, engine.runner.tokenizer.backend
+    mask = {"dream": "<|mask|>", "open-dcoder": "<|mask|>", "llada": "<|mdm_mask|>"}[engine.runner.family.name]
     assert tok.mask_id == backend.token_to_id(mask)
     assert tok.eos_id == backend.token_to_id("<|endoftext|>")
-    if engine.family is DREAM:
+    if engine.runner.family is DREAM:
         assert tok.bos_id == backend.token_to_id("<|beginoftext|>")
         assert backend.token_to_id("<|dlm_pad|>") in tok.end_ids
-    if engine.family is LLADA:
+    if engine.runner.family is LLADA:
         assert tok.bos_id == backend.token_to_id("<|startoftext|>")
     assert tok.decode(tok.encode(PREFIX)) == PREFIX
 
 
 def test_dream_slow_tokenizer_files_encode_like_tokenizer_json(tmp_path: Path) -> None:
-    fast = load_adapter_engine(tiny_checkpoint(tmp_path / "fast", DREAM), device="cpu", progress=False)
+    fast = load_adapter_runner(tiny_checkpoint(tmp_path / "fast", DREAM), device="cpu", progress=False)
     slow_dir = tiny_checkpoint(tmp_path / "slow", DREAM, slow_tokenizer_files=True)
     assert not (slow_dir / "tokenizer.json").exists() and (slow_dir / "merges.txt").exists()
-    slow = load_adapter_engine(slow_dir, device="cpu", progress=False)
+    slow = load_adapter_runner(slow_dir, device="cpu", progress=False)
     assert slow.tokenizer.encode(PREFIX + SUFFIX) == fast.tokenizer.encode(PREFIX + SUFFIX)
     assert slow.tokenizer.mask_id == fast.tokenizer.mask_id
 
@@ -119,7 +119,7 @@ def test_a_qwen2_checkpoint_without_a_mask_token_is_refused(tmp_path: Path) -> N
     del config["mask_token"]
     (directory / "tokenizer_config.json").write_text(json.dumps(config))
     with pytest.raises(CheckpointError, match="no mask token"):
-        load_adapter_engine(directory, device="cpu", progress=False)
+        load_adapter_runner(directory, device="cpu", progress=False)
 
 
 # --- the network -----------------------------------------------------------------------------------------------
@@ -175,9 +175,9 @@ def reference_logits(family: Family, config: dict, sd: dict[str, torch.Tensor], 
 def test_forward_matches_a_transcription_of_the_reference_code(checkpoint: tuple[Family, Path], engine) -> None:
     family, path = checkpoint
     config = json.loads((path / "config.json").read_text())
-    ids = torch.randint(0, engine.tokenizer.vocab_size, (2, 23), generator=torch.Generator().manual_seed(0))
+    ids = torch.randint(0, engine.runner.tokenizer.vocab_size, (2, 23), generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
-        ours = engine.model(ids).double()
+        ours = engine.runner.model(ids).double()
     ref = reference_logits(family, config, load_file(str(path / "model.safetensors")), ids)
     torch.testing.assert_close(ours, ref, atol=1e-4, rtol=1e-4)
 
@@ -188,7 +188,7 @@ def test_save_load_round_trip_gives_the_same_logits_through_shards(tmp_path: Pat
     model = randomize(DiffusionLM(tiny_spec(family, 576, num_layers=3)), seed=7).eval()
     save_external_checkpoint(tmp_path, model, family, tok, max_shard_bytes=40_000)
     assert len(list(tmp_path.glob("model-*.safetensors"))) > 1 and (tmp_path / "model.safetensors.index.json").exists()
-    loaded = load_adapter_engine(tmp_path, device="cpu", progress=False).model
+    loaded = load_adapter_runner(tmp_path, device="cpu", progress=False).model
     assert (loaded.lm_head.weight is loaded.embed.weight) == (family is OPEN_DCODER)  # tied only there
     ids = torch.randint(0, 576, (2, 17))
     with torch.inference_mode():
@@ -203,7 +203,7 @@ def test_missing_shard_is_an_error_naming_the_shard(tmp_path: Path) -> None:
     shard = sorted(tmp_path.glob("model-*.safetensors"))[1]
     shard.unlink()
     with pytest.raises(CheckpointError, match=rf"missing weight shard .*{shard.name}"):
-        load_adapter_engine(tmp_path, device="cpu", progress=False)
+        load_adapter_runner(tmp_path, device="cpu", progress=False)
 
 
 def test_missing_tensor_and_wrong_shape_are_errors_naming_the_tensor(tmp_path: Path) -> None:
@@ -214,16 +214,16 @@ def test_missing_tensor_and_wrong_shape_are_errors_naming_the_tensor(tmp_path: P
     name = "model.layers.1.mlp.up_proj.weight"
     save_file({k: v for k, v in state.items() if k != name}, str(directory / "model.safetensors"))
     with pytest.raises(CheckpointError, match=rf"tensor {name} .*config\.json"):
-        load_adapter_engine(directory, device="cpu", progress=False)
+        load_adapter_runner(directory, device="cpu", progress=False)
     save_file({**state, name: state[name][:, :-1].contiguous()}, str(directory / "model.safetensors"))
     with pytest.raises(CheckpointError, match=rf"tensor {name} in .*model\.safetensors has shape"):
-        load_adapter_engine(directory, device="cpu", progress=False)
+        load_adapter_runner(directory, device="cpu", progress=False)
 
 
 # --- fill in the middle ----------------------------------------------------------------------------------------
 
 
-def test_complete_returns_n_candidates_within_the_canvas(engine: AdapterEngine) -> None:
+def test_complete_returns_n_candidates_within_the_canvas(engine: LocalEngine) -> None:
     options = SampleOptions(steps=6, temperature=0.8, seed=3)
     out = engine.complete(PREFIX, SUFFIX, language="python", canvas_length=10, num_candidates=4, options=options)
     assert len(out) == 4
@@ -233,24 +233,24 @@ def test_complete_returns_n_candidates_within_the_canvas(engine: AdapterEngine) 
     assert again == out  # same seed, same output
 
 
-def test_a_canvas_longer_than_the_model_supports_is_clamped_like_local_engines(engine: AdapterEngine) -> None:
-    longest = engine.model.config.max_canvas
+def test_a_canvas_longer_than_the_model_supports_is_clamped_like_local_engines(engine: LocalEngine) -> None:
+    longest = engine.runner.max_canvas
     out = engine.complete(PREFIX, SUFFIX, language="python", canvas_length=longest + 50, num_candidates=2)
     assert len(out) == 2 and all(c.tokens <= longest for c in out)
 
 
-def test_denoise_leaves_no_mask_and_never_proposes_special_tokens(engine: AdapterEngine) -> None:
-    tok = engine.tokenizer
-    layout = build_layout(engine.family, tok, tok.encode(PREFIX), tok.encode(SUFFIX), 12)
+def test_denoise_leaves_no_mask_and_never_proposes_special_tokens(engine: LocalEngine) -> None:
+    runner = engine.runner
+    tok = runner.tokenizer
+    layout = build_layout(runner.family, tok, tok.encode(PREFIX), tok.encode(SUFFIX), 12)
     for steps in (1, 12):
-        tokens, logp = denoise(
-            engine.model, layout, 3, SampleOptions(steps=steps, threshold=1.0), engine.sampling, banned=engine._banned
-        )
+        options = SampleOptions(steps=steps, threshold=1.0)
+        tokens, logp = fill_layout(runner.model, layout, 3, options, runner.sampling, runner._banned)
         assert tokens.shape == (3, 12) and not (tokens == tok.mask_id).any()
-        assert not torch.isin(tokens, engine._banned).any() and (logp <= 0).all()
+        assert not torch.isin(tokens, engine.runner._banned).any() and (logp <= 0).all()
 
 
-def test_different_seeds_give_different_sampled_candidates(engine: AdapterEngine) -> None:
+def test_different_seeds_give_different_sampled_candidates(engine: LocalEngine) -> None:
     def run(seed: int) -> list[str]:
         opts = SampleOptions(steps=4, temperature=1.0, seed=seed)
         return [c.text for c in engine.complete(PREFIX, SUFFIX, language="python", canvas_length=8,
@@ -261,15 +261,15 @@ def test_different_seeds_give_different_sampled_candidates(engine: AdapterEngine
     assert a[1:] != b[1:]
 
 
-def test_prompt_formats_follow_each_family(engine: AdapterEngine) -> None:
-    tok = engine.tokenizer
+def test_prompt_formats_follow_each_family(engine: LocalEngine) -> None:
+    tok = engine.runner.tokenizer
     pre, suf = tok.encode("a = 1\n"), tok.encode("\nb = 2\n")
-    layout = build_layout(engine.family, tok, pre, suf, 3)
-    head = {"dream": [tok.bos_id], "open-dcoder": [], "llada": [tok.bos_id]}[engine.family.name]
-    tail = [tok.eos_id] if engine.family is DREAM else []
+    layout = build_layout(engine.runner.family, tok, pre, suf, 3)
+    head = {"dream": [tok.bos_id], "open-dcoder": [], "llada": [tok.bos_id]}[engine.runner.family.name]
+    tail = [tok.eos_id] if engine.runner.family is DREAM else []
     assert layout.tokens == [*head, *pre, *[tok.mask_id] * 3, *suf, *tail]
     assert layout.canvas_start == len(head) + len(pre)
-    assert layout.shift == (engine.family is not LLADA)
+    assert layout.shift == (engine.runner.family is not LLADA)
 
 
 def test_shifted_logits_read_each_position_from_the_one_before() -> None:
@@ -282,8 +282,9 @@ def test_shifted_logits_read_each_position_from_the_one_before() -> None:
 
 
 def test_context_budget_keeps_the_code_nearest_the_cursor() -> None:
-    pre, suf = fit_context(list(range(100)), list(range(100, 160)), 60)
-    assert pre == list(range(60, 100)) and suf == list(range(100, 120))
+    pre, suf = fit_context(list(range(100)), list(range(100, 160)), 60)  # the far ends go; half the room each
+    assert pre == list(range(70, 100)) and suf == list(range(100, 130))
+    assert fit_context(list(range(100)), [100, 101], 60) == (list(range(42, 100)), [100, 101])
     assert fit_context([1, 2], [3], 10) == ([1, 2], [3])
 
 
@@ -347,35 +348,37 @@ def test_top_p_keeps_dreams_nucleus_on_peaked_and_flat_distributions() -> None:
             assert torch.equal(filter_logits(logits, None, p).isinf(), dream_top_p_logits(logits, p).isinf())
 
 
-def test_llada_blocks_fill_left_to_right(engine: AdapterEngine) -> None:
+def test_llada_blocks_fill_left_to_right(engine: LocalEngine) -> None:
     assert blocks(10, 4, 6) == [(0, 4, 2), (4, 8, 2), (8, 10, 2)]
-    if engine.family is not LLADA:
+    if engine.runner.family is not LLADA:
         return
-    tok = engine.tokenizer
+    tok = engine.runner.tokenizer
     layout = build_layout(LLADA, tok, tok.encode(PREFIX), tok.encode(SUFFIX), 8)
-    one_step = replace(engine.sampling, block_length=4)
+    one_step = replace(engine.runner.sampling, block_length=4)
     opts = SampleOptions(steps=2, threshold=1.0, early_exit=False)
-    tokens, _ = denoise(engine.model, layout, 1, opts, one_step, banned=engine._banned)
+    tokens, _ = fill_layout(engine.runner.model, layout, 1, opts, one_step, engine.runner._banned)
     assert not (tokens == tok.mask_id).any()
 
 
 # --- approximate cache -----------------------------------------------------------------------------------------
 
 
-def test_window_pass_against_a_fresh_cache_equals_the_full_forward(engine: AdapterEngine) -> None:
-    tok = engine.tokenizer
-    layout = build_layout(engine.family, tok, tok.encode(PREFIX), tok.encode(SUFFIX), 9)
+def test_window_pass_against_a_fresh_cache_equals_the_full_forward(engine: LocalEngine) -> None:
+    tok = engine.runner.tokenizer
+    layout = build_layout(engine.runner.family, tok, tok.encode(PREFIX), tok.encode(SUFFIX), 9)
     seq = torch.tensor([layout.tokens])
     with torch.inference_mode():
-        exact, ctx = full_pass(engine.model, seq, layout, keep=True)
-        torch.testing.assert_close(window_pass(engine.model, seq, layout, ctx), exact, atol=1e-4, rtol=1e-4)
+        exact, ctx = full_pass(engine.runner.model, seq, layout, keep=True)
+        torch.testing.assert_close(window_pass(engine.runner.model, seq, layout, ctx), exact, atol=1e-4, rtol=1e-4)
 
 
-def test_approximate_cache_is_exact_at_refresh_steps_and_bounded_between(engine: AdapterEngine) -> None:
-    tok = engine.tokenizer
-    layout = build_layout(engine.family, tok, tok.encode(PREFIX * 3), tok.encode(SUFFIX), 12)
-    sampling = replace(engine.sampling, refresh_every=3, block_length=None)
-    drift = cache_drift(engine.model, layout, SampleOptions(steps=9, threshold=1.0), sampling, banned=engine._banned)
+def test_approximate_cache_is_exact_at_refresh_steps_and_bounded_between(engine: LocalEngine) -> None:
+    tok = engine.runner.tokenizer
+    layout = build_layout(engine.runner.family, tok, tok.encode(PREFIX * 3), tok.encode(SUFFIX), 12)
+    sampling = replace(engine.runner.sampling, refresh_every=3, block_length=None)
+    drift = cache_drift(
+        engine.runner.model, layout, SampleOptions(steps=9, threshold=1.0), sampling, banned=engine.runner._banned
+    )
     refreshed = [d for d in drift if d.refreshed]
     stale = [d for d in drift if not d.refreshed]
     assert [d.step for d in refreshed] == [0, 3, 6]
@@ -384,10 +387,11 @@ def test_approximate_cache_is_exact_at_refresh_steps_and_bounded_between(engine:
     assert sum(d.argmax_agreement for d in stale) / len(stale) > 0.8
 
 
-def test_refreshing_every_step_is_the_exact_sampler(engine: AdapterEngine) -> None:
-    tok = engine.tokenizer
-    layout = build_layout(engine.family, tok, tok.encode(PREFIX), tok.encode(SUFFIX), 10)
+def test_refreshing_every_step_is_the_exact_sampler(engine: LocalEngine) -> None:
+    tok = engine.runner.tokenizer
+    layout = build_layout(engine.runner.family, tok, tok.encode(PREFIX), tok.encode(SUFFIX), 10)
     opts = SampleOptions(steps=5, temperature=0.7, seed=2)
-    exact = denoise(engine.model, layout, 2, opts, replace(engine.sampling, refresh_every=0), banned=engine._banned)
-    every = denoise(engine.model, layout, 2, opts, replace(engine.sampling, refresh_every=1), banned=engine._banned)
+    runner = engine.runner
+    exact = fill_layout(runner.model, layout, 2, opts, replace(runner.sampling, refresh_every=0), runner._banned)
+    every = fill_layout(runner.model, layout, 2, opts, replace(runner.sampling, refresh_every=1), runner._banned)
     assert torch.equal(exact[0], every[0])

@@ -6,17 +6,10 @@ import pytest
 import torch
 
 from engine.api import LocalEngine
-from engine.cache import ContextCache
 from engine.checkpoint import load_checkpoint
-from engine.sample import (
-    Prediction,
-    SampleOptions,
-    candidate_scores,
-    denoise_step,
-    fill,
-    generate_autoregressive,
-    predict,
-)
+from engine.contract import CompletionRequest, SampleOptions
+from engine.runner import DiffillRunner, run_to_end
+from engine.sample import Prediction, candidate_scores, denoise_step, predict
 
 PREFIX = "def add(a, b):\n    return "
 SUFFIX = "\n\nprint(add(1, 2))\n"
@@ -24,25 +17,25 @@ SUFFIX = "\n\nprint(add(1, 2))\n"
 
 @pytest.fixture(scope="module")
 def engine(tiny_checkpoint) -> LocalEngine:
-    model, tok = load_checkpoint(tiny_checkpoint, device="cpu")
-    return LocalEngine(model=model, tokenizer=tok)
+    return LocalEngine(DiffillRunner(*load_checkpoint(tiny_checkpoint, device="cpu")))
 
 
+@torch.inference_mode()
 def run_fill(engine: LocalEngine, options: SampleOptions, canvas_len: int = 16, n: int = 3):
-    tok = engine.tokenizer
-    ctx = ContextCache(engine.model.new_cache())
-    ctx.update(engine.model, [tok.fim_suffix_id, *tok.encode(SUFFIX), tok.fim_prefix_id, *tok.encode(PREFIX)])
-    return fill(
-        engine.model, ctx.cache, canvas_len, n, options, mask_id=tok.mask_id, eos_id=tok.eos_id, banned=engine._banned
-    )
+    """One request's state driven to the end on a fresh context cache: canvas tokens and log-probs (n, L)."""
+    runner = engine.runner
+    prompt = runner.prepare(CompletionRequest(PREFIX, SUFFIX, "python", canvas_len, n, options))
+    state, _ = runner.start(prompt, runner.new_cache())
+    run_to_end(state, runner.forward)
+    return state.tokens()
 
 
 @pytest.mark.parametrize("steps,threshold", [(1, 0.9), (4, 0.9), (16, 1.0), (3, 0.0)])
 def test_sampler_never_leaves_a_mask_and_respects_canvas_length(engine, steps: int, threshold: float) -> None:
     tokens, logp = run_fill(engine, SampleOptions(steps=steps, threshold=threshold), canvas_len=16)
     assert tokens.shape == logp.shape == (3, 16)
-    assert not (tokens == engine.tokenizer.mask_id).any()
-    banned = set(engine._banned.tolist())
+    assert not (tokens == engine.runner.tokenizer.mask_id).any()
+    banned = set(engine.runner._banned.tolist())
     assert not banned & set(tokens.flatten().tolist())
 
 
@@ -144,23 +137,20 @@ def test_autoregressive_twin_decodes_with_same_interface(tmp_path, small_tokeniz
 
     torch.manual_seed(0)
     model = DiffillModel(preset("tiny", vocab_size=small_tokenizer.vocab_size, causal_canvas=True)).eval()
-    engine = LocalEngine(*load_checkpoint(save_checkpoint(tmp_path / "ar", model, small_tokenizer), device="cpu"))
+    runner = DiffillRunner(*load_checkpoint(save_checkpoint(tmp_path / "ar", model, small_tokenizer), device="cpu"))
+    engine = LocalEngine(runner)
     out = engine.complete(PREFIX, SUFFIX, language="python", canvas_length=12, num_candidates=2)
     assert len(out) == 2 and all(c.tokens <= 12 for c in out)
     # Left-to-right decoding with the cache equals greedy decoding by full forwards.
-    tok = engine.tokenizer
-    ctx = ContextCache(engine.model.new_cache())
-    context = [tok.fim_suffix_id, *tok.encode(SUFFIX), tok.fim_prefix_id, *tok.encode(PREFIX), tok.fim_middle_id]
-    last, _ = ctx.update(engine.model, context)
+    tok = runner.tokenizer
     greedy = SampleOptions(temperature=0.0, early_exit=False)
-    tokens, _ = generate_autoregressive(
-        engine.model, ctx.cache, last, 6, 1, greedy, eos_id=tok.eos_id, banned=engine._banned
-    )
+    tokens, _ = run_fill(engine, greedy, canvas_len=6, n=1)
+    context = runner.prepare(CompletionRequest(PREFIX, SUFFIX, "python", 6, 1, greedy)).tokens
     seq = list(context)
     with torch.inference_mode():
         for _ in range(6):
-            logits = engine.model(torch.tensor([seq]), torch.tensor([0]), len(seq))[0, -1].float()
-            logits[engine._banned] = -float("inf")
+            logits = runner.model(torch.tensor([seq]), torch.tensor([0]), len(seq))[0, -1].float()
+            logits[runner._banned] = -float("inf")
             probs = logits.softmax(-1)
             ends = probs[tok.eos_id] >= 0.5  # greedy's two-stage choice: <eos> only when more likely than not
             probs[tok.eos_id] = 0
@@ -186,6 +176,6 @@ def test_engine_rejects_bad_canvas_and_candidates_and_clamps_long_canvas(engine)
     with pytest.raises(ValueError, match="canvas_length"):
         engine.complete("a", "b", language="python", canvas_length=0, num_candidates=1)
     long = engine.complete("a", "b", language="python", canvas_length=10_000, num_candidates=1)
-    assert long[0].tokens <= engine.model.config.max_canvas
+    assert long[0].tokens <= engine.runner.max_canvas
     with pytest.raises(ValueError, match="num_candidates"):
         engine.complete("a", "b", language="python", canvas_length=8, num_candidates=0)

@@ -12,6 +12,7 @@ import torch
 from engine.api import LocalEngine
 from engine.checkpoint import load_checkpoint
 from engine.layout import collate
+from engine.runner import DiffillRunner
 from engine.train import TrainConfig, autoregressive_loss, diffusion_loss, low_discrepancy_times, train
 from tests.conftest import STDLIB
 
@@ -65,7 +66,8 @@ def test_few_hundred_cpu_steps_lower_heldout_loss_clearly(tmp_path, tokenizer_pa
     # The exported checkpoint is a real one: it loads and completes.
     model, tok = load_checkpoint(tmp_path / "run" / "model", device="cpu")
     assert model.config.causal_canvas is autoregressive
-    out = LocalEngine(model, tok).complete("import os\n", "", language="python", canvas_length=8, num_candidates=2)
+    engine = LocalEngine(DiffillRunner(model, tok))
+    out = engine.complete("import os\n", "", language="python", canvas_length=8, num_candidates=2)
     assert len(out) == 2
 
 

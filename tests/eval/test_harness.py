@@ -31,7 +31,7 @@ def test_empty_completions_almost_never_pass(real_problems: list[Problem]) -> No
 
 def test_a_perfect_model_passes_single_line_problems_through_the_editor_path(real_problems: list[Problem]) -> None:
     """Post-processing keeps a whole-line middle intact: the single-line ceiling is 100%."""
-    from engine.sample import SampleOptions
+    from engine.contract import SampleOptions
 
     single = [p for p in real_problems if p.task_id.startswith("SingleLine")]
     records, summary = evaluate(

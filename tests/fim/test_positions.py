@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from fim.request import PositionError, build_request, index_to_utf16, utf16_to_index
-from fim.text import OffsetMap, line_starts
+from fim.request import PositionError, build_request
+from fim.text import OffsetMap, index_to_utf16, line_starts, offset_at, utf16_to_index
 
 EMOJI_LINE = "s = '🙂🎉' + x"  # each emoji is one str character, two UTF-16 units
 CJK_LINE = "名前 = '漢字' + x"  # CJK in the BMP: one character, one unit
@@ -51,7 +51,7 @@ def test_offset_map_converts_characters_and_utf8_bytes() -> None:
 
 def test_emoji_column_gives_the_cursor_offset_and_split() -> None:
     text = f"x = 1\n{EMOJI_LINE}\n"
-    request = build_request(text, 1, 9, "python")  # after '🙂🎉
+    request = build_request(text, 6 + utf16_to_index(EMOJI_LINE, 9), "python")  # after '🙂🎉
     assert request.cursor_offset == 6 + 7
     assert request.prefix.endswith("'🙂🎉")
     assert request.suffix.startswith("' + x")
@@ -59,37 +59,43 @@ def test_emoji_column_gives_the_cursor_offset_and_split() -> None:
 
 def test_crlf_document_keeps_its_line_breaks_and_columns() -> None:
     text = "def f():\r\n    名 = '🙂'\r\n    return 名\r\n"
-    request = build_request(text, 1, 11, "python")  # after the emoji, before the closing quote
+    request = build_request(text, text.index("🙂") + 1, "python")  # after the emoji, before the closing quote
     assert request.prefix == "def f():\r\n    名 = '🙂"
     assert request.suffix == "'\r\n    return 名\r\n"
     assert request.prefix + request.suffix == text
     assert text[request.cursor_offset :] == request.suffix
 
 
-def test_character_past_the_line_end_clamps_before_the_line_break() -> None:
+def test_an_offset_inside_a_crlf_break_is_the_end_of_its_line() -> None:
     text = "ab\r\ncd"
-    request = build_request(text, 0, 50, "python")
+    request = build_request(text, 3, "python")
     assert request.cursor_offset == 2
     assert request.prefix == "ab" and request.suffix == "\r\ncd"
 
 
-def test_a_line_past_the_end_raises_position_error() -> None:
+def test_an_offset_outside_the_text_raises_position_error() -> None:
     with pytest.raises(PositionError):
-        build_request("a\nb", 2, 0, "python")
+        build_request("a\nb", 4, "python")
     with pytest.raises(ValueError):
-        build_request("a", -1, 0, "python")
+        build_request("a", -1, "python")
+
+
+def test_offset_at_counts_characters_and_clamps_to_the_line_end() -> None:
+    text = "ab\r\n🙂c\rlast"
+    assert offset_at(text, 1, 1) == 5 and offset_at(text, 1, 9) == 6 and offset_at(text, 2, 0) == 7
+    assert offset_at(text, 3, 0) is None and offset_at(text, -1, 0) is None
 
 
 def test_empty_file_gives_an_empty_window() -> None:
-    request = build_request("", 0, 0, "python")
+    request = build_request("", 0, "python")
     assert (request.prefix, request.suffix, request.cursor_offset, request.indent) == ("", "", 0, "")
 
 
 def test_cursor_at_start_and_end_of_file() -> None:
     text = "x = 1\ny = 2"
-    start = build_request(text, 0, 0, "python")
+    start = build_request(text, 0, "python")
     assert (start.prefix, start.suffix, start.cursor_offset) == ("", text, 0)
-    end = build_request(text, 1, 5, "python")
+    end = build_request(text, len(text), "python")
     assert (end.prefix, end.suffix, end.cursor_offset) == (text, "", len(text))
-    after_last_break = build_request(text + "\n", 2, 0, "python")
+    after_last_break = build_request(text + "\n", len(text) + 1, "python")
     assert after_last_break.cursor_offset == len(text) + 1

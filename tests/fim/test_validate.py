@@ -11,12 +11,8 @@ from fim.validate import Candidate, postprocess
 
 
 def request_at(marked: str, language: str) -> FimRequest:
-    """A request for the document with its | marker as the cursor (ASCII before the marker's line)."""
-    index = marked.index("|")
-    before = marked[:index]
-    line = before.count("\n")
-    column = len(before[before.rfind("\n") + 1 :].encode("utf-16-le")) // 2
-    return build_request(marked.replace("|", "", 1), line, column, language)
+    """A request for the document with its | marker as the cursor."""
+    return build_request(marked.replace("|", "", 1), marked.index("|"), language)
 
 
 def texts(request: FimRequest, *candidates: str) -> list[str]:

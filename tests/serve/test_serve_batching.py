@@ -11,11 +11,10 @@ import torch
 from serve_wire import PREFIX, call, fim_body
 
 from engine.api import LocalEngine
-from engine.layout import context_tokens
-from engine.sample import SampleOptions
-from engine.serve.protocol import CompletionRequest, CompletionResult
+from engine.contract import CompletionRequest, CompletionResult, SampleOptions
+from engine.runner import Prompt
 from engine.serve.scheduler import Scheduler
-from engine.serve.sessions import SessionStore
+from engine.sessions import SessionStore
 
 # Two requests that differ in everything the sampler looks at. Each has >= 12 canvas rows (candidates x length):
 # below that, CPU BLAS picks another kernel for the request alone than inside a batch (docs/serving.md).
@@ -82,8 +81,7 @@ def test_two_clients_batched_together_get_what_each_gets_alone_and_from_local_en
     assert together["b"].data["stats"]["steps"] <= 5 < together["a"].data["stats"]["steps"]
 
 
-def _request(engine: LocalEngine, body: dict[str, Any], session: str | None = None) -> tuple[CompletionRequest, list]:
-    tok = engine.tokenizer
+def _request(engine: LocalEngine, body: dict[str, Any], session: str | None = None) -> Prompt:
     options = SampleOptions(body.get("steps", 8), body.get("threshold", 0.9), body["temperature"], body["seed"])
     request = CompletionRequest(
         prefix=body["prefix"],
@@ -95,9 +93,7 @@ def _request(engine: LocalEngine, body: dict[str, Any], session: str | None = No
         session_id=session,
         request_id=body["id"],
     )
-    budget = engine.model.config.max_context
-    context = context_tokens(tok, tok.encode(request.prefix), tok.encode(request.suffix), request.language, budget)
-    return request, context
+    return engine.runner.prepare(request)
 
 
 def _wire(result: CompletionResult) -> list[dict[str, Any]]:
@@ -106,14 +102,14 @@ def _wire(result: CompletionResult) -> list[dict[str, Any]]:
 
 def test_request_joining_mid_flight_equals_alone(serve_engine, reference) -> None:
     scheduler = Scheduler(serve_engine)  # never started: driven round by round
-    first = scheduler.submit(*_request(serve_engine, REQUEST_A))
+    first = scheduler.submit(_request(serve_engine, REQUEST_A))
     scheduler.iterate()
     scheduler.iterate()
     assert scheduler.active == 1 and not first.future.done()
-    second = scheduler.submit(*_request(serve_engine, REQUEST_B))
+    second = scheduler.submit(_request(serve_engine, REQUEST_B))
     while not (first.future.done() and second.future.done()):
         scheduler.iterate()
-    assert second.future.result().batch_max == 2
+    assert second.future.result().stats.batch_max == 2
     assert _wire(first.future.result()) == local(reference, REQUEST_A, session="join-a")
     assert _wire(second.future.result()) == local(reference, REQUEST_B, session="join-b")
 
@@ -121,30 +117,30 @@ def test_request_joining_mid_flight_equals_alone(serve_engine, reference) -> Non
 def test_same_session_requests_run_in_turn_and_reuse_the_cache(serve_engine, reference) -> None:
     scheduler = Scheduler(serve_engine)
     typed = {**REQUEST_A, "id": "typed", "prefix": PREFIX + "a +"}  # the user typed: same document, longer prefix
-    first = scheduler.submit(*_request(serve_engine, REQUEST_A, session="doc"))
-    second = scheduler.submit(*_request(serve_engine, typed, session="doc"))
+    first = scheduler.submit(_request(serve_engine, REQUEST_A, session="doc"))
+    second = scheduler.submit(_request(serve_engine, typed, session="doc"))
     scheduler.iterate()
     assert (scheduler.active, scheduler.queue_depth) == (1, 1)  # one request per session cache at a time
     while not second.future.done():
         scheduler.iterate()
     a, b = first.future.result(), second.future.result()
-    assert b.computed_tokens < b.context_tokens  # the session's cache was extended, not rebuilt
+    assert b.stats.computed_tokens < b.stats.context_tokens  # the session's cache was extended, not rebuilt
     assert _wire(a) == local(reference, REQUEST_A, session="doc-ref")
     assert _wire(b) == local(reference, typed, session="doc-ref")  # same cache history as the server's
 
 
 def test_no_batching_runs_one_request_at_a_time(serve_engine, reference) -> None:
     scheduler = Scheduler(serve_engine, batching=False)
-    jobs = [scheduler.submit(*_request(serve_engine, body)) for body in (REQUEST_A, REQUEST_B)]
+    jobs = [scheduler.submit(_request(serve_engine, body)) for body in (REQUEST_A, REQUEST_B)]
     scheduler.iterate()
     assert (scheduler.active, scheduler.queue_depth) == (1, 1)
     while not all(job.future.done() for job in jobs):
         scheduler.iterate()
-    assert [job.future.result().batch_max for job in jobs] == [1, 1]
+    assert [job.future.result().stats.batch_max for job in jobs] == [1, 1]
     assert _wire(jobs[1].future.result()) == local(reference, REQUEST_B, session="solo-b")
 
 
-def test_autoregressive_twin_is_served_one_request_at_a_time(tmp_path: Path, small_tokenizer) -> None:
+def test_autoregressive_twin_batches_step_by_step_and_equals_alone(tmp_path: Path, small_tokenizer) -> None:
     from engine.api import load_engine
     from engine.checkpoint import save_checkpoint
     from engine.config import preset
@@ -155,16 +151,18 @@ def test_autoregressive_twin_is_served_one_request_at_a_time(tmp_path: Path, sma
     path = save_checkpoint(tmp_path / "ar", model, small_tokenizer)
     engine, reference = load_engine(path, device="cpu"), load_engine(path, device="cpu")
     scheduler = Scheduler(engine)
-    assert scheduler.max_batch == 1
-    job = scheduler.submit(*_request(engine, REQUEST_A))
-    scheduler.iterate()
-    assert _wire(job.future.result(timeout=0)) == local(reference, REQUEST_A, session="ar")
+    jobs = [scheduler.submit(_request(engine, body)) for body in (REQUEST_A, REQUEST_B)]
+    while not all(job.future.done() for job in jobs):
+        scheduler.iterate()
+    assert jobs[0].future.result().stats.batch_max == 2  # both decoded in the same rounds
+    assert _wire(jobs[0].future.result()) == local(reference, REQUEST_A, session="ar-a")
+    assert _wire(jobs[1].future.result()) == local(reference, REQUEST_B, session="ar-b")
 
 
 def test_session_caches_stay_under_the_budget_least_recently_used_first(serve_engine) -> None:
-    model = serve_engine.model
-    one = model.new_cache().nbytes
-    store = SessionStore(model, budget_bytes=2 * one)
+    runner = serve_engine.runner
+    one = runner.new_cache().cache.nbytes
+    store = SessionStore(runner.new_cache, budget_bytes=2 * one)
     held = store.acquire("busy")
     for name in ("a", "b", "c"):
         store.release(name, store.acquire(name))
@@ -179,7 +177,7 @@ def test_session_caches_stay_under_the_budget_least_recently_used_first(serve_en
 @pytest.mark.parametrize("batching", [True, False])
 def test_cancelled_request_leaves_between_steps(serve_engine, batching: bool) -> None:
     scheduler = Scheduler(serve_engine, batching=batching)
-    job = scheduler.submit(*_request(serve_engine, {**REQUEST_A, "threshold": 1.0}))
+    job = scheduler.submit(_request(serve_engine, {**REQUEST_A, "threshold": 1.0}))
     scheduler.iterate()
     assert scheduler.active == 1
     scheduler.cancel(job)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from serve_wire import PREFIX, SUFFIX, call
 
-from engine.sample import SampleOptions
+from engine.contract import SampleOptions
 from engine.serve.compat import cut_at_stop
 
 openai = pytest.importorskip("openai")

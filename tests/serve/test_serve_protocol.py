@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from engine.api import Completion
-from engine.sample import SampleOptions
+from engine.contract import Completion, CompletionResult, CompletionStats, SampleOptions
 from engine.serve.compat import cut_at_stop, infill_reply, openai_reply, parse_infill, parse_openai
 from engine.serve.http import HttpError, parse_head
 from engine.serve.metrics import Histogram, Metrics
 from engine.serve.protocol import (
-    CompletionResult,
     Limits,
     ProtocolError,
     native_request,
@@ -23,7 +21,14 @@ LIMITS = Limits(max_context=1000, max_canvas=32, max_candidates=4)
 
 def result(*texts_tokens: tuple[str, int]) -> CompletionResult:
     completions = [Completion(text=t, score=-1.0, tokens=n) for t, n in texts_tokens]
-    return CompletionResult(completions, 50, 10, 0.1, 1.0, 5.0, 4, 2)
+    stats = CompletionStats(
+        context_tokens=50, computed_tokens=10, prefill_ms=1.0, sample_ms=5.0, steps=4, queue_ms=0.1, batch_max=2
+    )
+    return CompletionResult(completions, stats)
+
+
+def test_a_native_canvas_over_the_limit_is_clamped_as_in_process() -> None:
+    assert parse_native({"prefix": "x", "canvas_length": 10_000}, LIMITS).canvas_length == LIMITS.max_canvas
 
 
 def test_native_request_built_by_the_client_is_what_the_server_parses() -> None:
@@ -46,7 +51,7 @@ def test_native_request_built_by_the_client_is_what_the_server_parses() -> None:
     "fields,status",
     [
         ({"num_candidates": 5}, 422),
-        ({"canvas_length": 33}, 422),
+        ({"canvas_length": 0}, 400),
         ({"steps": 0}, 400),
         ({"threshold": 1.5}, 400),
         ({"seed": -1}, 400),
@@ -62,7 +67,8 @@ def test_native_fields_out_of_range_are_refused(fields: dict, status: int) -> No
 
 
 def test_malformed_native_replies_are_value_errors() -> None:
-    assert parse_native_reply({"completions": [{"text": "a", "score": -1, "tokens": 1}]}) == [Completion("a", -1.0, 1)]
+    reply = parse_native_reply({"completions": [{"text": "a", "score": -1, "tokens": 1}], "stats": {"steps": 3}})
+    assert reply.completions == [Completion("a", -1.0, 1)] and reply.stats.steps == 3
     for bad in ([], {"completions": [1]}, {"completions": [{"text": 1, "score": 0, "tokens": 0}]}):
         with pytest.raises(ValueError):
             parse_native_reply(bad)

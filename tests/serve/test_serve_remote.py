@@ -11,10 +11,9 @@ from contextlib import contextmanager
 import pytest
 from serve_wire import PREFIX, SUFFIX
 
-from engine.api import CompletionEngine
+from engine.contract import CompletionEngine, SampleOptions
 from engine.errors import DiffillError
 from engine.remote import RemoteEngine, RemoteError
-from engine.sample import SampleOptions
 
 
 def test_remote_engine_round_trips_and_equals_local_engine(server, reference) -> None:
@@ -42,8 +41,8 @@ def test_remote_errors_are_clear(make_server) -> None:
     with pytest.raises(RemoteError, match="larger than the server accepts") as e:
         remote.complete("x" * 10_000, "", **kwargs)
     assert e.value.status == 413
-    with pytest.raises(RemoteError, match="exceeds the server's limits.*canvas_length") as e:
-        remote.complete("x", "", **{**kwargs, "canvas_length": 10_000})
+    with pytest.raises(RemoteError, match="exceeds the server's limits.*num_candidates") as e:
+        remote.complete("x", "", **{**kwargs, "num_candidates": 17})
     assert e.value.status == 422
     assert remote.complete("x", "", **kwargs)  # the pooled connection still works after errors
     remote.close()
