@@ -101,6 +101,20 @@ class Runner(Protocol):
     def describe(self) -> dict[str, Any]: ...
 
 
+class TokenizedRunner:
+    """What every runner derives from its model and tokenizer the same way."""
+
+    model: torch.nn.Module
+    tokenizer: Any  # encode(text) -> list[int]
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer.encode(text))
+
+
 # ---------------------------------------------------------------- Diffill's own model
 
 
@@ -181,7 +195,7 @@ class AutoregressiveState:
         return self.out, self.logp
 
 
-class DiffillRunner:
+class DiffillRunner(TokenizedRunner):
     """Diffill's transformer: an exact context cache per session, canvas steps against it (``engine.model``)."""
 
     session_cache = True
@@ -193,13 +207,6 @@ class DiffillRunner:
         self.autoregressive = cfg.causal_canvas
         tok = tokenizer
         self._banned = torch.tensor(sorted(tok.special_ids - {tok.eos_id}), dtype=torch.long, device=self.device)
-
-    @property
-    def device(self) -> torch.device:
-        return self.model.embed.weight.device
-
-    def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer.encode(text))
 
     def new_cache(self) -> ContextCache:
         return ContextCache(self.model.new_cache())

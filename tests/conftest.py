@@ -34,3 +34,13 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory, small_tokenizer) -
     torch.manual_seed(0)
     model = DiffillModel(preset("tiny", vocab_size=small_tokenizer.vocab_size))
     return save_checkpoint(tmp_path_factory.mktemp("tiny") / "model", model, small_tokenizer)
+
+
+@pytest.fixture(scope="module", params=["dream", "open-dcoder", "llada"])
+def family_checkpoint(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    """(family, checkpoint directory) of a tiny random model in each released family's exact on-disk layout."""
+    from engine.adapters.families import FAMILIES
+    from tests.engine.adapter_fixtures import tiny_checkpoint as family_tiny_checkpoint
+
+    family = next(f for f in FAMILIES if f.name == request.param)
+    return family, family_tiny_checkpoint(tmp_path_factory.mktemp(family.name) / "model", family, seed=1)

@@ -50,7 +50,7 @@ from engine.config import read_config
 from engine.contract import Completion, CompletionRequest, SampleOptions, fit_canvas
 from engine.errors import CheckpointError
 from engine.layout import fit_context
-from engine.runner import Prompt, run_to_end
+from engine.runner import Prompt, TokenizedRunner, run_to_end
 from engine.sample import row_temperatures
 
 
@@ -135,7 +135,7 @@ class AdapterState:
         return self.block >= len(self.blocks)
 
 
-class AdapterRunner:
+class AdapterRunner(TokenizedRunner):
     """A released diffusion coder: its prompt format, forward, reference sampler and end tokens."""
 
     session_cache = False
@@ -154,13 +154,6 @@ class AdapterRunner:
         unused = range(min(tokenizer.vocab_size, rows), rows)  # head rows past the tokenizer decode to nothing
         banned = sorted(set(tokenizer.special_ids) | set(unused))
         self._banned = torch.tensor(banned, dtype=torch.long, device=self.device)
-
-    @property
-    def device(self) -> torch.device:
-        return self.model.embed.weight.device
-
-    def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer.encode(text))
 
     def new_cache(self) -> ContextCache:
         raise TypeError(f"{self.family.name} models attend both ways: there is no exact context cache to keep")

@@ -39,10 +39,9 @@ SUFFIX = "\n\n\nprint(mean([1, 2, 3]))\n"
 IDS = [f.name for f in FAMILIES]
 
 
-@pytest.fixture(scope="module", params=FAMILIES, ids=IDS)
-def checkpoint(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[Family, Path]:
-    family = request.param
-    return family, tiny_checkpoint(tmp_path_factory.mktemp(family.name) / "model", family, seed=1)
+@pytest.fixture(scope="module")
+def checkpoint(family_checkpoint: tuple[Family, Path]) -> tuple[Family, Path]:
+    return family_checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -10,21 +10,12 @@ from pathlib import Path
 import pytest
 from serve_wire import PREFIX, SUFFIX, call, fim_body
 
-from engine.adapters.families import FAMILIES, Family
+from engine.adapters.families import Family
 from engine.api import LocalEngine, load_engine
 from engine.contract import CompletionRequest, SampleOptions
 from engine.serve.app import ServeConfig
 from engine.serve.scheduler import Scheduler
 from engine.serve.server import ServeThread
-from tests.engine.adapter_fixtures import tiny_checkpoint
-
-IDS = [f.name for f in FAMILIES]
-
-
-@pytest.fixture(scope="module", params=FAMILIES, ids=IDS)
-def family_checkpoint(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[Family, Path]:
-    family = request.param
-    return family, tiny_checkpoint(tmp_path_factory.mktemp(family.name) / "model", family, seed=3)
 
 
 @pytest.fixture(scope="module")
