@@ -73,6 +73,7 @@ def add_backend_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--remote", help="URL of a `diffill serve` endpoint (same as --backend remote --url URL)")
     p.add_argument("--token", help="bearer token for a server backend")
     p.add_argument("--extra-body", help="JSON object merged into each HTTP request body (openai, llama-cpp, ollama)")
+    p.add_argument("--send-language", action="store_true", help="send the task's language (diffill serve's field)")
     p.add_argument("--oracle", action="store_true", help="answer with the true middle (post-processing ceiling)")
     p.add_argument("--baseline", choices=["copy"], help="the copy-from-context floor as the backend")
     p.add_argument("--autoregressive", action="store_true", help="the AR twin (embedded default-ar, or --model)")
@@ -198,6 +199,7 @@ def backend_spec(args: argparse.Namespace) -> BackendSpec:
         url=args.remote or args.url,
         token=args.token,
         extra=extra,
+        send_language=args.send_language,
         autoregressive=args.autoregressive,
         device=args.device,
         threads=args.threads,

@@ -32,6 +32,7 @@ class BackendSpec:
     url: str | None = None
     token: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # merged into HTTP request bodies
+    send_language: bool = False  # HTTP: the task's language as a "language" field
     autoregressive: bool = False  # engine: the embedded AR twin (or --model as an AR checkpoint)
     device: str = "auto"
     threads: int | None = None
@@ -47,8 +48,8 @@ class BackendSpec:
             raise BackendError("the ollama backend needs --model NAME (a model pulled into Ollama)")
         if self.token and self.kind not in ("remote", *_HTTP):
             raise BackendError("--token goes with a server backend (remote, openai, llama-cpp, ollama)")
-        if self.extra and self.kind not in _HTTP:
-            raise BackendError("--extra-body goes with an HTTP backend (openai, llama-cpp, ollama)")
+        if (self.extra or self.send_language) and self.kind not in _HTTP:
+            raise BackendError("--extra-body and --send-language go with an HTTP backend (openai, llama-cpp, ollama)")
 
     @property
     def label(self) -> str:
@@ -60,7 +61,9 @@ class BackendSpec:
 
     def identity(self) -> dict[str, Any]:
         """What makes two runs the same backend (the token is left out: it is a secret, not a setting)."""
-        return {"kind": self.kind, "label": self.label, "url": self.url, "extra": self.extra}
+        return {"kind": self.kind, "label": self.label, "url": self.url, "extra": self.extra} | (
+            {"send_language": True} if self.send_language else {}
+        )
 
 
 def open_backend(spec: BackendSpec, tasks: Iterable[Any] = ()) -> CompletionEngine:
@@ -75,7 +78,9 @@ def open_backend(spec: BackendSpec, tasks: Iterable[Any] = ()) -> CompletionEngi
         return RemoteEngine(spec.url or "", token=spec.token)
     if spec.kind in _HTTP:
         url = spec.url or DEFAULT_URLS[spec.kind]
-        return _HTTP[spec.kind](url, model=spec.model, token=spec.token, extra=dict(spec.extra))
+        return _HTTP[spec.kind](
+            url, model=spec.model, token=spec.token, extra=dict(spec.extra), send_language=spec.send_language
+        )
     import torch
 
     from engine.api import load_engine

@@ -10,7 +10,9 @@
 
 The last two answer one text per request, so they give one greedy candidate whatever the request asks (pass@k
 needs a backend that returns n). ``extra`` fields are merged into every request body (sampling knobs a server
-understands, e.g. ``{"steps": 4}`` for ``diffill serve``). One keep-alive connection is reused across calls; every
+understands, e.g. ``{"steps": 4}`` for ``diffill serve``); ``send_language`` adds the task's language as a
+``language`` field, the extension ``diffill serve`` reads (llama.cpp and Ollama ignore unknown fields; OpenAI's own
+API refuses them, so it is off by default). One keep-alive connection is reused across calls; every
 failure is a ``BackendError`` that names the server and what it said.
 """
 
@@ -122,6 +124,7 @@ class _HttpBackend:
     model: str | None = None
     token: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    send_language: bool = False  # add the task's language as "language" (diffill serve's extension field)
     timeout: float = 120.0
     kind = "http"
 
@@ -137,6 +140,9 @@ class _HttpBackend:
 
     def close(self) -> None:
         self.client.close()
+
+    def _body(self, body: dict[str, Any], language: str) -> dict[str, Any]:
+        return body | ({"language": language} if self.send_language else {}) | self.extra
 
 
 @dataclass
@@ -163,8 +169,8 @@ class OpenAICompletions(_HttpBackend):
             "n": num_candidates,
             "temperature": options.temperature if options is not None and num_candidates > 1 else 0.0,
             **({"seed": options.seed} if options is not None else {}),
-        } | self.extra
-        reply = self.client.post(path, body)
+        }
+        reply = self.client.post(path, self._body(body, language))
         choices = reply.get("choices")
         if not isinstance(choices, list) or not all(isinstance(c, dict) for c in choices):
             raise BackendError(f"{self.client.url}{path}: the reply has no 'choices' list")
@@ -197,8 +203,8 @@ class LlamaCppInfill(_HttpBackend):
             "temperature": 0.0,
             "stream": False,
             **({"seed": options.seed} if options is not None else {}),
-        } | self.extra
-        reply = self.client.post("/infill", body)
+        }
+        reply = self.client.post("/infill", self._body(body, language))
         return [_completion(reply.get("content"), 0, reply.get("tokens_predicted"), self.client.url + "/infill")]
 
 
@@ -221,5 +227,5 @@ class OllamaGenerate(_HttpBackend):
         if options is not None:
             sampling["seed"] = options.seed
         body = {"model": self.model or "", "prompt": prefix, "suffix": suffix, "stream": False, "options": sampling}
-        reply = self.client.post("/api/generate", body | self.extra)
+        reply = self.client.post("/api/generate", self._body(body, language))
         return [_completion(reply.get("response"), 0, reply.get("eval_count"), self.client.url + "/api/generate")]

@@ -5,8 +5,9 @@ metric SantaCoder, DreamOn and Open-dLLM report).
 File: the ``bigcode/santacoder-fim-task`` rows as Parquet (needs pyarrow) or JSON Lines (``.jsonl``/``.jsonl.gz``):
 ``name``, ``language`` (``py``, ``js``, ``java``), ``prompt`` (text before the middle), ``suffix``,
 ``canonical_solution`` (the middle), ``tests`` (not used: the reference scores by match). The document is
-``prompt + suffix`` through ``eval.editor.place_gap`` (a whole-line middle puts the cursor after its indentation
-on a line of its own), asked in single-line mode: every middle is one line.
+``prompt + suffix`` through ``eval.editor.place_gap`` (a whole-line middle -- the prompt ends a line, the suffix
+starts with the line's break -- puts the cursor after its indentation, as an editor does), asked in single-line
+mode: every middle is one line.
 """
 
 from __future__ import annotations
@@ -34,7 +35,10 @@ class SantaCoderProblem:
     canonical_solution: str
 
     def task(self) -> FimTask:
-        text, cursor, middle = place_gap(self.prompt, self.canonical_solution, self.suffix)
+        gap, after = self.canonical_solution, self.suffix
+        if after.startswith("\n") and not gap.endswith("\n"):  # a whole line whose break is in the suffix
+            gap, after = gap + "\n", after[1:]
+        text, cursor, middle = place_gap(self.prompt, gap, after)
         return FimTask(self.task_id, self.language, text, cursor, middle, Mode.SINGLE_LINE)
 
 

@@ -98,7 +98,9 @@ def test_requests_follow_the_set_mode_and_the_engine_limits() -> None:
     assert auto.prefix == problem.prompt + "    " and auto.suffix == "\n" + problem.suffix
     assert forced.mode is Mode.MULTI_LINE and forced.canvas_length == 24
     assert forced.num_candidates == settings.multi_line_candidates
-    custom = make_request(problem.task(), GenConfig(SampleOptions(), canvas=8, candidates=3), settings, approx_tokens, 24)
+    custom = make_request(
+        problem.task(), GenConfig(SampleOptions(), canvas=8, candidates=3), settings, approx_tokens, 24
+    )
     assert (custom.canvas_length, custom.num_candidates) == (8, 3)
 
 
