@@ -131,6 +131,12 @@ _PICKERS = {
 }
 
 
+def pick_span(kind: str, text: str, language: str, rng: random.Random, max_middle: int) -> tuple[int, int] | None:
+    """[start, end) of a middle of one of `FIM_KIND_WEIGHTS`' kinds in `text`, chosen as training chooses it, or
+    None when the file has no span of that kind (no fallback: callers that cut evaluation tasks want the kind)."""
+    return _PICKERS[kind](text, language, rng, max_middle)
+
+
 def _trim_context(prefix: str, suffix: str, max_context: int) -> tuple[str, str]:
     """Keep at most `max_context` characters, nearest the middle first, cutting at line boundaries.
 

@@ -1,9 +1,16 @@
-"""``diffill eval``: HumanEval-Infilling pass@1/pass@k and the speed/quality sweep (see docs/eval.md).
+"""``diffill eval``: FIM benchmarks on any completion backend, side by side (see docs/eval.md).
 
-    diffill eval humaneval-infilling --set single-line [--model DIR | --remote URL] [--limit N] [--out DIR]
+    diffill eval humaneval-infilling --set single-line [BACKEND] [--limit N] [--out DIR]
+    diffill eval safim --data DIR --split {block,control,api} [--lang python,java,cpp,csharp] [BACKEND]
+    diffill eval santacoder-fim --data FILE [--lang python,javascript,java] [BACKEND]
+    diffill eval repo PATH [--languages python,go] [--n N] [--seed S] [BACKEND]
+    diffill eval report RUN_DIR... [--out DIR]
     diffill eval speed [--set single-line] [--steps 1 2 4 8 16] [--thresholds 0.5 0.7 0.9 1.0] [--limit N]
 
-Progress bars and logs go to stderr; the summary JSON goes to stdout and, with the per-problem JSONL, to --out.
+BACKEND: [--model DIR] (the embedded model by default) | --remote URL | --backend openai --url U --model NAME |
+--backend llama-cpp --url U | --backend ollama --model NAME | --baseline copy | --oracle.
+Runs are resumable: the same command with the same --out continues where it stopped. Progress bars and logs go to
+stderr; the summary JSON goes to stdout and, with the per-task JSONL, to --out.
 """
 
 from __future__ import annotations
@@ -13,24 +20,14 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from eval.humaneval import (
-    SET_MODES,
-    SETS,
-    ExecCache,
-    GenConfig,
-    OracleEngine,
-    default_data_dir,
-    evaluate,
-    load_problems,
-    write_results,
-)
+from eval.backends import KINDS, SINGLE_ANSWER, BackendSpec, open_backend
+from eval.editor import GenConfig
+from eval.humaneval import SET_MODES, SETS, ExecCache, HumanEvalSuite, default_data_dir, load_problems, set_path
+from eval.runner import run_suite
 from eval.sandbox import Limits, capabilities
 from fim.request import Mode
-
-if TYPE_CHECKING:
-    from engine.contract import CompletionEngine
 
 MODES = {"auto": None, "single-line": Mode.SINGLE_LINE, "multi-line": Mode.MULTI_LINE}
 
@@ -39,11 +36,10 @@ class UsageError(Exception):
     """A bad combination of arguments or a missing input, reported as `diffill eval: error: ...`."""
 
 
-def add_data_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--set", choices=sorted(SETS), default="single-line", help="HumanEval-Infilling subset")
-    p.add_argument("--data", type=Path, help="directory with the HumanEval-*Infilling*.jsonl.gz files")
-    p.add_argument("--limit", type=int, help="only the first N problems of the set (quick runs)")
-    p.add_argument("--out", type=Path, help="output directory (default runs/eval/<command>-<set>-<time>)")
+def add_run_arguments(p: argparse.ArgumentParser, *, limit: bool = True) -> None:
+    if limit:
+        p.add_argument("--limit", type=int, help="only the first N problems (quick runs)")
+    p.add_argument("--out", type=Path, help="output directory (default runs/eval/<command>-<time>); reuse to resume")
     p.add_argument("--workers", type=int, default=2, help="programs executed in parallel")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds per program")
     p.add_argument("--memory-mb", type=int, default=1024, help="address-space limit per program")
@@ -52,17 +48,35 @@ def add_data_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
 
 
-def add_sampling_arguments(p: argparse.ArgumentParser, *, sweep: bool) -> None:
+def add_data_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--set", choices=sorted(SETS), default="single-line", help="HumanEval-Infilling subset")
+    p.add_argument("--data", type=Path, help="directory with the HumanEval-*Infilling*.jsonl.gz files")
+    add_run_arguments(p)
+
+
+def add_sampling_arguments(p: argparse.ArgumentParser, *, sweep: bool, seed: bool = True) -> None:
     if not sweep:
         p.add_argument("--steps", type=int, default=8, help="denoising step budget")
         p.add_argument("--threshold", type=float, default=0.9, help="confidence threshold for parallel commits")
     p.add_argument("--temperature", type=float, default=0.8, help="temperature of candidates after the first")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
-        "--mode", choices=sorted(MODES), help="request mode (default: multi-line for the multi-line set, else auto)"
-    )
+    if seed:
+        p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--mode", choices=sorted(MODES), help="request mode (default: the suite's, else auto)")
     p.add_argument("--canvas", type=int, help="canvas length (default: the request's, clamped to the model's)")
     p.add_argument("--candidates", type=int, help="candidates per request (default: the request's)")
+
+
+def add_backend_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", choices=KINDS, help="where completions come from (default: engine)")
+    p.add_argument("--model", help="checkpoint directory (engine), or the model name (openai, ollama)")
+    p.add_argument("--url", help="server URL (remote, openai, llama-cpp, ollama)")
+    p.add_argument("--remote", help="URL of a `diffill serve` endpoint (same as --backend remote --url URL)")
+    p.add_argument("--token", help="bearer token for a server backend")
+    p.add_argument("--extra-body", help="JSON object merged into each HTTP request body (openai, llama-cpp, ollama)")
+    p.add_argument("--send-language", action="store_true", help="send the task's language (diffill serve's field)")
+    p.add_argument("--oracle", action="store_true", help="answer with the true middle (post-processing ceiling)")
+    p.add_argument("--baseline", choices=["copy"], help="the copy-from-context floor as the backend")
+    p.add_argument("--autoregressive", action="store_true", help="the AR twin (embedded default-ar, or --model)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -74,14 +88,42 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("humaneval-infilling", help="pass@1 / pass@k, exact match, latency on HumanEval-Infilling")
     add_data_arguments(p)
     add_sampling_arguments(p, sweep=False)
-    source = p.add_mutually_exclusive_group()
-    source.add_argument("--model", help="checkpoint directory (default: the embedded model)")
-    source.add_argument("--remote", help="URL of a `diffill serve` endpoint")
-    source.add_argument("--oracle", action="store_true", help="answer with the true middle (post-processing ceiling)")
-    p.add_argument("--token", help="bearer token for --remote")
-    p.add_argument("--autoregressive", action="store_true", help="the AR twin (embedded default-ar, or --model)")
+    add_backend_arguments(p)
     p.add_argument("--n", type=int, default=1, help="samples per problem for pass@k (needs --temperature > 0)")
     p.set_defaults(func=cmd_humaneval)
+
+    p = sub.add_parser("safim", help="SAFIM pass@1 (block, control-flow, API-call completion)")
+    p.add_argument("--data", type=Path, required=True, help="directory with {block,control,api}_completion.jsonl.gz")
+    p.add_argument("--split", choices=["block", "control", "api"], required=True)
+    p.add_argument("--lang", help="comma-separated languages among python,java,cpp,csharp (default: all)")
+    add_run_arguments(p)
+    add_sampling_arguments(p, sweep=False)
+    add_backend_arguments(p)
+    p.set_defaults(func=cmd_safim)
+
+    p = sub.add_parser("santacoder-fim", help="SantaCoder-FIM first-line exact match and edit similarity")
+    p.add_argument("--data", type=Path, required=True, help="the task file (.parquet, .jsonl or .jsonl.gz)")
+    p.add_argument("--lang", help="comma-separated languages among python,javascript,java (default: all)")
+    add_run_arguments(p)
+    add_sampling_arguments(p, sweep=False)
+    add_backend_arguments(p)
+    p.set_defaults(func=cmd_santacoder)
+
+    p = sub.add_parser("repo", help="exact match and edit similarity on FIM tasks cut from your own code")
+    p.add_argument("path", type=Path, help="a repository or directory of source files")
+    p.add_argument("--languages", help="comma-separated languages (default: every language with a grammar)")
+    p.add_argument("--n", type=int, default=300, help="tasks to cut (rest of line, whole line, block, in turn)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the task cut (and of sampling)")
+    p.add_argument("--max-file-kb", type=int, default=256, help="skip larger files")
+    add_run_arguments(p, limit=False)
+    add_sampling_arguments(p, sweep=False, seed=False)
+    add_backend_arguments(p)
+    p.set_defaults(func=cmd_repo)
+
+    p = sub.add_parser("report", help="one Markdown table and a quality-vs-latency plot from run directories")
+    p.add_argument("runs", type=Path, nargs="+", metavar="RUN_DIR")
+    p.add_argument("--out", type=Path, help="where report.md and report.png go (default runs/eval/report-<time>)")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("speed", help="steps/threshold sweep of the diffusion model beside the AR twin")
     add_data_arguments(p)
@@ -98,42 +140,70 @@ def build_parser() -> argparse.ArgumentParser:
 # ---------------------------------------------------------------- shared helpers
 
 
-def data_dir(args: argparse.Namespace) -> Path:
-    if args.limit is not None and args.limit < 1:
+def check_limit(args: argparse.Namespace) -> int | None:
+    limit = getattr(args, "limit", None)
+    if limit is not None and limit < 1:
         raise UsageError("--limit must be >= 1")
+    return limit
+
+
+def data_dir(args: argparse.Namespace) -> Path:
+    check_limit(args)
     path = args.data or default_data_dir()
     if path is None:
         raise UsageError("no HumanEval-Infilling data found next to the repository; pass --data DIR")
-    if not (Path(path) / SETS[args.set]).exists() and not (Path(path) / SETS[args.set]).with_suffix("").exists():
+    if not set_path(Path(path), args.set).exists():
         raise UsageError(f"{SETS[args.set]} is not in {path}")
     return Path(path)
 
 
-def out_dir(args: argparse.Namespace) -> Path:
+def out_dir(args: argparse.Namespace, detail: str) -> Path:
     if args.out is not None:
         return args.out
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    return Path("runs") / "eval" / f"{args.command}-{args.set}-{stamp}"
+    return Path("runs") / "eval" / f"{args.command}-{detail}-{stamp}"
 
 
-def load_local(model: str | None, args: argparse.Namespace, *, autoregressive: bool = False) -> CompletionEngine:
-    import torch
-
-    from engine.api import load_engine
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    return load_engine(model, device=args.device, autoregressive=autoregressive)
+def languages(value: str | None) -> list[str] | None:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
 
 
-def open_engine(args: argparse.Namespace, problems: list) -> CompletionEngine:
-    if args.oracle:
-        return OracleEngine.of(problems)
-    if args.remote:
-        from engine.remote import RemoteEngine  # written beside this package; only needed for remote runs
-
-        return RemoteEngine(args.remote, token=args.token)
-    return load_local(args.model, args, autoregressive=args.autoregressive)
+def backend_spec(args: argparse.Namespace) -> BackendSpec:
+    """One source of completions from --backend / --remote / --oracle / --baseline (at most one of them)."""
+    chosen = [
+        name
+        for name, given in (
+            ("--backend", args.backend),
+            ("--remote", args.remote),
+            ("--oracle", args.oracle),
+            ("--baseline", args.baseline),
+        )
+        if given
+    ]
+    if len(chosen) > 1:
+        raise UsageError(f"{' and '.join(chosen)} each choose the backend; pass one")
+    kind = args.backend or ("remote" if args.remote else "oracle" if args.oracle else args.baseline or "engine")
+    extra: dict[str, Any] = {}
+    if args.extra_body:
+        try:
+            extra = json.loads(args.extra_body)
+        except ValueError as e:
+            raise UsageError(f"--extra-body is not JSON: {e}") from None
+        if not isinstance(extra, dict):
+            raise UsageError("--extra-body must be a JSON object")
+    if args.autoregressive and kind != "engine":
+        raise UsageError("--autoregressive goes with the engine backend")
+    return BackendSpec(
+        kind=kind,
+        model=args.model,
+        url=args.remote or args.url,
+        token=args.token,
+        extra=extra,
+        send_language=args.send_language,
+        autoregressive=args.autoregressive,
+        device=args.device,
+        threads=args.threads,
+    )
 
 
 def sample_options(args: argparse.Namespace, **overrides: Any):
@@ -145,29 +215,50 @@ def sample_options(args: argparse.Namespace, **overrides: Any):
     return SampleOptions(**(values | overrides))
 
 
-def gen_config(args: argparse.Namespace, **option_overrides: Any) -> GenConfig:
-    mode = MODES[args.mode] if args.mode else SET_MODES.get(args.set)
+def gen_config(args: argparse.Namespace, default_mode: Mode | None = None, **option_overrides: Any) -> GenConfig:
     return GenConfig(
         options=sample_options(args, **option_overrides),
-        mode=mode,
+        mode=MODES[args.mode] if args.mode else default_mode,
         canvas=args.canvas,
         candidates=args.candidates,
-        n=getattr(args, "n", 1),
+        n=getattr(args, "n", 1) if args.command == "humaneval-infilling" else 1,
     )
 
 
-def limits(args: argparse.Namespace) -> Limits:
-    return Limits(timeout_s=args.timeout, memory_mb=args.memory_mb)
+def limits(args: argparse.Namespace, base: Limits = Limits()) -> Limits:  # noqa: B008 - frozen default
+    from dataclasses import replace
+
+    return replace(base, timeout_s=args.timeout, memory_mb=args.memory_mb)
 
 
-def run_info(args: argparse.Namespace, data: Path) -> dict[str, Any]:
-    return {
-        "set": args.set,
-        "data": str(data),
-        "limit": args.limit,
+def load_local(model: str | None, args: argparse.Namespace, *, autoregressive: bool = False):
+    spec = BackendSpec(model=model, autoregressive=autoregressive, device=args.device, threads=args.threads)
+    return open_backend(spec)
+
+
+def run_command(
+    args: argparse.Namespace, suite, spec: BackendSpec, config: GenConfig, identity: dict, out: Path
+) -> int:
+    """Open the backend, run (or resume) the suite into `out`, print the summary."""
+    if config.n > 1 and spec.kind in SINGLE_ANSWER:
+        raise UsageError(f"--n > 1 needs several samples per request; the {spec.kind} backend answers one")
+    engine = open_backend(spec, suite.tasks)
+    options = {**vars(config.options), "mode": args.mode or str(config.mode or "auto"), "canvas": args.canvas}
+    options |= {"candidates": args.candidates, "n": config.n}
+    meta = {
+        "engine": engine.describe(),
+        "limit": getattr(args, "limit", None),
         "sandbox": {**capabilities(), "timeout_s": args.timeout, "memory_mb": args.memory_mb},
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+    identity = identity | {"backend": spec.identity(), "options": options}
+    try:
+        summary = run_suite(suite, engine, config, out, identity, meta, progress=not args.no_progress)
+    finally:
+        engine.close()
+    print(json.dumps(summary, indent=2, default=str))
+    print(f"wrote {out / 'results.jsonl'} and {out / 'summary.json'}", file=sys.stderr)
+    return 0
 
 
 # ---------------------------------------------------------------- commands
@@ -176,28 +267,57 @@ def run_info(args: argparse.Namespace, data: Path) -> dict[str, Any]:
 def cmd_humaneval(args: argparse.Namespace) -> int:
     if not 1 <= args.n <= 63 or (args.n > 1 and args.temperature <= 0):
         raise UsageError("--n must be in [1, 63], and --n > 1 needs --temperature > 0 (else every sample is the same)")
-    if args.token and not args.remote:
-        raise UsageError("--token goes with --remote")
     data = data_dir(args)
+    spec = backend_spec(args)
     problems = load_problems(data, args.set, args.limit)
-    config = gen_config(args)
-    engine = open_engine(args, problems)
-    cache = ExecCache(limits(args), args.workers)
-    t0 = time.perf_counter()
-    records, summary = evaluate(engine, problems, config, cache, progress=not args.no_progress)
-    summary = (
-        run_info(args, data)
-        | {
-            "engine": engine.describe(),
-            "options": {**vars(config.options), "mode": args.mode or str(config.mode or "auto"), "n": args.n},
-            "wall_s": time.perf_counter() - t0,
-        }
-        | summary
-    )
-    out = out_dir(args)
-    write_results(out, records, summary)
-    print(json.dumps(summary, indent=2, default=str))
-    print(f"wrote {out / 'results.jsonl'} and {out / 'summary.json'}", file=sys.stderr)
+    suite = HumanEvalSuite(problems, args.set, ExecCache(limits(args), args.workers))
+    config = gen_config(args, SET_MODES.get(args.set))
+    identity = {"set": args.set, "data": str(data)}
+    return run_command(args, suite, spec, config, identity, out_dir(args, args.set))
+
+
+def cmd_safim(args: argparse.Namespace) -> int:
+    from eval.suites.safim import LANGUAGES, LIMITS, SafimSuite, load_problems, split_path
+
+    langs = languages(args.lang)
+    if langs and (unknown := set(langs) - set(LANGUAGES)):
+        raise UsageError(f"unknown SAFIM language(s) {', '.join(sorted(unknown))}; among {', '.join(LANGUAGES)}")
+    path = split_path(args.data, args.split)
+    problems = load_problems(path, langs, check_limit(args))
+    suite = SafimSuite(problems, args.split, limits=limits(args, LIMITS), workers=args.workers)
+    identity = {"data": str(path), "languages": langs}
+    return run_command(args, suite, backend_spec(args), gen_config(args), identity, out_dir(args, args.split))
+
+
+def cmd_santacoder(args: argparse.Namespace) -> int:
+    from eval.suites.santacoder import SantaCoderSuite, load_problems
+
+    suite = SantaCoderSuite(load_problems(args.data, languages(args.lang), check_limit(args)))
+    identity = {"data": str(args.data), "languages": languages(args.lang)}
+    return run_command(args, suite, backend_spec(args), gen_config(args), identity, out_dir(args, "tasks"))
+
+
+def cmd_repo(args: argparse.Namespace) -> int:
+    from eval.suites.repo import RepoSuite, cut_tasks
+
+    if args.n < 1:
+        raise UsageError("--n must be >= 1")
+    langs = languages(args.languages)
+    tasks = cut_tasks(args.path, args.n, args.seed, langs, args.max_file_kb)
+    if not tasks:
+        raise UsageError(f"no source files to cut tasks from under {args.path}")
+    suite = RepoSuite(args.path, tasks)
+    identity = {"path": str(Path(args.path).resolve()), "languages": langs, "n": args.n, "seed": args.seed}
+    return run_command(args, suite, backend_spec(args), gen_config(args), identity, out_dir(args, args.path.name))
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from eval.report import write_report
+
+    out = args.out or Path("runs") / "eval" / f"report-{time.strftime('%Y%m%d-%H%M%S')}"
+    text, paths = write_report(args.runs, out)
+    print(text, end="")
+    print("wrote " + ", ".join(map(str, paths)), file=sys.stderr)
     return 0
 
 
@@ -208,11 +328,13 @@ def cmd_speed(args: argparse.Namespace) -> int:
     problems = load_problems(data, args.set, args.limit)
     diffusion = load_local(args.model, args)
     ar = None if args.no_ar else load_local(args.ar_model, args, autoregressive=True)
-    sweep = SweepConfig(base=gen_config(args), steps=tuple(args.steps), thresholds=tuple(args.thresholds))
+    base = gen_config(args, SET_MODES.get(args.set))
+    sweep = SweepConfig(base=base, steps=tuple(args.steps), thresholds=tuple(args.thresholds))
     cache = ExecCache(limits(args), args.workers)
     points = run_sweep(diffusion, ar, problems, sweep, cache, progress=not args.no_progress)
-    out = out_dir(args)
-    meta = run_info(args, data) | {"diffusion": diffusion.describe(), "autoregressive": ar.describe() if ar else None}
+    out = out_dir(args, args.set)
+    meta = {"set": args.set, "data": str(data), "limit": args.limit, "sandbox": capabilities()}
+    meta |= {"diffusion": diffusion.describe(), "autoregressive": ar.describe() if ar else None}
     paths = write_report(out, points, meta)
     print(json.dumps([p.as_dict() for p in points], indent=2))
     print("wrote " + ", ".join(map(str, paths)), file=sys.stderr)
@@ -225,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return int(args.func(args) or 0)
-    except (UsageError, DiffillError, OSError) as e:
+    except (UsageError, DiffillError, OSError, ValueError) as e:
         print(f"diffill eval: error: {e}", file=sys.stderr)
         return 2
 

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-__all__ = ["KINDS", "Limits", "Outcome", "capabilities", "run_program"]
+__all__ = ["KINDS", "Limits", "Outcome", "capabilities", "kill_group", "network_prefix", "run_program", "tail"]
 
 # How a run ended; "passed" is the only success.
 KINDS = ("passed", "failed", "error", "syntax", "timeout", "memory", "crash", "exit", "blocked", "sandbox")
@@ -149,7 +149,7 @@ class Outcome:
 
 
 @cache
-def _network_prefix() -> tuple[str, ...]:
+def network_prefix() -> tuple[str, ...]:
     """The command prefix that gives the child an empty network namespace, or () when none works here."""
     if shutil.which("unshare") is None:
         return ()
@@ -172,7 +172,7 @@ def _pids_cgroup_root() -> Path | None:
 def capabilities() -> dict[str, bool]:
     """Which kernel-level layers this machine gives the sandbox (the audit hooks are always on)."""
     return {
-        "network_namespace": bool(_network_prefix()),
+        "network_namespace": bool(network_prefix()),
         "pids_cgroup": _pids_cgroup_root() is not None,
         "rlimit_nproc": os.geteuid() != 0,
     }
@@ -213,17 +213,18 @@ def _remove_cgroup(group: Path) -> None:
             time.sleep(0.01)
 
 
-def _kill_group(pgid: int) -> None:
+def kill_group(pgid: int) -> None:
     try:
         os.killpg(pgid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
 
 
-def _tail(path: Path) -> str:
+def tail(path: Path, size: int = _TAIL_BYTES) -> str:
+    """The last `size` bytes of a file, decoded leniently ("" when it cannot be read)."""
     try:
         with path.open("rb") as f:
-            f.seek(max(0, path.stat().st_size - _TAIL_BYTES))
+            f.seek(max(0, path.stat().st_size - size))
             return f.read().decode("utf-8", "replace")
     except OSError:
         return ""
@@ -268,7 +269,7 @@ def _command(nonce: str, status_fd: int, limits: Limits, cgroup: Path | None) ->
     numbers = (limits.memory_mb * 2**20, int(limits.timeout_s) + 1, limits.output_kb * 1024, limits.processes)
     flags = ("1" if limits.audit_hooks else "0", str(cgroup or ""))
     boot = [sys.executable, "-I", "-B", "-c", _BOOT, nonce, str(status_fd), *map(str, numbers), *flags]
-    return [*_network_prefix(), *boot]
+    return [*network_prefix(), *boot]
 
 
 def _read_available(fd: int) -> str:
@@ -280,14 +281,18 @@ def _read_available(fd: int) -> str:
         return ""
 
 
-def _spawn(command: list[str], workdir: Path, status_fd: int) -> subprocess.Popen[bytes]:
+def _spawn(command: list[str], workdir: Path, status_fd: int, stdin: Path | None) -> subprocess.Popen[bytes]:
     env = {"PATH": os.defpath, "HOME": str(workdir), "TMPDIR": str(workdir), "LANG": "C.UTF-8"}
-    with (workdir / "stdout").open("wb") as out, (workdir / "stderr").open("wb") as err:
+    with (
+        (workdir / "stdout").open("wb") as out,
+        (workdir / "stderr").open("wb") as err,
+        open(stdin or os.devnull, "rb") as source,
+    ):
         return subprocess.Popen(
             command,
             cwd=workdir,
             env=env,
-            stdin=subprocess.DEVNULL,
+            stdin=source,
             stdout=out,
             stderr=err,
             pass_fds=(status_fd,),
@@ -302,13 +307,23 @@ def _wait(proc: subprocess.Popen[bytes], timeout: float) -> bool:
         timed_out = False
     except subprocess.TimeoutExpired:
         timed_out = True
-    _kill_group(proc.pid)
+    kill_group(proc.pid)
     proc.wait()
     return timed_out
 
 
-def run_program(source: str, limits: Limits = Limits()) -> Outcome:  # noqa: B008 - frozen dataclass default
-    """Execute `source` as a fresh `__main__` in a sandboxed child; never raises for anything the program does."""
+def run_program(
+    source: str,
+    limits: Limits = Limits(),  # noqa: B008 - frozen dataclass default
+    *,
+    stdin: str | None = None,
+    output_bytes: int = _TAIL_BYTES,
+) -> Outcome:
+    """Execute `source` as a fresh `__main__` in a sandboxed child; never raises for anything the program does.
+
+    `stdin`: the program's standard input (default: empty); `output_bytes`: how much of the end of its stdout
+    ``Outcome.output`` keeps (programs judged by what they print need all of it, up to ``Limits.output_kb``).
+    """
     start = time.perf_counter()
     workdir = Path(tempfile.mkdtemp(prefix="diffill-eval-"))
     cgroup = _make_cgroup(limits.processes)
@@ -316,15 +331,18 @@ def run_program(source: str, limits: Limits = Limits()) -> Outcome:  # noqa: B00
     read_fd, write_fd = os.pipe()
     try:
         (workdir / "program.py").write_text(source, encoding="utf-8")
+        if stdin is not None:
+            (workdir / "stdin").write_text(stdin, encoding="utf-8")
         try:
-            proc = _spawn(_command(nonce, write_fd, limits, cgroup), workdir, write_fd)
+            command = _command(nonce, write_fd, limits, cgroup)
+            proc = _spawn(command, workdir, write_fd, workdir / "stdin" if stdin is not None else None)
         except OSError as e:
             return Outcome("sandbox", f"could not start the sandbox: {e}", time.perf_counter() - start)
         os.close(write_fd)
         write_fd = -1
         timed_out = _wait(proc, limits.timeout_s)
         status = _read_available(read_fd)
-        stdout, stderr = _tail(workdir / "stdout"), _tail(workdir / "stderr")
+        stdout, stderr = tail(workdir / "stdout", output_bytes), tail(workdir / "stderr")
         kind, detail = classify(proc.returncode, timed_out, nonce, status, stderr)
         return Outcome(kind, detail, time.perf_counter() - start, stdout)
     finally:

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from eval.humaneval import ExecCache, GenConfig, Problem, evaluate
+from eval.editor import GenConfig
+from eval.humaneval import ExecCache, Problem, evaluate
 
 if TYPE_CHECKING:
     from engine.contract import CompletionEngine
@@ -149,7 +150,7 @@ def markdown(points: Sequence[Point], meta: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _minor_label(value: float, _: int) -> str:
+def minor_label(value: float, _: int) -> str:
     """Label 2x and 5x minor ticks of a log axis, so a range within one decade still reads."""
     return f"{value:g}" if f"{value:e}"[0] in "25" else ""
 
@@ -176,7 +177,7 @@ def plot(points: Sequence[Point], path: Path, title: str) -> bool:
             ax.scatter([p.p50_ms], [p.pass1], marker="*", s=200, color="black", zorder=3, label="autoregressive twin")
     ax.set_xscale("log")
     ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:g}"))
-    ax.xaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(_minor_label))
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(minor_label))
     ax.set_ylim(0, max(0.05, 1.1 * max(p.pass1 for p in points)))
     ax.set_xlabel("p50 latency per completion (ms, log scale)")
     ax.set_ylabel("pass@1 (editor)")

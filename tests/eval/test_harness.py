@@ -7,7 +7,9 @@ an empty line of its own) and mid-line random spans.
 
 from __future__ import annotations
 
-from eval.humaneval import ExecCache, GenConfig, OracleEngine, Problem, evaluate
+from eval.backends.reference import OracleEngine
+from eval.editor import GenConfig
+from eval.humaneval import ExecCache, Problem, evaluate
 from eval.sandbox import Limits
 
 LIMITS = Limits(timeout_s=10, memory_mb=512)

@@ -6,18 +6,9 @@ import math
 
 import pytest
 
-from eval.humaneval import (
-    GenConfig,
-    Problem,
-    build_program,
-    document,
-    exact_match,
-    make_request,
-    pass_at_k,
-    percentile,
-    settings_for,
-    splice,
-)
+from eval.editor import GenConfig, make_request, settings_for
+from eval.humaneval import Problem, build_program, document, splice
+from eval.metrics import edit_similarity, exact_match, first_line, levenshtein, pass_at_k, percentile
 from fim.request import FimSettings, Mode, approx_tokens
 from tests.eval.mini import MINI_PROBLEMS
 
@@ -58,6 +49,18 @@ def test_exact_match_ignores_surrounding_whitespace_only() -> None:
     assert not exact_match("return a+b", "return a + b")
 
 
+def test_edit_similarity_is_one_minus_normalised_levenshtein() -> None:
+    assert levenshtein("kitten", "sitting") == 3 and levenshtein("", "abc") == 3
+    assert edit_similarity("kitten", "sitting") == pytest.approx(1 - 3 / 7)
+    assert edit_similarity("", "") == 1.0 and edit_similarity("abc", "") == 0.0
+    assert edit_similarity("x = 1", "x = 1") == 1.0
+
+
+def test_first_line_is_the_first_non_empty_line_stripped() -> None:
+    assert first_line("\n   \n    return a + b  \n    pass") == "return a + b"
+    assert first_line("  \n ") == ""
+
+
 @pytest.mark.parametrize("problem", MINI_PROBLEMS, ids=lambda p: p.task_id)
 def test_splicing_the_middle_rebuilds_the_original_function(problem: Problem) -> None:
     original = problem.prompt + problem.canonical_solution + problem.suffix
@@ -72,7 +75,8 @@ def test_a_whole_line_gap_puts_the_cursor_after_the_indentation_of_an_empty_line
     line_start = text.rindex("\n", 0, cursor) + 1
     assert text[line_start : text.index("\n", cursor)] == "    " and cursor - line_start == 4  # as after Enter
     assert problem.middle == "for x in xs:\n        if x % 2 == 0:\n            out.append(x)"
-    assert problem.line_gap and not MINI_PROBLEMS[2].line_gap and MINI_PROBLEMS[2].indent == ""
+    span = MINI_PROBLEMS[2]  # a mid-line span is simply cut out
+    assert document(span) == (span.prompt + span.suffix, len(span.prompt)) and span.middle == span.canonical_solution
 
 
 def test_requests_follow_the_set_mode_and_the_engine_limits() -> None:
@@ -81,12 +85,14 @@ def test_requests_follow_the_set_mode_and_the_engine_limits() -> None:
     settings = settings_for({"max_canvas": 24, "max_text_tokens": 508})
     assert settings.single_line_canvas == 24 and settings.prefix_tokens + settings.suffix_tokens <= 508
     problem = MINI_PROBLEMS[1]
-    auto = make_request(problem, GenConfig(SampleOptions()), FimSettings(), approx_tokens, None)
-    forced = make_request(problem, GenConfig(SampleOptions(), mode=Mode.MULTI_LINE), settings, approx_tokens, 24)
+    auto = make_request(problem.task(), GenConfig(SampleOptions()), FimSettings(), approx_tokens, None)
+    forced = make_request(problem.task(), GenConfig(SampleOptions(), mode=Mode.MULTI_LINE), settings, approx_tokens, 24)
     assert auto.prefix == problem.prompt + "    " and auto.suffix == "\n" + problem.suffix
     assert forced.mode is Mode.MULTI_LINE and forced.canvas_length == 24
     assert forced.num_candidates == settings.multi_line_candidates
-    custom = make_request(problem, GenConfig(SampleOptions(), canvas=8, candidates=3), settings, approx_tokens, 24)
+    custom = make_request(
+        problem.task(), GenConfig(SampleOptions(), canvas=8, candidates=3), settings, approx_tokens, 24
+    )
     assert (custom.canvas_length, custom.num_candidates) == (8, 3)
 
 

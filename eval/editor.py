@@ -1,0 +1,257 @@
+"""The editor's path for one benchmark task: document + cursor -> FIM request -> engine -> post-processing.
+
+Every suite (HumanEval-Infilling, SAFIM, SantaCoder-FIM, tasks cut from a repository) turns its rows into
+``FimTask``s -- a document, a cursor (string index), a language and the expected middle -- and this module asks
+any ``CompletionEngine`` exactly as the language server does: ``fim.request.build_request`` windows the document and
+picks the mode (``fim_request`` is the one place that calls it), the engine samples the request's candidates, and
+``fim.validate.postprocess`` truncates, validates and ranks them.
+
+Three completions per task come back: ``editor`` (the top post-processed candidate, "" when all were rejected: the
+editor shows nothing), ``fallback`` (editor, else the raw top candidate cut to the line limit) and ``raw`` (the
+best candidate as the model wrote it). With ``n > 1`` an extra, untimed request draws n + 1 candidates at the
+configured temperature, drops the greedy first row (the engine's convention) and post-processes each sample alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import secrets
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from tqdm import tqdm
+
+from eval.metrics import mean, spread
+from fim.request import FimRequest, FimSettings, Mode, build_request
+from fim.validate import Candidate, postprocess
+
+if TYPE_CHECKING:
+    from engine.contract import Completion, CompletionEngine, SampleOptions
+
+
+@dataclass(frozen=True)
+class FimTask:
+    """One completion to ask for: the editor's document, the cursor's string index in it, the expected middle."""
+
+    task_id: str
+    language: str  # an LSP language id or alias (fim.languages normalises it)
+    text: str
+    cursor: int
+    middle: str
+    mode: Mode | None = None  # the suite's mode for this task; None: what the editor picks at the cursor
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.cursor <= len(self.text):
+            raise ValueError(f"{self.task_id}: cursor {self.cursor} is outside a document of {len(self.text)} chars")
+
+
+def place_gap(before: str, gap: str, after: str) -> tuple[str, int, str]:
+    """(document, cursor, middle) for a gap between `before` and `after`, as an editor would hold it.
+
+    A whole-line gap (it starts at a line start and ends with a line break) leaves the cursor on an empty line of
+    its own after the gap's first-line indentation -- as after Enter in an editor that auto-indents, and as the
+    model is trained (``engine.data``). The middle is then the gap without that indentation and without its last
+    line break (the cursor line's own). Any other gap is simply cut out.
+    """
+    if not (gap.endswith("\n") and (not before or before.endswith("\n"))):
+        return before + after, len(before), gap
+    first = gap.split("\n", 1)[0]
+    indent = first[: len(first) - len(first.lstrip(" \t"))]
+    head = before + indent
+    return head + "\n" + after, len(head), gap[len(indent) : -1]
+
+
+def fim_request(
+    text: str, offset: int, language: str, settings: FimSettings, count: Callable[[str], int]
+) -> FimRequest:
+    """``fim.request.build_request`` at a string offset: the only call site in eval/."""
+    return build_request(text, offset, language, settings, count)
+
+
+def settings_for(description: dict[str, Any]) -> FimSettings:
+    """fim's sizes fitted to what the engine accepts, as the language server does."""
+    return FimSettings().fitted(description.get("max_text_tokens"), description.get("max_canvas"))
+
+
+@dataclass(frozen=True)
+class GenConfig:
+    options: SampleOptions
+    mode: Mode | None = None  # overrides the task's mode; None: the task's, else what the editor picks
+    canvas: int | None = None  # overrides the request's canvas length
+    candidates: int | None = None  # overrides the request's number of candidates
+    n: int = 1  # samples per problem for pass@k (n > 1: one more request of n + 1 candidates)
+
+
+@dataclass(frozen=True)
+class Generation:
+    task_id: str
+    mode: str
+    editor: str
+    fallback: str
+    raw: str
+    samples: tuple[str, ...]
+    latency_ms: float  # engine.complete + post-processing, what the editor waits for
+    model_ms: float  # engine.complete alone
+    tokens: int  # tokens the engine produced over all candidates of the timed request
+    candidates: int
+    accepted: int  # candidates post-processing kept
+    stats: dict[str, float] = field(default_factory=dict)  # LocalEngine.last_stats when there is one
+
+    def timing(self) -> dict[str, Any]:
+        """The fields every suite's per-task record carries."""
+        record = {
+            "mode": self.mode,
+            "latency_ms": round(self.latency_ms, 3),
+            "model_ms": round(self.model_ms, 3),
+            "tokens": self.tokens,
+            "candidates": self.candidates,
+            "accepted": self.accepted,
+        }
+        return record | ({"engine_stats": self.stats} if self.stats else {})
+
+
+def make_request(
+    task: FimTask, config: GenConfig, settings: FimSettings, count: Callable[[str], int], max_canvas: int | None
+) -> FimRequest:
+    request = fim_request(task.text, task.cursor, task.language, settings, count)
+    mode = config.mode or task.mode
+    if mode is not None and mode is not request.mode:
+        request = dataclasses.replace(
+            request,
+            mode=mode,
+            canvas_length=settings.canvas_length(mode),
+            num_candidates=settings.num_candidates(mode),
+            max_lines=settings.line_limit(mode),
+        )
+    canvas = config.canvas or request.canvas_length
+    canvas = min(canvas, max_canvas) if max_canvas else canvas
+    return dataclasses.replace(
+        request, canvas_length=canvas, num_candidates=config.candidates or request.num_candidates
+    )
+
+
+def cut_lines(text: str, request: FimRequest) -> str:
+    """The raw text cut to the request's line limit, as the editor would before any syntax check."""
+    return "\n".join(text.split("\n")[: request.max_lines]).rstrip()
+
+
+def _complete(
+    engine: CompletionEngine, request: FimRequest, options: SampleOptions, n: int, session: str
+) -> list[Completion]:
+    return engine.complete(
+        request.prefix,
+        request.suffix,
+        language=request.language,
+        canvas_length=request.canvas_length,
+        num_candidates=n,
+        options=options,
+        session_id=session,
+    )
+
+
+def _samples(engine: CompletionEngine, request: FimRequest, config: GenConfig, session: str) -> tuple[str, ...]:
+    """n i.i.d. samples at the configured temperature, each post-processed alone ("" when rejected)."""
+    if config.n <= 1:
+        return ()
+    rows = _complete(engine, request, config.options, config.n + 1, session)[1:]  # row 0 is greedy
+    kept = [postprocess(request, [Candidate(c.text, c.score)]) for c in rows]
+    return tuple(k[0].text if k else "" for k in kept)
+
+
+def session_id(task_id: str, run: str) -> str:
+    """A fresh engine session per task and run: every timed request prefills its context from scratch (cold),
+    also when a sweep asks the same engine again."""
+    return f"eval:{run}:{task_id}"
+
+
+def task_of(session: str | None) -> str:
+    return (session or "").split(":", 2)[-1]
+
+
+def _engine_stats(engine: CompletionEngine) -> dict[str, float]:
+    stats = engine.last_stats
+    return {k: float(v) for k, v in dataclasses.asdict(stats).items()} if stats is not None else {}
+
+
+def generate(engine: CompletionEngine, task_id: str, request: FimRequest, config: GenConfig, run: str) -> Generation:
+    """One editor request for the task (timed), plus the pass@k samples when n > 1 (not timed)."""
+    session = session_id(task_id, run)
+    t0 = time.perf_counter()
+    raw = _complete(engine, request, config.options, request.num_candidates, session)
+    t1 = time.perf_counter()
+    ranked = postprocess(request, [Candidate(c.text, c.score) for c in raw])
+    t2 = time.perf_counter()
+    stats = _engine_stats(engine)
+    top_raw = max(raw, key=lambda c: c.score).text if raw else ""
+    editor = ranked[0].text if ranked else ""
+    return Generation(
+        task_id=task_id,
+        mode=str(request.mode),
+        editor=editor,
+        fallback=editor or cut_lines(top_raw, request),
+        raw=top_raw,
+        samples=_samples(engine, request, config, session),
+        latency_ms=(t2 - t0) * 1e3,
+        model_ms=(t1 - t0) * 1e3,
+        tokens=sum(c.tokens for c in raw),
+        candidates=len(raw),
+        accepted=len(ranked),
+        stats=stats,
+    )
+
+
+@dataclass(frozen=True)
+class Asker:
+    """What one engine needs to turn tasks into requests: its FIM sizes, token counter and canvas limit."""
+
+    engine: CompletionEngine
+    config: GenConfig
+    settings: FimSettings
+    count: Callable[[str], int]
+    max_canvas: int | None
+    run: str = field(default_factory=lambda: secrets.token_hex(4))
+
+    @classmethod
+    def of(cls, engine: CompletionEngine, config: GenConfig) -> Asker:
+        description = engine.describe()
+        max_canvas = description.get("max_canvas")
+        max_canvas = max_canvas if isinstance(max_canvas, int) and max_canvas > 0 else None
+        return cls(engine, config, settings_for(description), engine.count_tokens, max_canvas)
+
+    def request(self, task: FimTask) -> FimRequest:
+        return make_request(task, self.config, self.settings, self.count, self.max_canvas)
+
+    def ask(self, task: FimTask) -> Generation:
+        return generate(self.engine, task.task_id, self.request(task), self.config, self.run)
+
+    def warm_up(self, task: FimTask) -> None:
+        """One untimed request, so lazy initialisation (allocator pools, kernels, connections) is not charged to
+        the first task."""
+        request = self.request(task)
+        _complete(self.engine, request, self.config.options, request.num_candidates, "eval:warm-up")
+
+
+def generate_all(
+    engine: CompletionEngine, tasks: Sequence[FimTask], config: GenConfig, *, progress: bool = True
+) -> list[Generation]:
+    asker = Asker.of(engine, config)
+    if tasks:
+        asker.warm_up(tasks[0])
+    return [asker.ask(task) for task in tqdm(tasks, desc="generate", unit="task", disable=not progress)]
+
+
+def timing_summary(records: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """What every suite's summary reports about speed and the editor path: problems, latency, tokens/s."""
+    records = list(records)
+    model_s = sum(r["model_ms"] for r in records) / 1e3
+    return {
+        "problems": len(records),
+        "accept_rate": mean(r["accepted"] > 0 for r in records),
+        "modes": dict(Counter(r["mode"] for r in records).most_common()),
+        "latency_ms": spread([r["latency_ms"] for r in records]),
+        "model_ms": spread([r["model_ms"] for r in records]),
+        "tokens_per_s": sum(r["tokens"] for r in records) / model_s if model_s > 0 else float("nan"),
+    }
