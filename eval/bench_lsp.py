@@ -1,6 +1,6 @@
 """End-to-end latency of the language server: what an editor waits for, from request to items, over stdio.
 
-    python -m eval.bench_lsp [--model DIR] [--n 50] [--seed 0]
+    python -m eval.bench_lsp [--model DIR] [--n 50] [--seed 0] [--scenario NAME ...] [--chars-per-s 8]
 
 Starts `python -m lsp_server` as a subprocess and drives it with pygls's LSP client, as an editor would: it opens
 stdlib source files and asks for inline completions (`triggerKind: Invoked`, so no debounce) at random cursors,
@@ -11,10 +11,15 @@ after warm-up requests that are not counted. Three scenarios:
 - typing: the original rest of a cut line is typed back one character per request, as a user does while a
   suggestion is shown; requests are answered from the typed-prefix cache when the typed character follows a
   shown completion, otherwise by the model with the document's context cache extended, not rebuilt.
+- paced / paced-cancel: a user typing at `--chars-per-s` with automatic requests (debounced by the server), one
+  request per keystroke, in bursts of 3-8 characters followed by a pause; the latency is pause -> suggestion (from
+  the burst's last keystroke to its answer). `paced-cancel` cancels each superseded request (`$/cancelRequest`),
+  as Neovim's and VS Code's clients do; `paced` leaves them to the server's staleness check.
 
 Latency is measured in the client (JSON-RPC over pipes included). Prints a Markdown table: n, p50, p95, mean
-(ms), items per request and the share of requests served without a model call. Without --model the server loads
-the embedded default model.
+(ms), items per request, the share of requests served without a model call, and model calls per measured request
+(the paced scenarios make several requests per measured one). Without --model the server loads the embedded
+default model.
 """
 
 from __future__ import annotations
@@ -27,9 +32,11 @@ import statistics
 import sys
 import sysconfig
 import time
+import uuid
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from lsprotocol import types
 from pygls.lsp.client import LanguageClient
@@ -37,6 +44,7 @@ from pygls.lsp.client import LanguageClient
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
 SOURCES = ["textwrap.py", "bisect.py", "heapq.py", "colorsys.py", "fnmatch.py", "glob.py", "shlex.py", "string.py"]
 WARMUP = 5
+SCENARIOS = ("single-line", "multi-line", "typing", "paced", "paced-cancel")
 OPENER = re.compile(r"^\s*(def|class|if|for|while|with|try|elif|else)\b.*:\s*$")
 
 
@@ -46,16 +54,17 @@ class Scenario:
     latencies_ms: list[float] = field(default_factory=list)
     items: int = 0
     served_without_model: int = 0
+    model_calls: int = 0
 
     def row(self) -> str:
         n = len(self.latencies_ms)
         if n == 0:
-            return f"| {self.name} | 0 | - | - | - | - | - |"
+            return f"| {self.name} | 0 | - | - | - | - | - | - |"
         ordered = sorted(self.latencies_ms)
         p95 = ordered[min(n - 1, round(0.95 * (n - 1)))]
         return (
             f"| {self.name} | {n} | {statistics.median(ordered):.1f} | {p95:.1f} | {statistics.fmean(ordered):.1f} "
-            f"| {self.items / n:.2f} | {self.served_without_model / n:.0%} |"
+            f"| {self.items / n:.2f} | {self.served_without_model / n:.0%} | {self.model_calls / n:.2f} |"
         )
 
 
@@ -64,6 +73,11 @@ class Document:
     uri: str
     text: str
     version: int = 1
+
+
+class Pending(NamedTuple):
+    msg_id: str
+    answer: Future[Any]
 
 
 def stats(result: Any) -> dict[str, Any]:
@@ -96,23 +110,45 @@ class Editor:
     async def stats(self) -> dict[str, Any]:
         return stats(await self.client.protocol.send_request_async("diffill/stats", {}))
 
-    async def complete(self, document: Document, line: int, character: int, scenario: Scenario | None) -> None:
-        before = await self.stats() if scenario else None
+    def request(
+        self,
+        document: Document,
+        line: int,
+        character: int,
+        kind: types.InlineCompletionTriggerKind = types.InlineCompletionTriggerKind.Invoked,
+    ) -> Pending:
+        """Send an inline completion request now; its future holds the answer (or a cancellation error)."""
         params = types.InlineCompletionParams(
-            context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Invoked),
+            context=types.InlineCompletionContext(trigger_kind=kind),
             text_document=types.TextDocumentIdentifier(uri=document.uri),
             position=types.Position(line=line, character=character),
         )
+        msg_id = uuid.uuid4().hex
+        answer = self.client.protocol.send_request(types.TEXT_DOCUMENT_INLINE_COMPLETION, params, msg_id=msg_id)
+        return Pending(msg_id, answer)
+
+    def cancel(self, request: Pending) -> None:
+        """`$/cancelRequest` for a pending request, as an editor sends when a keystroke supersedes it."""
+        if not request.answer.done():
+            self.client.cancel_request(types.CancelParams(id=request.msg_id))
+
+    async def complete(self, document: Document, line: int, character: int, scenario: Scenario | None) -> None:
+        before = await self.stats() if scenario else None
         start = time.perf_counter()
-        result = await self.client.text_document_inline_completion_async(params)
+        result = await asyncio.wrap_future(self.request(document, line, character).answer)
         elapsed = (time.perf_counter() - start) * 1e3
         if scenario is None or before is None:
             return
         after = await self.stats()
-        items = result.items if isinstance(result, types.InlineCompletionList) else (result or [])
-        scenario.latencies_ms.append(elapsed)
-        scenario.items += len(items)
-        scenario.served_without_model += after["model_calls"] == before["model_calls"]
+        record(scenario, elapsed, result, after["model_calls"] - before["model_calls"])
+
+
+def record(scenario: Scenario, elapsed_ms: float, result: Any, model_calls: int) -> None:
+    items = result.items if isinstance(result, types.InlineCompletionList) else (result or [])
+    scenario.latencies_ms.append(elapsed_ms)
+    scenario.items += len(items)
+    scenario.served_without_model += model_calls == 0
+    scenario.model_calls += model_calls
 
 
 def code_lines(text: str) -> list[int]:
@@ -157,6 +193,47 @@ async def typing(editor: Editor, document: Document, rng: random.Random, scenari
     editor.replace(document, original)
 
 
+async def settle(requests: list[Pending]) -> None:
+    """Wait for every request to be answered, cancelled ones included (their errors are expected)."""
+    await asyncio.gather(*(asyncio.wrap_future(request.answer) for request in requests), return_exceptions=True)
+
+
+async def paced_typing(
+    editor: Editor, document: Document, rng: random.Random, scenario: Scenario, n: int, cancel: bool, rate: float
+) -> None:
+    """Type bursts of a cut line's rest at `rate` characters per second with automatic requests, then pause.
+
+    Each burst's last request is measured from its keystroke to its answer (what a user waits for when they stop
+    typing); earlier requests are cancelled as they are superseded when `cancel`, else left to go stale.
+    """
+    original = document.text
+    automatic = types.InlineCompletionTriggerKind.Automatic
+    while len(scenario.latencies_ms) < n:
+        line = rng.choice(code_lines(original))
+        content = original.split("\n")[line]
+        column = len(content) - len(content.lstrip()) + 1
+        burst = range(column, min(len(content), column + rng.randint(3, 8)))
+        if not burst:
+            continue
+        before = await editor.stats()
+        sent: list[Pending] = []
+        for end in burst:
+            if sent:
+                await asyncio.sleep(1 / rate)
+                if cancel:
+                    editor.cancel(sent[-1])
+            editor.replace(document, cut(original, line, end))
+            start = time.perf_counter()
+            sent.append(editor.request(document, line, end, automatic))
+        result = await asyncio.wrap_future(sent[-1].answer)
+        elapsed = (time.perf_counter() - start) * 1e3
+        await settle(sent)
+        after = await editor.stats()
+        record(scenario, elapsed, result, after["model_calls"] - before["model_calls"])
+        editor.replace(document, original)
+    editor.replace(document, original)
+
+
 async def start(model: str | None) -> LanguageClient:
     client = LanguageClient("diffill-bench", "0")
     for method in (types.WINDOW_LOG_MESSAGE, types.PROGRESS):
@@ -173,7 +250,7 @@ async def start(model: str | None) -> LanguageClient:
     return client
 
 
-async def run(model: str | None, n: int, seed: int) -> list[Scenario]:
+async def run(model: str | None, n: int, seed: int, names: list[str], rate: float) -> list[Scenario]:
     rng = random.Random(seed)
     client = await start(model)
     try:
@@ -182,12 +259,21 @@ async def run(model: str | None, n: int, seed: int) -> list[Scenario]:
         for _ in range(WARMUP):
             await single_line(editor, rng.choice(documents), rng, None)
             await multi_line(editor, rng.choice(documents), rng, None)
-        scenarios = [Scenario("single-line"), Scenario("multi-line"), Scenario("typing")]
+        scenarios = {name: Scenario(name) for name in names}
         for _ in range(n):
-            await single_line(editor, rng.choice(documents), rng, scenarios[0])
-            await multi_line(editor, rng.choice(documents), rng, scenarios[1])
-        await typing(editor, rng.choice(documents), rng, scenarios[2], n)
-        return scenarios
+            if "single-line" in scenarios:
+                await single_line(editor, rng.choice(documents), rng, scenarios["single-line"])
+            if "multi-line" in scenarios:
+                await multi_line(editor, rng.choice(documents), rng, scenarios["multi-line"])
+        if "typing" in scenarios:
+            await typing(editor, rng.choice(documents), rng, scenarios["typing"], n)
+        for name, cancel in (("paced", False), ("paced-cancel", True)):
+            if name in scenarios:
+                # The same bursts for both: each paced scenario starts from the same seed.
+                paced_rng = random.Random(seed + 1)
+                document = documents[paced_rng.randrange(len(documents))]
+                await paced_typing(editor, document, paced_rng, scenarios[name], n, cancel, rate)
+        return list(scenarios.values())
     finally:
         await client.shutdown_async(None)
         client.exit(None)
@@ -199,10 +285,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", help="checkpoint directory (default: the embedded default model)")
     parser.add_argument("--n", type=int, default=50, help="measured requests per scenario (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--scenario", nargs="+", choices=SCENARIOS, default=list(SCENARIOS), help="scenarios to run (default: all)"
+    )
+    parser.add_argument("--chars-per-s", type=float, default=8.0, help="typing speed of the paced scenarios")
     args = parser.parse_args(argv)
-    scenarios = asyncio.run(run(args.model, args.n, args.seed))
-    print("| scenario | n | p50 ms | p95 ms | mean ms | items/request | without model call |")
-    print("|---|---|---|---|---|---|---|")
+    if args.n < 1 or args.chars_per_s <= 0:
+        parser.error("--n and --chars-per-s must be positive")
+    scenarios = asyncio.run(run(args.model, args.n, args.seed, args.scenario, args.chars_per_s))
+    print("| scenario | n | p50 ms | p95 ms | mean ms | items/request | without model call | model calls/request |")
+    print("|---|---|---|---|---|---|---|---|")
     for scenario in scenarios:
         print(scenario.row())
     return 0
