@@ -1,14 +1,17 @@
 """The latency-aware path of one completion request, shared by inline completion and classic completion.
 
 In order, cheapest first: guards (open document, size, binary, language, position) -> the typed-prefix cache
-(no model call) -> debounce (skipped for an explicit invoke) -> staleness check under the model lock -> the
-pipeline in a worker thread -> a last staleness check (an edit during the model call makes the answer stale).
-Never raises except `CancelledError` (a `$/cancelRequest`, which pygls turns into a RequestCancelled reply).
+(no model call) -> debounce (skipped for an explicit invoke) -> a turn at the model gate (`lsp_server.gate`),
+then a staleness check -> the pipeline in a worker thread -> a last staleness check (an edit during the model
+call makes the answer stale). Never raises except `CancelledError` (a `$/cancelRequest`, which pygls turns into
+a RequestCancelled reply); a call cancelled while it runs keeps the gate until its thread returns, and its
+answer still fills the typed-prefix cache.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from dataclasses import dataclass
 
@@ -63,7 +66,10 @@ def _cached(ls: DiffillServer, document: Snapshot, cursor: Cursor) -> list[str] 
 async def _compute(
     ls: DiffillServer, document: Snapshot, cursor: Cursor, kind: str, generation: int
 ) -> list[str] | None:
-    async with ls.model_lock:
+    if not ls.is_current(document.uri, kind, generation, document.version):  # superseded during the debounce
+        ls.stats.stale += 1
+        return None
+    async with ls.gate.turn() as turn:
         engine = ls.engine
         if engine is None:
             ls.stats.not_ready += 1
@@ -75,9 +81,8 @@ async def _compute(
         cached = _cached(ls, document, cursor)
         if cached:
             return cached
-        ls.stats.model_calls += 1
         job = pipeline.Job(engine, document, cursor, ls.fim, ls.settings.completion, ls.cache)
-        texts = await asyncio.to_thread(pipeline.run, job)
+        texts = await turn.run(functools.partial(pipeline.run, job))
     if not ls.is_current(document.uri, kind, generation, document.version):
         ls.stats.stale += 1
         return None

@@ -7,7 +7,8 @@ shown to the user and logged; the server stays up, answering empty, until settin
 
 Staleness: every completion request takes a generation number for its document. A later request for the same
 document, or an edit (a new document version), makes older requests stale: they return empty instead of
-running or returning the model.
+running or returning the model. Model calls go through one `ModelGate` (`lsp_server.gate`): at most one in
+flight, and a cancelled request's call keeps the gate until its thread returns, so cancels never pile calls up.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from fim.request import FimSettings
 from lsp_server import __version__
 from lsp_server.cache import CompletionCache
 from lsp_server.engines import create_engine, describe, fim_settings, warm_up
+from lsp_server.gate import ModelGate
 from lsp_server.settings import SECTION, Settings, merge, parse_settings, section_of
 
 if TYPE_CHECKING:
@@ -65,7 +67,6 @@ class Stats:
 
     requests: int = 0
     cache_hits: int = 0
-    model_calls: int = 0
     stale: int = 0
     not_ready: int = 0
     skipped: int = 0  # documents too large, binary, of a disabled language, or positions outside them
@@ -88,7 +89,7 @@ class DiffillServer(LanguageServer):
         self.loaded = asyncio.Event()  # set when a load settles (ready or failed)
         self.cache = CompletionCache()
         self.stats = Stats()
-        self.model_lock = asyncio.Lock()  # one model call in flight; waiting requests re-check staleness
+        self.gate = ModelGate()  # one model call in flight; waiting requests re-check staleness
         # Latest request generation per (document, request kind): a ghost-text request and a popup request for
         # the same document are independent (Neovim users often have both), each superseded by its own kind.
         self._latest: dict[tuple[str, str], int] = {}
@@ -163,6 +164,7 @@ class DiffillServer(LanguageServer):
             "cacheEntries": len(self.cache),
             "lastCompletion": asdict(last) if last is not None else None,
             **asdict(self.stats),
+            **asdict(self.gate.counts),  # model_calls, model_in_flight, ...
         }
 
     # -- settings ---------------------------------------------------------------------------------------------
