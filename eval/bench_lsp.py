@@ -236,7 +236,7 @@ async def paced_typing(
 
 async def start(model: str | None) -> LanguageClient:
     client = LanguageClient("diffill-bench", "0")
-    for method in (types.WINDOW_LOG_MESSAGE, types.PROGRESS):
+    for method in (types.WINDOW_LOG_MESSAGE, types.PROGRESS, "diffill/status"):
         client.feature(method)(lambda *_: None)
     client.feature(types.WINDOW_SHOW_MESSAGE)(lambda params: print(f"server: {params.message}", file=sys.stderr))
     command = [sys.executable, "-m", "lsp_server", "--log-level", "WARNING", *(["--model", model] if model else [])]
