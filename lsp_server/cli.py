@@ -79,4 +79,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         server.start_tcp(args.host, args.port)
     else:
         server.start_io(sys.stdin.buffer, claim_stdout())
-    return 0
+    return server.protocol.exit_code  # LSP: 0 after shutdown, 1 when exit (or the end of input) came without it

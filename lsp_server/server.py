@@ -16,15 +16,17 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import sys
 import uuid
 from collections.abc import Awaitable
 from dataclasses import asdict, dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 from urllib.parse import unquote
 
 from lsprotocol import types
 from pygls.capabilities import get_capability
+from pygls.io_ import StdoutWriter
 from pygls.lsp.server import LanguageServer
 
 from engine.errors import DiffillError
@@ -32,7 +34,9 @@ from fim.request import FimSettings
 from lsp_server import __version__
 from lsp_server.cache import CompletionCache
 from lsp_server.engines import create_engine, describe, fim_settings, warm_up
+from lsp_server.framing import FrameReader, StdinSource, StreamSource
 from lsp_server.gate import ModelGate
+from lsp_server.protocol import DiffillProtocol, serve
 from lsp_server.settings import SECTION, Settings, merge, parse_settings, section_of
 
 if TYPE_CHECKING:
@@ -76,8 +80,15 @@ class Stats:
 class DiffillServer(LanguageServer):
     """Settings, the engine and its load state, the completion cache, and which request is current per document."""
 
+    protocol: DiffillProtocol
+
     def __init__(self, default_model: str | None = None) -> None:
-        super().__init__("diffill", __version__, text_document_sync_kind=types.TextDocumentSyncKind.Incremental)
+        super().__init__(
+            "diffill",
+            __version__,
+            text_document_sync_kind=types.TextDocumentSyncKind.Incremental,
+            protocol_cls=DiffillProtocol,
+        )
         self.default_model = default_model
         self.initialization_options: Any = None
         self.settings = Settings()
@@ -98,6 +109,46 @@ class DiffillServer(LanguageServer):
         self._tasks: set[asyncio.Task[Any]] = set()
         self._noted: set[str] = set()
         self._problems: set[str] = set()
+
+    # -- transport --------------------------------------------------------------------------------------------
+
+    def start_io(self, stdin: BinaryIO | None = None, stdout: BinaryIO | None = None) -> None:
+        """Serve one client over stdin/stdout with the robust reader (`lsp_server.framing`) until `exit` or EOF."""
+        self._stop_event = self.protocol.stop
+        self.protocol.set_writer(StdoutWriter(stdout or sys.stdout.buffer))
+        reader = FrameReader(StdinSource(stdin or sys.stdin.buffer, self.thread_pool))
+        try:
+            asyncio.run(serve(reader, self.protocol))
+        except BrokenPipeError:
+            log.error("the client closed its end of the connection; stopping")
+        finally:
+            self.shutdown()
+
+    def start_tcp(self, host: str, port: int) -> None:
+        """Serve one client over TCP (for debuggers and clients that connect), with the same reader."""
+        self._stop_event = self.protocol.stop
+
+        async def connection(stream: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            self.protocol.set_writer(writer)  # type: ignore[arg-type]  # a StreamWriter writes bytes the same way
+            await serve(FrameReader(StreamSource(stream)), self.protocol)
+            self.shutdown()  # one client: closing the listener ends serve_forever
+
+        async def listen() -> None:
+            self._server = await asyncio.start_server(connection, host, port)
+            addresses = ", ".join(str(sock.getsockname()) for sock in self._server.sockets)
+            log.info("Serving on %s", addresses)  # the test and TCP clients read the port from this line
+            async with self._server:
+                await self._server.serve_forever()
+
+        try:
+            asyncio.run(listen())
+        except asyncio.CancelledError:
+            pass
+
+    def report_server_error(self, error: Exception, source: Any) -> None:
+        """Failures outside a request's answer go to the logs, never to a pop-up (pygls shows them)."""
+        log.error("server error (%s): %s", getattr(source, "__name__", source), error)
+        self.window_log_message(types.LogMessageParams(type=types.MessageType.Error, message=f"diffill: {error}"))
 
     # -- messages ---------------------------------------------------------------------------------------------
 
