@@ -122,8 +122,10 @@ class DiffillProtocol(LanguageServerProtocol):
         pygls's version logs a traceback and converts the error; here the caller answers it.
         """
         if "method" in data:
-            fallback = JsonRPCRequestMessage if "id" in data else JsonRPCNotification
-            kind = self.get_message_type(data["method"]) or fallback
+            kind = self.get_message_type(data["method"])
+            if kind is None:  # a method lsprotocol does not know (diffill/stats): params may be left out
+                kind = JsonRPCRequestMessage if "id" in data else JsonRPCNotification
+                data = {"params": None, **data}
         elif "error" in data:
             kind = types.ResponseErrorMessage
         else:

@@ -26,6 +26,7 @@ from urllib.parse import unquote
 
 from lsprotocol import types
 from pygls.capabilities import get_capability
+from pygls.exceptions import FeatureRequestError
 from pygls.io_ import StdoutWriter
 from pygls.lsp.server import LanguageServer
 
@@ -146,7 +147,10 @@ class DiffillServer(LanguageServer):
             pass
 
     def report_server_error(self, error: Exception, source: Any) -> None:
-        """Failures outside a request's answer go to the logs, never to a pop-up (pygls shows them)."""
+        """Failures outside a request's answer go to the logs, never to a pop-up (pygls shows them); a failed
+        request has had its error answer already."""
+        if source is FeatureRequestError:
+            return
         log.error("server error (%s): %s", getattr(source, "__name__", source), error)
         self.window_log_message(types.LogMessageParams(type=types.MessageType.Error, message=f"diffill: {error}"))
 

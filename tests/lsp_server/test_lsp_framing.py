@@ -45,9 +45,9 @@ async def test_header_names_are_case_insensitive():
 @pytest.mark.parametrize(
     "bad",
     [
-        b"Content-Length: abc\r\n\r\n{\"x\": 1}",  # not a number
-        b"Content-Length: -3\r\n\r\n{\"x\": 1}",  # negative
-        b"Content-Length: 99999999999\r\n\r\n{\"x\": 1}",  # over the cap: never allocated
+        b'Content-Length: abc\r\n\r\n{"x": 1}',  # not a number
+        b'Content-Length: -3\r\n\r\n{"x": 1}',  # negative
+        b'Content-Length: 99999999999\r\n\r\n{"x": 1}',  # over the cap: never allocated
         frame({"x": 1}, length_delta=-3),  # too small: the body is cut, its tail looks like garbage
         b"Content-Length: 0\r\n\r\n",  # empty body
         b"Content-Length: 5\r\nX-Bad header line\r\n\r\n{}",  # a line that is no header
