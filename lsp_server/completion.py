@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import string
 from dataclasses import dataclass
 
 from lsprotocol import types
@@ -21,11 +22,25 @@ from lsp_server import documents, pipeline
 from lsp_server.documents import Cursor, Snapshot
 from lsp_server.server import DiffillServer
 
-__all__ = ["Answer", "completion_items", "inline_items", "suggest"]
+__all__ = ["TRIGGER_CHARACTERS", "Answer", "completion_items", "inline_items", "suggest"]
 
 log = logging.getLogger(__name__)
 
 _LABEL_CHARS = 80
+
+# Characters after which a client asks for classic completions on its own. Neovim 0.11's `autotrigger` asks only
+# after these (it has no "complete while typing"), so identifier characters are in, or typing a name would never
+# pop anything up; `.` and `(` start the commonest completions, and space covers `return `, `import `, `= `.
+# Flooding is not a concern: the client coalesces a burst (Neovim waits 25 ms), the server debounces, cancels
+# supersede, and the model gate runs at most one call at a time.
+TRIGGER_CHARACTERS = [
+    *string.ascii_letters,
+    *string.digits,
+    "_",
+    ".",
+    "(",
+    " ",
+]
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 from lsprotocol import types
 
-from lsp_server.completion import completion_items, inline_items, suggest
+from lsp_server.completion import TRIGGER_CHARACTERS, completion_items, inline_items, suggest
 from lsp_server.server import DiffillServer
 
 __all__ = ["STATS", "register"]
@@ -104,6 +104,7 @@ def register(ls: DiffillServer) -> DiffillServer:
     ls.feature(types.TEXT_DOCUMENT_DID_CLOSE)(did_close)
     # Registering with InlineCompletionOptions is what makes pygls advertise inlineCompletionProvider.
     ls.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())(inline_completion)
-    ls.feature(types.TEXT_DOCUMENT_COMPLETION, types.CompletionOptions(resolve_provider=False))(completion)
+    options = types.CompletionOptions(resolve_provider=False, trigger_characters=TRIGGER_CHARACTERS)
+    ls.feature(types.TEXT_DOCUMENT_COMPLETION, options)(completion)
     ls.feature(STATS)(stats)
     return ls

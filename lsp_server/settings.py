@@ -2,9 +2,10 @@
 
 Editors send settings as JSON, from `initializationOptions` and from `workspace/configuration` (section
 "diffill"), with camelCase keys (`completion.debounceMs`), the shape VS Code's `contributes.configuration` and
-Neovim's `settings` table produce. A wrong value must never stop completions: `parse_settings` keeps the
-default for every field it cannot accept and returns a readable problem for each one, which the server shows
-with `window/showMessage`.
+Neovim's `settings` table produce. Neovim encodes an empty Lua table (`model = {}`, or `{ path = nil }`) as the
+JSON array `[]`, so an empty array is read as an empty object wherever an object is expected (`as_object`).
+A wrong value must never stop completions: `parse_settings` keeps the default for every field it cannot accept
+and returns a readable problem for each one, which the server shows with `window/showMessage`.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ __all__ = [
     "ModelSettings",
     "RemoteSettings",
     "Settings",
+    "as_object",
     "merge",
     "parse_settings",
     "section_of",
@@ -80,10 +82,18 @@ def _device(value: Any) -> str:
     return value
 
 
+def as_object(value: Any) -> Mapping[str, Any] | None:
+    """`value` as a JSON object: itself when it is one, {} for an empty array (Neovim's empty table), else None."""
+    if isinstance(value, Mapping):
+        return value
+    return {} if isinstance(value, list | tuple) and not value else None
+
+
 def _flags(value: Any) -> Mapping[str, bool]:
-    if not isinstance(value, Mapping) or not all(isinstance(v, bool) for v in value.values()):
+    flags = as_object(value)
+    if flags is None or not all(isinstance(v, bool) for v in flags.values()):
         raise ValueError(f"expected an object of true/false values, got {value!r}")
-    return MappingProxyType({str(key).lower(): flag for key, flag in value.items()})
+    return MappingProxyType({str(key).lower(): flag for key, flag in flags.items()})
 
 
 def _setting(default: Any, parse: Parser, *, key: str | None = None, secret: bool = False) -> Any:
@@ -165,8 +175,8 @@ def _parse_section(cls: type, raw: Mapping[str, Any], path: str, problems: list[
             continue
         value, where = raw[key], f"{path}.{key}"
         if dataclasses.is_dataclass(item.default_factory):  # a nested section
-            if isinstance(value, Mapping):
-                values[item.name] = _parse_section(item.default_factory, value, where, problems)
+            if (section := as_object(value)) is not None:
+                values[item.name] = _parse_section(item.default_factory, section, where, problems)
             else:
                 problems.append(f"{where}: expected an object, got {value!r}; using defaults")
             continue
@@ -179,8 +189,8 @@ def _parse_section(cls: type, raw: Mapping[str, Any], path: str, problems: list[
 
 def section_of(raw: Any) -> Any:
     """The "diffill" section of an object that holds it (`{"diffill": {...}}`), else the object itself."""
-    if isinstance(raw, Mapping) and isinstance(raw.get(SECTION), Mapping):
-        return raw[SECTION]
+    if isinstance(raw, Mapping) and (section := as_object(raw.get(SECTION))) is not None:
+        return section
     return raw
 
 
@@ -189,17 +199,19 @@ def parse_settings(raw: Any) -> tuple[Settings, list[str]]:
     raw = section_of(raw)
     if raw is None:
         return Settings(), []
-    if not isinstance(raw, Mapping):
+    if (section := as_object(raw)) is None:
         return Settings(), [f"{SECTION}: expected an object, got {raw!r}; using defaults"]
     problems: list[str] = []
-    return _parse_section(Settings, raw, SECTION, problems), problems
+    return _parse_section(Settings, section, SECTION, problems), problems
 
 
 def merge(base: Any, override: Any) -> Any:
-    """Deep merge of two JSON values: objects merge key by key, anything else in `override` wins."""
-    if isinstance(base, Mapping) and isinstance(override, Mapping):
-        merged = dict(base)
-        for key, value in override.items():
-            merged[key] = merge(base.get(key), value)
+    """Deep merge of two JSON values: objects (an empty array counts as one) merge key by key, anything else in
+    `override` wins."""
+    base_object, override_object = as_object(base), as_object(override)
+    if base_object is not None and override_object is not None:
+        merged = dict(base_object)
+        for key, value in override_object.items():
+            merged[key] = merge(base_object.get(key), value)
         return merged
     return base if override is None else override

@@ -79,6 +79,9 @@ async def test_initialize_advertises_inline_and_classic_completion(client: Langu
     capabilities = client.initialize_result.capabilities
     assert capabilities.inline_completion_provider is not None
     assert capabilities.completion_provider is not None
+    # Neovim 0.11 pops up on its own only after these: identifier characters, "." and "(" and space.
+    triggers = set(capabilities.completion_provider.trigger_characters)
+    assert set("azAZ09_.( ") <= triggers
     sync = capabilities.text_document_sync
     assert sync.change == types.TextDocumentSyncKind.Incremental
 

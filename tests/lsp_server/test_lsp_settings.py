@@ -56,3 +56,17 @@ def test_engine_key_changes_only_with_engine_settings():
 def test_merge_is_deep_and_later_values_win():
     assert merge({"a": {"b": 1, "c": 2}}, {"a": {"b": 3}}) == {"a": {"b": 3, "c": 2}}
     assert merge({"a": 1}, None) == {"a": 1}
+
+
+def test_empty_arrays_are_read_as_empty_objects_as_neovim_sends_them():
+    # Neovim encodes `model = { path = nil }` and `enabled = {}` as [], whole sections included.
+    raw = {"model": [], "remote": [], "languages": {"enabled": []}, "completion": {"steps": 4}}
+    settings, problems = parse_settings(raw)
+    assert problems == []
+    assert settings.completion.steps == 4 and settings.model == Settings().model
+    assert parse_settings([]) == (Settings(), [])
+    assert parse_settings({"diffill": []}) == (Settings(), [])
+    # An empty `settings` table pulled from the client does not wipe out the init options.
+    assert merge({"completion": {"steps": 4}}, []) == {"completion": {"steps": 4}}
+    assert merge({"model": []}, {"model": {"path": "/m"}}) == {"model": {"path": "/m"}}
+    assert parse_settings({"model": [1]})[1] == ["diffill.model: expected an object, got [1]; using defaults"]
