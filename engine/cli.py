@@ -43,31 +43,55 @@ def parse_location(spec: str) -> tuple[Path, int, int]:
     return Path(path), line_no, col_no
 
 
+def _check_device(device: str) -> None:
+    """A DiffillError for a device torch does not know or this machine lacks (torch raises RuntimeError or, for
+    CUDA in a CPU-only build, AssertionError, deep in the load)."""
+    import torch
+
+    from engine.checkpoint import resolve_device
+
+    try:
+        torch.empty(0, device=resolve_device(device))
+    except (RuntimeError, AssertionError) as e:
+        raise DiffillError(f"cannot use device {device!r}: {e}") from e
+
+
 def cmd_complete(args: argparse.Namespace) -> int:
     from engine.api import editor_threads, load_engine
     from engine.contract import SampleOptions
     from fim.languages import language_from_path, normalize_language
-    from fim.request import FimSettings, PositionError, build_request
+    from fim.request import FimSettings, build_request
     from fim.text import offset_at
     from fim.validate import Candidate, postprocess
 
     path, line, col = args.location
+    # Misuse is a one-line error (exit 2), checked before the model loads: counts, sampling options, the device.
+    for flag in ("steps", "candidates", "canvas", "repeat", "threads"):
+        if (value := getattr(args, flag)) is not None and value < 1:
+            raise DiffillError(f"--{flag} must be at least 1, got {value}")
+    try:
+        options = SampleOptions(
+            steps=args.steps, threshold=args.threshold, temperature=args.temperature, seed=args.seed
+        )
+    except ValueError as e:
+        raise DiffillError(str(e)) from e
+    _check_device(args.device)
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise DiffillError(f"cannot read {path}: {e}") from e
+    offset = offset_at(text, line - 1, col - 1)
+    if offset is None:
+        lines = len(text.splitlines()) or 1
+        raise DiffillError(f"{path}:{line}:{col} is outside the file, which has {lines} lines")
     language = normalize_language(args.language) if args.language else (language_from_path(path) or "other")
     t0 = time.perf_counter()
     threads = editor_threads(args.threads)
     engine = load_engine(args.model, device=args.device, autoregressive=args.autoregressive, threads=threads)
     print(f"loaded {engine.describe()} in {time.perf_counter() - t0:.2f}s ({threads} CPU threads)", file=sys.stderr)
-    offset = offset_at(text, line - 1, col - 1)
-    if offset is None:
-        raise PositionError(f"{path}:{line}:{col} is not in the file ({text.count(chr(10)) + 1} lines)")
     description = engine.describe()
     settings = FimSettings().fitted(description.get("max_text_tokens"), description.get("max_canvas"))
     request = build_request(text, offset, language, settings, engine.count_tokens)
-    options = SampleOptions(steps=args.steps, threshold=args.threshold, temperature=args.temperature, seed=args.seed)
     canvas = args.canvas or request.canvas_length  # the engine clamps it to its model
     n = args.candidates or request.num_candidates
     timings = []

@@ -16,6 +16,7 @@ import sys
 from collections.abc import Sequence
 from typing import BinaryIO
 
+from engine.errors import DiffillError
 from lsp_server import __version__
 from lsp_server.handlers import register
 from lsp_server.server import DiffillServer
@@ -23,6 +24,16 @@ from lsp_server.server import DiffillServer
 __all__ = ["build_parser", "main"]
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def _port(value: str) -> int:
+    try:
+        port = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {value!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port in 0..65535, got {port}")
+    return port
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     transport.add_argument("--stdio", action="store_true", help="talk LSP over stdin/stdout (the default)")
     transport.add_argument("--tcp", action="store_true", help="serve one client over TCP instead of stdio")
     parser.add_argument("--host", default="127.0.0.1", help="TCP address to bind (default: %(default)s)")
-    parser.add_argument("--port", type=int, default=2087, help="TCP port (default: %(default)s)")
+    parser.add_argument("--port", type=_port, default=2087, help="TCP port, 0 for any free one (default: %(default)s)")
     parser.add_argument(
         "--model",
         metavar="DIR",
@@ -70,13 +81,21 @@ def claim_stdout() -> BinaryIO:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     configure_logging(args.log_level)
     model = os.path.expanduser(args.model) if args.model else None
     server = register(DiffillServer(default_model=model))
-    logging.getLogger(__name__).info("diffill-lsp %s starting (%s)", __version__, "tcp" if args.tcp else "stdio")
+    log = logging.getLogger(__name__)
+    log.info("diffill-lsp %s starting (%s)", __version__, "tcp" if args.tcp else "stdio")
     if args.tcp:
-        server.start_tcp(args.host, args.port)
+        try:
+            server.start_tcp(args.host, args.port)
+        except DiffillError as exc:  # the address cannot be bound: a usage error, not a crash
+            print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+            return 2
     else:
+        if sys.stdin.isatty():
+            log.info("reading LSP messages on stdin: an editor starts this (docs/neovim.md, docs/vscode.md)")
         server.start_io(sys.stdin.buffer, claim_stdout())
     return server.protocol.exit_code  # LSP: 0 after shutdown, 1 when exit (or the end of input) came without it

@@ -135,7 +135,10 @@ class DiffillServer(LanguageServer):
             self.shutdown()  # one client: closing the listener ends serve_forever
 
         async def listen() -> None:
-            self._server = await asyncio.start_server(connection, host, port)
+            try:
+                self._server = await asyncio.start_server(connection, host, port)
+            except OSError as exc:  # address in use, unknown host, no permission
+                raise DiffillError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
             addresses = ", ".join(str(sock.getsockname()) for sock in self._server.sockets)
             log.info("Serving on %s", addresses)  # the test and TCP clients read the port from this line
             async with self._server:

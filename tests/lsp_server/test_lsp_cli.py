@@ -1,11 +1,14 @@
-"""The command line: editor-supplied flags are accepted, and `--tcp` serves a client over a socket."""
+"""The command line: editor-supplied flags are accepted, `--tcp` serves a client over a socket, misuse is one line."""
 
 from __future__ import annotations
 
 import asyncio
 import re
+import socket
+import subprocess
 import sys
 
+import pytest
 from lsprotocol import types
 from pygls.lsp.client import LanguageClient
 
@@ -16,6 +19,26 @@ from tests.lsp_server.helpers import ENV, STATS, as_dict
 def test_flags_editors_pass_are_accepted():
     args = build_parser().parse_args(["--stdio", "--clientProcessId=42", "--log-level", "debug"])
     assert (args.stdio, args.tcp, args.log_level) == (True, False, "DEBUG")
+
+
+@pytest.mark.parametrize("port", ["99999", "-1", "http"])
+def test_a_port_out_of_range_is_a_usage_error(port, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        build_parser().parse_args(["--tcp", "--port", port])
+    assert exit_.value.code == 2
+    assert "argument --port" in capsys.readouterr().err
+
+
+def test_an_address_in_use_is_one_line_and_exit_2():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        command = [sys.executable, "-m", "lsp_server", "--tcp", "--port", str(port), "--log-level", "ERROR"]
+        done = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith("diffill lsp: error: cannot listen on 127.0.0.1:") and "Traceback" not in done.stderr
 
 
 async def test_tcp_transport_serves_a_client(tmp_path):
