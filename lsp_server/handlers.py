@@ -6,6 +6,8 @@ kills the server or surfaces as an error in the editor; requests answer empty in
 Custom methods:
 - `diffill/stats` (request): counters, load state and engine description; `{"waitForModel": seconds}` first
   waits for a pending model load to settle (clients use it to show status, tests to synchronise on the load).
+  The model gate's counters (`lsp_server.gate.GateCounts`: model calls started, in flight and its peak, waiting,
+  dropped before they started, abandoned by a cancel) show that cancels never pile model calls up.
 - `diffill/status` (notification, server to client): the same object, sent whenever the load state changes.
 """
 
