@@ -91,6 +91,8 @@ class DiffillProtocol(LanguageServerProtocol):
         except Exception as exc:
             self._refuse(request_id, JsonRpcInvalidParams(f"invalid params for {method}: {_describe(exc)}"), data)
             return
+        if method == types.INITIALIZE:  # only a valid one counts: after an invalid one the client may try again
+            self.initialize_received = True
         self.handle_message(message)
 
     def _lifecycle(self, method: str) -> JsonRpcException | None:
@@ -98,10 +100,7 @@ class DiffillProtocol(LanguageServerProtocol):
         if method in _ALWAYS:
             return None
         if method == types.INITIALIZE:
-            if self.initialize_received:
-                return JsonRpcInvalidRequest("initialize may only be sent once")
-            self.initialize_received = True
-            return None
+            return JsonRpcInvalidRequest("initialize may only be sent once") if self.initialize_received else None
         if not self.initialize_received:
             return JsonRpcServerNotInitialized("the server has not received initialize yet")
         if self._shutdown:

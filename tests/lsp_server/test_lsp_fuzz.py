@@ -107,7 +107,8 @@ async def test_malformed_input_is_answered_per_spec_and_the_server_keeps_answeri
         # Before initialize: requests are refused, notifications dropped.
         assert await client.error_code(client.send("diffill/stats", {})) == NOT_INITIALIZED
         client.notify("textDocument/didOpen", {"textDocument": {"uri": URI}})
-        initialized = await client.answer(client.send("initialize", {"capabilities": {}}))
+        assert await client.error_code(client.send("initialize", {"capabilities": 3})) == INVALID_PARAMS
+        initialized = await client.answer(client.send("initialize", {"capabilities": {}}))  # a second try is fine
         assert "capabilities" in initialized["result"]
         assert await client.error_code(client.send("initialize", {"capabilities": {}})) == INVALID_REQUEST
         client.notify("initialized", {})
