@@ -14,7 +14,8 @@ after warm-up requests that are not counted. Three scenarios:
 - paced / paced-cancel: a user typing at `--chars-per-s` with automatic requests (debounced by the server), one
   request per keystroke, in bursts of 3-8 characters followed by a pause; the latency is pause -> suggestion (from
   the burst's last keystroke to its answer). `paced-cancel` cancels each superseded request (`$/cancelRequest`),
-  as Neovim's and VS Code's clients do; `paced` leaves them to the server's staleness check.
+  as Neovim's and VS Code's clients do; `paced` leaves them to the server's staleness check. The two take turns
+  burst by burst, so they share the machine's load and never each other's cached answers.
 
 Latency is measured in the client (JSON-RPC over pipes included). Prints a Markdown table: n, p50, p95, mean
 (ms), items per request, the share of requests served without a model call, and model calls per measured request
@@ -198,39 +199,37 @@ async def settle(requests: list[Pending]) -> None:
     await asyncio.gather(*(asyncio.wrap_future(request.answer) for request in requests), return_exceptions=True)
 
 
-async def paced_typing(
-    editor: Editor, document: Document, rng: random.Random, scenario: Scenario, n: int, cancel: bool, rate: float
+async def paced_burst(
+    editor: Editor, document: Document, rng: random.Random, scenario: Scenario, cancel: bool, rate: float
 ) -> None:
-    """Type bursts of a cut line's rest at `rate` characters per second with automatic requests, then pause.
+    """Type a burst of a cut line's rest at `rate` characters per second with automatic requests, then pause.
 
-    Each burst's last request is measured from its keystroke to its answer (what a user waits for when they stop
+    The burst's last request is measured from its keystroke to its answer (what a user waits for when they stop
     typing); earlier requests are cancelled as they are superseded when `cancel`, else left to go stale.
     """
     original = document.text
     automatic = types.InlineCompletionTriggerKind.Automatic
-    while len(scenario.latencies_ms) < n:
+    burst: range = range(0)
+    while not burst:
         line = rng.choice(code_lines(original))
         content = original.split("\n")[line]
         column = len(content) - len(content.lstrip()) + 1
         burst = range(column, min(len(content), column + rng.randint(3, 8)))
-        if not burst:
-            continue
-        before = await editor.stats()
-        sent: list[Pending] = []
-        for end in burst:
-            if sent:
-                await asyncio.sleep(1 / rate)
-                if cancel:
-                    editor.cancel(sent[-1])
-            editor.replace(document, cut(original, line, end))
-            start = time.perf_counter()
-            sent.append(editor.request(document, line, end, automatic))
-        result = await asyncio.wrap_future(sent[-1].answer)
-        elapsed = (time.perf_counter() - start) * 1e3
-        await settle(sent)
-        after = await editor.stats()
-        record(scenario, elapsed, result, after["model_calls"] - before["model_calls"])
-        editor.replace(document, original)
+    before = await editor.stats()
+    sent: list[Pending] = []
+    for end in burst:
+        if sent:
+            await asyncio.sleep(1 / rate)
+            if cancel:
+                editor.cancel(sent[-1])
+        editor.replace(document, cut(original, line, end))
+        start = time.perf_counter()
+        sent.append(editor.request(document, line, end, automatic))
+    result = await asyncio.wrap_future(sent[-1].answer)
+    elapsed = (time.perf_counter() - start) * 1e3
+    await settle(sent)
+    after = await editor.stats()
+    record(scenario, elapsed, result, after["model_calls"] - before["model_calls"])
     editor.replace(document, original)
 
 
@@ -267,12 +266,12 @@ async def run(model: str | None, n: int, seed: int, names: list[str], rate: floa
                 await multi_line(editor, rng.choice(documents), rng, scenarios["multi-line"])
         if "typing" in scenarios:
             await typing(editor, rng.choice(documents), rng, scenarios["typing"], n)
-        for name, cancel in (("paced", False), ("paced-cancel", True)):
-            if name in scenarios:
-                # The same bursts for both: each paced scenario starts from the same seed.
-                paced_rng = random.Random(seed + 1)
-                document = documents[paced_rng.randrange(len(documents))]
-                await paced_typing(editor, document, paced_rng, scenarios[name], n, cancel, rate)
+        # The paced scenarios take turns, burst by burst on lines drawn from one generator: both see the same load
+        # and neither finds the other's answers in the server's caches (run one after the other, the second would).
+        paced = [(scenarios[name], name == "paced-cancel") for name in ("paced", "paced-cancel") if name in scenarios]
+        for _ in range(n if paced else 0):
+            for scenario, cancel in paced:
+                await paced_burst(editor, rng.choice(documents), rng, scenario, cancel, rate)
         return list(scenarios.values())
     finally:
         await client.shutdown_async(None)
