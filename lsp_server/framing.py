@@ -177,7 +177,7 @@ class FrameReader:
         try:
             value, end = _DECODER.raw_decode(text, start)
         except json.JSONDecodeError as exc:
-            log.error("a message body is not JSON (%s at byte %d); skipping it", exc.msg, exc.pos)
+            log.error("a message body is not JSON (%s at position %d); skipping it", exc.msg, exc.pos)
             self._reported = True
             return None
         rest = text[end:]
