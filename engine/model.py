@@ -84,6 +84,8 @@ class Attention(nn.Module):
         q, k, v = self._qkv(x, cos, sin)
         start, T = cache.length, x.shape[1]
         keys, values = cache.write(layer, start, k, v)  # (B, H, start + T, D)
+        if start == 0:  # a fresh prefill: plain causal attention, which SDPA runs without materialising a mask
+            return self._out(F.scaled_dot_product_attention(q, keys, values, is_causal=True))
         # Causal with an offset: new token i sees cached tokens and new tokens 0..i.
         mask = torch.ones(T, start + T, dtype=torch.bool, device=x.device).tril(diagonal=start)
         return self._out(F.scaled_dot_product_attention(q, keys, values, attn_mask=mask))

@@ -1,6 +1,7 @@
 """End-to-end latency of the language server: what an editor waits for, from request to items, over stdio.
 
-    python -m eval.bench_lsp [--model DIR] [--n 50] [--seed 0] [--scenario NAME ...] [--chars-per-s 8]
+    python -m eval.bench_lsp [--model DIR ...] [--n 50] [--seed 0] [--scenario NAME ...] [--chars-per-s 8]
+                             [--threads N] [--fim-dev FILE.jsonl.gz]
 
 Starts `python -m lsp_server` as a subprocess and drives it with pygls's LSP client, as an editor would: it opens
 stdlib source files and asks for inline completions (`triggerKind: Invoked`, so no debounce) at random cursors,
@@ -17,6 +18,15 @@ after warm-up requests that are not counted. Three scenarios:
   as Neovim's and VS Code's clients do; `paced` leaves them to the server's staleness check. The two take turns
   burst by burst, so they share the machine's load and never each other's cached answers.
 
+- first: the first request at a new cursor of a fresh document (cold: nothing of it is cached), cut to about
+  2,000 tokens (8,000 characters) around a random code line, the cursor in the middle of that line.
+
+`--fim-dev FILE` opens realistic documents instead of the standard library's: the files of the fim-dev set
+(`../shared/benchmarks/fim-dev`, a repository outside the training corpus; each task's prefix + suffix is its
+file). `--model` takes several checkpoints (`default` and `default-ar` name the embedded pair): each is served in
+turn by a fresh server, on the same documents and cursors, and a row per model and scenario is printed, with the
+ratio of each model's p50 to the first model's. `--threads` sets the server's `model.threads`.
+
 Latency is measured in the client (JSON-RPC over pipes included). Prints a Markdown table: n, p50, p95, mean
 (ms), items per request, the share of requests served without a model call, and model calls per measured request
 (the paced scenarios make several requests per measured one). Without --model the server loads the embedded
@@ -27,6 +37,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gzip
+import json
 import random
 import re
 import statistics
@@ -45,7 +57,8 @@ from pygls.lsp.client import LanguageClient
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
 SOURCES = ["textwrap.py", "bisect.py", "heapq.py", "colorsys.py", "fnmatch.py", "glob.py", "shlex.py", "string.py"]
 WARMUP = 5
-SCENARIOS = ("single-line", "multi-line", "typing", "paced", "paced-cancel")
+SCENARIOS = ("single-line", "multi-line", "typing", "first", "paced", "paced-cancel")
+EMBEDDED = {"default": None, "default-ar": "engine/weights/default-ar"}  # --model names of the embedded pair
 OPENER = re.compile(r"^\s*(def|class|if|for|while|with|try|elif|else)\b.*:\s*$")
 
 
@@ -56,6 +69,10 @@ class Scenario:
     items: int = 0
     served_without_model: int = 0
     model_calls: int = 0
+
+    @property
+    def p50(self) -> float:
+        return statistics.median(self.latencies_ms) if self.latencies_ms else 0.0
 
     def row(self) -> str:
         n = len(self.latencies_ms)
@@ -93,7 +110,10 @@ class Editor:
         self.documents: dict[str, Document] = {}
 
     def open(self, path: Path) -> Document:
-        document = Document(path.as_uri(), path.read_text(encoding="utf-8"))
+        return self.open_text(path.as_uri(), path.read_text(encoding="utf-8"))
+
+    def open_text(self, uri: str, text: str) -> Document:
+        document = Document(uri, text)
         item = types.TextDocumentItem(uri=document.uri, language_id="python", version=1, text=document.text)
         self.client.text_document_did_open(types.DidOpenTextDocumentParams(text_document=item))
         self.documents[document.uri] = document
@@ -179,6 +199,24 @@ async def multi_line(editor: Editor, document: Document, rng: random.Random, sce
     await editor.complete(document, line, len(lines[line]), scenario)
 
 
+async def first_request(editor: Editor, texts: list[str], rng: random.Random, scenario: Scenario | None) -> None:
+    """A fresh document of ~2,000 tokens and a cursor in the middle of one of its code lines: a cold request."""
+    lines = rng.choice(texts).split("\n")
+    middle = rng.choice(code_lines("\n".join(lines)))
+    above, below, size = middle, middle + 1, len(lines[middle])
+    while size < 8000 and (above > 0 or below < len(lines)):  # about 2,000 tokens of lines around it
+        if above > 0:
+            above -= 1
+            size += len(lines[above]) + 1
+        if below < len(lines):
+            size += len(lines[below]) + 1
+            below += 1
+    window, line = lines[above:below], middle - above
+    column = len(window[line]) // 2
+    document = editor.open_text(f"file:///bench/first-{uuid.uuid4().hex}.py", cut("\n".join(window), line, column))
+    await editor.complete(document, line, column, scenario)
+
+
 async def typing(editor: Editor, document: Document, rng: random.Random, scenario: Scenario, n: int) -> None:
     """Cut a line, then type its rest back one character per request (n requests in all)."""
     original = document.text
@@ -233,14 +271,17 @@ async def paced_burst(
     editor.replace(document, original)
 
 
-async def start(model: str | None) -> LanguageClient:
+async def start(model: str | None, threads: int | None) -> LanguageClient:
     client = LanguageClient("diffill-bench", "0")
     for method in (types.WINDOW_LOG_MESSAGE, types.PROGRESS, "diffill/status"):
         client.feature(method)(lambda *_: None)
     client.feature(types.WINDOW_SHOW_MESSAGE)(lambda params: print(f"server: {params.message}", file=sys.stderr))
     command = [sys.executable, "-m", "lsp_server", "--log-level", "WARNING", *(["--model", model] if model else [])]
     await client.start_io(*command)
-    await client.initialize_async(types.InitializeParams(capabilities=types.ClientCapabilities()))
+    options = {"model": {"threads": threads}} if threads else None
+    await client.initialize_async(
+        types.InitializeParams(capabilities=types.ClientCapabilities(), initialization_options=options)
+    )
     client.initialized(types.InitializedParams())
     status = stats(await client.protocol.send_request_async("diffill/stats", {"waitForModel": 600}))
     if status["state"] != "ready":
@@ -249,16 +290,37 @@ async def start(model: str | None) -> LanguageClient:
     return client
 
 
-async def run(model: str | None, n: int, seed: int, names: list[str], rate: float) -> list[Scenario]:
+def fim_dev_files(path: Path) -> dict[str, str]:
+    """The documents of the fim-dev set: each task's prefix + suffix is its file (the longest per path)."""
+    files: dict[str, str] = {}
+    with gzip.open(path, "rt", encoding="utf-8") as handle:
+        for line in handle:
+            task = json.loads(line)
+            text = task["prefix"] + task["suffix"]
+            if len(text) > len(files.get(task["path"], "")):
+                files[task["path"]] = text
+    return files
+
+
+async def run(
+    model: str | None, n: int, seed: int, names: list[str], rate: float, threads: int | None, fim_dev: Path | None
+) -> list[Scenario]:
     rng = random.Random(seed)
-    client = await start(model)
+    client = await start(model, threads)
     try:
         editor = Editor(client)
-        documents = [editor.open(STDLIB / name) for name in SOURCES]
+        if fim_dev is None:
+            documents = [editor.open(STDLIB / name) for name in SOURCES]
+        else:
+            files = fim_dev_files(fim_dev)
+            documents = [editor.open_text(f"file:///fim-dev/{path}", text) for path, text in sorted(files.items())]
+        texts = [document.text for document in documents]
         for _ in range(WARMUP):
             await single_line(editor, rng.choice(documents), rng, None)
             await multi_line(editor, rng.choice(documents), rng, None)
         scenarios = {name: Scenario(name) for name in names}
+        for _ in range(n if "first" in scenarios else 0):
+            await first_request(editor, texts, rng, scenarios["first"])
         for _ in range(n):
             if "single-line" in scenarios:
                 await single_line(editor, rng.choice(documents), rng, scenarios["single-line"])
@@ -281,7 +343,11 @@ async def run(model: str | None, n: int, seed: int, names: list[str], rate: floa
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m eval.bench_lsp", description=__doc__.split("\n")[0])
-    parser.add_argument("--model", help="checkpoint directory (default: the embedded default model)")
+    parser.add_argument(
+        "--model", nargs="+", default=["default"], help="checkpoint directories, or default / default-ar (embedded)"
+    )
+    parser.add_argument("--threads", type=int, help="the server's model.threads (default: its own choice)")
+    parser.add_argument("--fim-dev", type=Path, help="open the fim-dev set's files (realistic code) instead")
     parser.add_argument("--n", type=int, default=50, help="measured requests per scenario (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
@@ -291,11 +357,24 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.n < 1 or args.chars_per_s <= 0:
         parser.error("--n and --chars-per-s must be positive")
-    scenarios = asyncio.run(run(args.model, args.n, args.seed, args.scenario, args.chars_per_s))
-    print("| scenario | n | p50 ms | p95 ms | mean ms | items/request | without model call | model calls/request |")
-    print("|---|---|---|---|---|---|---|---|")
-    for scenario in scenarios:
-        print(scenario.row())
+    results = {}
+    for model in args.model:
+        path = EMBEDDED.get(model, model)
+        if path is not None and model in EMBEDDED:
+            path = str(Path(__file__).resolve().parents[1] / path)
+        results[model] = asyncio.run(
+            run(path, args.n, args.seed, args.scenario, args.chars_per_s, args.threads, args.fim_dev)
+        )
+    print(
+        "| model | scenario | n | p50 ms | p95 ms | mean ms | items/request | without model call "
+        "| model calls/request | p50 / first model's |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    first = {s.name: s for s in results[args.model[0]]}
+    for model, scenarios in results.items():
+        for scenario in scenarios:
+            ratio = scenario.p50 / first[scenario.name].p50 if first[scenario.name].p50 else float("nan")
+            print(f"| {model} {scenario.row()} {ratio:.2f} |")
     return 0
 
 
