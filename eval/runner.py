@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from engine.errors import DiffillError
 from eval.editor import Asker, FimTask, GenConfig, Generation
+from eval.showing import labelled, show_summary
 
 if TYPE_CHECKING:
     from engine.contract import CompletionEngine
@@ -116,7 +117,9 @@ def run_suite(
                 for task in tasks:
                     generations.append(asker.ask(task))
                     bar.update()
+                middles = {t.task_id: t.middle for t in tasks}
                 for record in suite.score(tasks, generations):
+                    record |= labelled(record, middles[record["task_id"]])
                     f.write(json.dumps(record, ensure_ascii=False) + "\n")
                     new.append(record)
                 f.flush()
@@ -128,6 +131,7 @@ def run_suite(
         | (meta or {})
         | {"wall_s": time.perf_counter() - t0, "resumed": len(previous)}
         | suite.summarize(records)
+        | show_summary(records)
     )
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")
     return summary
