@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from eval.showing import at_threshold, baseline, curve, reliability, rescore, signals_of
+from eval.showing import at_threshold, baseline, curve, plot_curves, reliability, rescore, signals_of
 from eval.suites.files import DataError
 from fim.confidence import FEATURES, feature_vector
 
@@ -140,38 +139,6 @@ def _monotone(rows: Sequence[Mapping[str, Any]]) -> bool:
     return all(a <= b for a, b in zip(measured, measured[1:], strict=False))
 
 
-def plot(curves: Sequence[tuple[str, list[dict[str, Any]], Mapping[str, Any]]], path: Path) -> bool:
-    """Precision (right) against show rate, one line per run; False without matplotlib."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is not installed: no plot (pip install matplotlib)", file=sys.stderr)
-        return False
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for i, (name, points, before) in enumerate(curves):
-        kept = [p for p in points if p["shown"]]
-        colour = f"C{i % 10}"
-        ax.plot(
-            [p["show_rate"] for p in kept], [p["precision_right"] for p in kept], "o-", ms=3, color=colour, label=name
-        )
-        if not math.isnan(before["precision_right"]):
-            ax.plot([before["show_rate"]], [before["precision_right"]], "x", ms=9, color=colour)
-    ax.set_xlabel("show rate (tasks where ghost text is shown)")
-    ax.set_ylabel("precision of shown text (first line ES >= 0.8)")
-    ax.set_title("Show or stay silent: precision vs show rate as minConfidence moves (x: no filter)")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(bottom=0)
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return True
-
-
 def write_calibration(runs: Sequence[Path], held_out: Sequence[Path], out_dir: Path) -> tuple[str, list[Path]]:
     """Fit on `runs`, choose the threshold there, report every run; returns the Markdown and paths written."""
     if not runs:
@@ -204,6 +171,6 @@ def write_calibration(runs: Sequence[Path], held_out: Sequence[Path], out_dir: P
     paths = [out_dir / "calibration.md", out_dir / "calibration.json"]
     paths[0].write_text(text, encoding="utf-8")
     paths[1].write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    if plot(curves, out_dir / "calibration.png"):
+    if plot_curves(curves, out_dir / "calibration.png"):
         paths.append(out_dir / "calibration.png")
     return text, paths

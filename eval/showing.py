@@ -16,7 +16,9 @@ run can be re-decided offline with any threshold or coefficients:
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from eval.metrics import edit_similarity, exact_match, first_line, mean
@@ -142,3 +144,36 @@ def show_summary(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "unfiltered": baseline(records),
         "show_curve": curve(records),
     }
+
+
+def plot_curves(curves: Sequence[tuple[str, list[dict[str, Any]], Mapping[str, Any] | None]], path: Path) -> bool:
+    """Precision (right) against show rate, one line per run, a cross where the run stood before
+    show-or-stay-silent; False without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no plot (pip install matplotlib)", file=sys.stderr)
+        return False
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for i, (name, points, before) in enumerate(curves):
+        kept = [p for p in points if p["shown"]]
+        colour = f"C{i % 10}"
+        ax.plot(
+            [p["show_rate"] for p in kept], [p["precision_right"] for p in kept], "o-", ms=3, color=colour, label=name
+        )
+        if before and not math.isnan(before["precision_right"]):
+            ax.plot([before["show_rate"]], [before["precision_right"]], "x", ms=9, color=colour)
+    ax.set_xlabel("show rate (tasks where ghost text is shown)")
+    ax.set_ylabel("precision of shown text (first line ES >= 0.8)")
+    ax.set_title("Show or stay silent: precision vs show rate as minConfidence moves (x: no filter)")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(bottom=0)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
