@@ -3,8 +3,8 @@
 Input: runs of ``diffill eval jsonl --half calibration`` (any suite works), whose records keep every distinct
 post-processed text with its signals and its label (``eval.showing``). Fit: a logistic regression of "right"
 (first line within edit similarity 0.8) on ``fim.confidence.FEATURES`` over every non-degenerate text, by Newton's
-method (iteratively reweighted least squares) with a small L2 penalty on the weights but not the bias -- seven
-numbers, pure Python. The default threshold is then chosen on the same runs: the one with the best precision
+method (iteratively reweighted least squares) with an L2 penalty on the weights and a faint one on the bias --
+seven numbers, pure Python. The default threshold is then chosen on the same runs: the one with the best precision
 among those that keep at least ``KEEP`` of the right suggestions the editor showed before show-or-stay-silent.
 
 Output: ``calibration.json`` (coefficients, threshold, tables), ``calibration.md`` (the coefficient table to paste
@@ -26,6 +26,7 @@ from fim.confidence import FEATURES, feature_vector
 
 KEEP = 0.6  # share of today's right suggestions the default threshold must keep (the goal is 0.5; margin for noise)
 L2 = 1.0  # penalty on the weights: few positives must not push a weight to infinity
+BIAS_L2 = 1e-3  # and a faint one on the bias, so runs with no right suggestion at all still give a finite fit
 ITERATIONS = 50
 
 
@@ -53,15 +54,16 @@ def _solve(matrix: list[list[float]], vector: list[float]) -> list[float]:
     return [a[i][n] / a[i][i] if a[i][i] else 0.0 for i in range(n)]
 
 
-def fit(rows: Sequence[tuple[list[float], bool]], l2: float = L2) -> list[float]:
-    """Weights of a logistic regression (bias first, unpenalised) by Newton's method on the penalised likelihood."""
+def fit(rows: Sequence[tuple[list[float], bool]], l2: float = L2, bias_l2: float = BIAS_L2) -> list[float]:
+    """Weights of a logistic regression (bias first) by Newton's method on the ridge-penalised likelihood."""
     if not rows:
         raise DataError("no assessed texts to fit on")
     dim = len(rows[0][0])
+    penalty = [bias_l2, *([l2] * (dim - 1))]
     w = [0.0] * dim
     for _ in range(ITERATIONS):
-        grad = [l2 * w[j] if j else 0.0 for j in range(dim)]
-        hess = [[(l2 if i == j and i else 0.0) for j in range(dim)] for i in range(dim)]
+        grad = [penalty[j] * w[j] for j in range(dim)]
+        hess = [[penalty[i] if i == j else 0.0 for j in range(dim)] for i in range(dim)]
         for x, y in rows:
             z = sum(wi * xi for wi, xi in zip(w, x, strict=True))
             p = 1.0 / (1.0 + math.exp(-max(min(z, 30.0), -30.0)))
@@ -106,7 +108,7 @@ def _points_table(rows: Sequence[tuple[str, Mapping[str, Any]]]) -> list[str]:
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, p in rows:
-        threshold = "–" if "threshold" not in p else f"{p['threshold']:.4f}"
+        threshold = "–" if "threshold" not in p else f"{p['threshold']:.3g}"
         lines.append(
             f"| {name} | {p['decision']} | {threshold} | {p['shown']}/{p['tasks']} | {p['show_rate']:.3f} "
             f"| {p['right']} | {_pct(p['precision_right'])} | {p['exact']} | {_pct(p['precision_exact'])} |"
@@ -124,10 +126,14 @@ def markdown(result: Mapping[str, Any]) -> str:
     lines += [f'    "{name}": {coefficients[name]:.4f},' for name in FEATURES]
     lines += ["}", f"DEFAULT_MIN_CONFIDENCE = {result['threshold']:.4f}", "```", ""]
     lines += ["## Reliability on the calibration runs", ""]
-    lines += ["| confidence bin | texts | mean predicted | measured right |", "|---|---:|---:|---:|"]
+    lines += [
+        "| confidence bin | texts | mean predicted | measured right | mean first-line similarity |",
+        "|---|---:|---:|---:|---:|",
+    ]
     for row in result["reliability"]:
         lines.append(
-            f"| {row['low']:.4f}–{row['high']:.4f} | {row['texts']} | {row['predicted']:.3f} | {row['measured']:.3f} |"
+            f"| {row['low']:.3g}–{row['high']:.3g} | {row['texts']} | {row['predicted']:.3g} "
+            f"| {row['measured']:.3f} | {_pct(row['similarity'])} |"
         )
     lines += ["", f"Monotone: {'yes' if result['monotone'] else 'no'}", "", "## Operating points", ""]
     lines += _points_table([(p["run"], p) for p in result["points"]])

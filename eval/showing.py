@@ -37,7 +37,12 @@ def labelled(record: Mapping[str, Any], middle: str) -> dict[str, Any]:
     """The record's show fields: shown, shown exactly right / right, and each assessed text labelled."""
     completion = record.get("completion") or ""
     entries = [
-        dict(entry) | {"exact": exact_match(entry["text"], middle), "right": is_right(entry["text"], middle)}
+        dict(entry)
+        | {
+            "exact": exact_match(entry["text"], middle),
+            "right": is_right(entry["text"], middle),
+            "similarity": edit_similarity(first_line(entry["text"]), first_line(middle)),
+        }
         for entry in record.get("assessed", ())
     ]
     return {
@@ -110,9 +115,13 @@ def curve(
 def reliability(
     records: Sequence[Mapping[str, Any]], coefficients: Mapping[str, float] | None = None, bins: int = 5
 ) -> list[dict[str, Any]]:
-    """Every non-degenerate assessed text binned by confidence (equal counts): mean predicted vs measured right."""
+    """Every non-degenerate assessed text binned by confidence (equal counts): mean predicted vs measured right,
+    and the mean first-line edit similarity (a softer view of the same ordering)."""
     pairs = sorted(
-        (rescore(e, coefficients), e["right"]) for r in records for e in r["assessed"] if e["rejected"] is None
+        (rescore(e, coefficients), e["right"], e.get("similarity", math.nan))
+        for r in records
+        for e in r["assessed"]
+        if e["rejected"] is None
     )
     rows = []
     for i in range(bins):
@@ -123,8 +132,9 @@ def reliability(
                     "low": chunk[0][0],
                     "high": chunk[-1][0],
                     "texts": len(chunk),
-                    "predicted": mean(c for c, _ in chunk),
-                    "measured": mean(float(r) for _, r in chunk),
+                    "predicted": mean(c for c, _, _ in chunk),
+                    "measured": mean(float(r) for _, r, _ in chunk),
+                    "similarity": mean(s for _, _, s in chunk),
                 }
             )
     return rows

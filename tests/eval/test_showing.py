@@ -102,7 +102,7 @@ def test_calibrate_fits_the_runs_and_writes_the_tables(fim_dev: Path, tmp_path: 
     assert main(["calibrate", *map(str, runs), "--held-out", str(runs[0]), "--out", str(out)]) == 0
     text = capsys.readouterr().out
     assert "COEFFICIENTS: Mapping[str, float] = {" in text and "DEFAULT_MIN_CONFIDENCE = " in text
-    assert "| confidence bin | texts | mean predicted | measured right |" in text
+    assert "| confidence bin | texts | mean predicted | measured right | mean first-line similarity |" in text
     result = json.loads((out / "calibration.json").read_text())
     assert set(result["coefficients"]) >= {"bias", "score", "agreement"}
     assert (out / "calibration.md").read_text() == text
@@ -114,12 +114,15 @@ def test_the_fit_is_calibrated_on_its_data_and_ranks_by_the_signal() -> None:
     for _ in range(400):
         x = rng.uniform(-3, 3)
         rows.append(([1.0, x], rng.random() < 1 / (1 + math.exp(-(2 * x - 1)))))
-    bias, weight = fit(rows, l2=0.0)
+    bias, weight = fit(rows, l2=0.0, bias_l2=0.0)
     assert weight == pytest.approx(2.0, abs=0.6) and bias == pytest.approx(-1.0, abs=0.6)
     # At the maximum of the likelihood, predicted probabilities sum to the number of positives (the bias's
     # gradient is zero): a calibrated mean.
     predicted = sum(1 / (1 + math.exp(-(bias + weight * x[1]))) for x, _ in rows)
     assert predicted == pytest.approx(sum(y for _, y in rows), abs=1e-6)
+    # Nothing right at all: still a finite fit, and a small probability.
+    (bias,) = fit([([1.0], False)] * 50)
+    assert 1 / (1 + math.exp(-bias)) < 0.05
 
 
 def _entry(text: str, score: float, conf: float, right: bool, rejected: str | None = None) -> dict:
