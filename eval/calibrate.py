@@ -104,14 +104,16 @@ def choose_threshold(records: Sequence[Mapping[str, Any]], coefficients: Mapping
 
 def _points_table(rows: Sequence[tuple[str, Mapping[str, Any]]]) -> list[str]:
     lines = [
-        "| run | decision | threshold | shown | show rate | right | precision (right) | exact | precision (exact) |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| run | decision | threshold | shown | show rate | degenerate | right | precision (right) | exact "
+        "| precision (exact) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, p in rows:
         threshold = "–" if "threshold" not in p else f"{p['threshold']:.3g}"
         lines.append(
             f"| {name} | {p['decision']} | {threshold} | {p['shown']}/{p['tasks']} | {p['show_rate']:.3f} "
-            f"| {p['right']} | {_pct(p['precision_right'])} | {p['exact']} | {_pct(p['precision_exact'])} |"
+            f"| {p['degenerate']} | {p['right']} | {_pct(p['precision_right'])} | {p['exact']} "
+            f"| {_pct(p['precision_exact'])} |"
         )
     return lines
 

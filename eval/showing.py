@@ -84,6 +84,7 @@ def _rates(picks: Sequence[Mapping[str, Any] | None]) -> dict[str, Any]:
         "shown": len(shown),
         "show_rate": len(shown) / len(picks) if picks else math.nan,
         "right": sum(p["right"] for p in shown),
+        "degenerate": sum(p["rejected"] is not None for p in shown),
         "exact": sum(p["exact"] for p in shown),
         "precision_right": mean(p["right"] for p in shown),
         "precision_exact": mean(p["exact"] for p in shown),
@@ -178,7 +179,7 @@ def plot_curves(curves: Sequence[tuple[str, list[dict[str, Any]], Mapping[str, A
             ax.plot([before["show_rate"]], [before["precision_right"]], "x", ms=9, color=colour)
     ax.set_xlabel("show rate (tasks where ghost text is shown)")
     ax.set_ylabel("precision of shown text (first line ES >= 0.8)")
-    ax.set_title("Show or stay silent: precision vs show rate as minConfidence moves (x: no filter)")
+    ax.set_title("Precision vs show rate as minConfidence moves (x: before show-or-stay-silent)", fontsize=10)
     ax.set_xlim(0, 1)
     ax.set_ylim(bottom=0)
     ax.grid(True, alpha=0.3)

@@ -22,7 +22,7 @@ import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
-from fim.confidence import Context, Signals, confidence, degenerate
+from fim.confidence import DEFAULT_MIN_CONFIDENCE, Context, Signals, confidence, degenerate
 from fim.edits import Layout, block_end_variants, cut_points, drop_overlap, drop_repeated_lines, limit_lines
 from fim.edits import reindent as reindent_lines
 from fim.languages import get_parser
@@ -183,7 +183,9 @@ def assess(request: FimRequest, candidates: Sequence[Candidate]) -> list[Assesse
     return sorted(assessed, key=lambda a: (-a.confidence, -a.signals.score))  # stable: ties keep the model's order
 
 
-def select(request: FimRequest, assessed: Sequence[Assessed], min_confidence: float = 0.0) -> list[Candidate]:
+def select(
+    request: FimRequest, assessed: Sequence[Assessed], min_confidence: float = DEFAULT_MIN_CONFIDENCE
+) -> list[Candidate]:
     """The assessed texts worth showing (not degenerate, at least `min_confidence`), in the document's line ending."""
     newline = _document_newline(request)
     return [
@@ -193,7 +195,9 @@ def select(request: FimRequest, assessed: Sequence[Assessed], min_confidence: fl
     ]
 
 
-def postprocess(request: FimRequest, candidates: Sequence[Candidate], min_confidence: float = 0.0) -> list[Candidate]:
+def postprocess(
+    request: FimRequest, candidates: Sequence[Candidate], min_confidence: float = DEFAULT_MIN_CONFIDENCE
+) -> list[Candidate]:
     """Truncated, de-duplicated, syntax-checked candidates worth showing, most confident first; rejected,
     degenerate and less confident than `min_confidence` ones dropped.
 
