@@ -64,10 +64,10 @@ def _load_records(path: Path) -> list[dict[str, Any]]:
     return records
 
 
-def _relabel(path: Path, records: list[dict[str, Any]], middles: dict[str, str]) -> list[dict[str, Any]]:
-    """Records with their show fields recomputed from the middles (cheap, deterministic): a run resumed after the
-    labels changed reports them the current way; the file is rewritten only when something changed."""
-    fresh = [r | labelled(r, middles[r["task_id"]]) if r["task_id"] in middles else r for r in records]
+def _relabel(path: Path, records: list[dict[str, Any]], tasks: dict[str, FimTask]) -> list[dict[str, Any]]:
+    """Records with their show fields recomputed from the tasks (cheap, deterministic): a run resumed after the
+    labels or filters changed reports them the current way; the file is rewritten only when something changed."""
+    fresh = [r | labelled(r, tasks[r["task_id"]]) if r["task_id"] in tasks else r for r in records]
     if fresh != records:
         path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in fresh), encoding="utf-8")
     return fresh
@@ -107,7 +107,7 @@ def run_suite(
     out_dir.mkdir(parents=True, exist_ok=True)
     _claim(out_dir, {"suite": suite.name} | identity)
     results = out_dir / "results.jsonl"
-    previous = _relabel(results, _load_records(results), {t.task_id: t.middle for t in suite.tasks})
+    previous = _relabel(results, _load_records(results), {t.task_id: t for t in suite.tasks})
     done = {r["task_id"] for r in previous}
     todo = [t for t in suite.tasks if t.task_id not in done]
     if done and progress:
@@ -126,9 +126,9 @@ def run_suite(
                 for task in tasks:
                     generations.append(asker.ask(task))
                     bar.update()
-                middles = {t.task_id: t.middle for t in tasks}
+                asked = {t.task_id: t for t in tasks}
                 for record in suite.score(tasks, generations):
-                    record |= labelled(record, middles[record["task_id"]])
+                    record |= labelled(record, asked[record["task_id"]])
                     f.write(json.dumps(record, ensure_ascii=False) + "\n")
                     new.append(record)
                 f.flush()

@@ -4,8 +4,9 @@ A suggestion that is wrong costs attention; showing nothing costs nothing. So ev
 exact match, how often the editor shows something (**show rate**) and how often what it shows is right
 (**precision**: exact match of the whole middle, and first line within edit similarity 0.8 of the expected first
 line -- "right" below, the label the confidence model is calibrated on). Each task's record keeps every distinct
-post-processed text with its signals (``fim.validate.assess``), labelled here against the expected middle, so a
-run can be re-decided offline with any threshold or coefficients:
+post-processed text with its signals (``fim.validate.assess``), labelled here against the expected middle and
+re-judged by the current degenerate-text filters, so a run can be re-decided offline with any threshold or
+coefficients:
 
 * ``unfiltered``: what the editor showed before show-or-stay-silent -- the best-scoring non-blank text, no filters;
 * ``decide(entries, t)``: the most confident text that is not degenerate and has confidence >= t (the editor now);
@@ -21,8 +22,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from eval.editor import FimTask
 from eval.metrics import edit_similarity, exact_match, first_line, mean
-from fim.confidence import Signals, confidence
+from fim.confidence import Context, Signals, confidence, degenerate
 
 SIMILAR = 0.8  # first-line edit similarity that counts as right
 CURVE_POINTS = 21
@@ -33,12 +35,17 @@ def is_right(text: str, middle: str) -> bool:
     return bool(text.strip()) and edit_similarity(first_line(text), first_line(middle)) >= SIMILAR
 
 
-def labelled(record: Mapping[str, Any], middle: str) -> dict[str, Any]:
-    """The record's show fields: shown, shown exactly right / right, and each assessed text labelled."""
+def labelled(record: Mapping[str, Any], task: FimTask) -> dict[str, Any]:
+    """The record's show fields: shown, shown exactly right / right, and each assessed text labelled against the
+    task's middle and re-judged by the current degenerate-text filters (so old runs are read with today's rules)."""
     completion = record.get("completion") or ""
+    middle = task.middle
+    line_before = task.text[: task.cursor].rsplit("\n", 1)[-1]
+    suffix = task.text[task.cursor :].replace("\r\n", "\n")
     entries = [
         dict(entry)
         | {
+            "rejected": degenerate(entry["text"], Context(line_before, suffix, bool(entry["prose"]))),
             "exact": exact_match(entry["text"], middle),
             "right": is_right(entry["text"], middle),
             "similarity": edit_similarity(first_line(entry["text"]), first_line(middle)),

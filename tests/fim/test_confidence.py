@@ -36,8 +36,8 @@ def test_a_line_repeated_over_and_over_is_a_loop() -> None:
     assert shown("def f(a):\n    |\n", "y = a\n    y = a\n    y = a") == []
 
 
-@pytest.mark.parametrize("text", [" .", " ...", " ", "\n", " - ", " #"])
-def test_punctuation_and_whitespace_only_text_is_never_shown_in_a_comment(text: str) -> None:
+@pytest.mark.parametrize("text", [" .", " ...", " ", "\n", " - ", " #", " 1", " x."])
+def test_punctuation_whitespace_and_wordless_text_is_never_shown_in_a_comment(text: str) -> None:
     assert shown(COMMENT, text) == []
 
 
