@@ -4,6 +4,8 @@
     diffill eval safim --data DIR --split {block,control,api} [--lang python,java,cpp,csharp] [BACKEND]
     diffill eval santacoder-fim --data FILE [--lang python,javascript,java] [BACKEND]
     diffill eval repo PATH [--languages python,go] [--n N] [--seed S] [BACKEND]
+    diffill eval jsonl --data FILE [--half calibration|held-out] [--limit N] [BACKEND]
+    diffill eval calibrate RUN_DIR... [--held-out RUN_DIR...] [--out DIR]
     diffill eval report RUN_DIR... [--out DIR]
     diffill eval speed [--set single-line] [--steps 1 2 4 8 16] [--thresholds 0.5 0.7 0.9 1.0] [--limit N]
 
@@ -27,6 +29,8 @@ from eval.editor import GenConfig
 from eval.humaneval import SET_MODES, SETS, ExecCache, HumanEvalSuite, default_data_dir, load_problems, set_path
 from eval.runner import run_suite
 from eval.sandbox import Limits, capabilities
+from eval.suites.jsonl import HALVES
+from fim.confidence import DEFAULT_MIN_CONFIDENCE
 from fim.request import Mode
 
 MODES = {"auto": None, "single-line": Mode.SINGLE_LINE, "multi-line": Mode.MULTI_LINE}
@@ -64,6 +68,12 @@ def add_sampling_arguments(p: argparse.ArgumentParser, *, sweep: bool, seed: boo
     p.add_argument("--mode", choices=sorted(MODES), help="request mode (default: the suite's, else auto)")
     p.add_argument("--canvas", type=int, help="canvas length (default: the request's, clamped to the model's)")
     p.add_argument("--candidates", type=int, help="candidates per request (default: the request's)")
+    p.add_argument(
+        "--min-confidence",
+        type=float,
+        default=DEFAULT_MIN_CONFIDENCE,
+        help=f"show-or-stay-silent threshold, completion.minConfidence (default {DEFAULT_MIN_CONFIDENCE})",
+    )
 
 
 def add_backend_arguments(p: argparse.ArgumentParser) -> None:
@@ -119,6 +129,20 @@ def build_parser() -> argparse.ArgumentParser:
     add_sampling_arguments(p, sweep=False, seed=False)
     add_backend_arguments(p)
     p.set_defaults(func=cmd_repo)
+
+    p = sub.add_parser("jsonl", help="exact match, show rate and precision on FIM tasks from a JSON Lines file")
+    p.add_argument("--data", type=Path, required=True, help="id, kind, prefix, middle, suffix per line (fim-dev)")
+    p.add_argument("--half", choices=HALVES, default="all", help="the calibration or held-out half (see docs)")
+    add_run_arguments(p)
+    add_sampling_arguments(p, sweep=False)
+    add_backend_arguments(p)
+    p.set_defaults(func=cmd_jsonl)
+
+    p = sub.add_parser("calibrate", help="fit the show-or-stay-silent confidence on runs; reliability table")
+    p.add_argument("runs", type=Path, nargs="+", metavar="RUN_DIR", help="runs on the calibration half")
+    p.add_argument("--held-out", type=Path, nargs="*", default=[], help="runs to evaluate the fit on")
+    p.add_argument("--out", type=Path, help="where calibration.md/.json/.png go (default runs/eval/calibrate-<time>)")
+    p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser("report", help="one Markdown table and a quality-vs-latency plot from run directories")
     p.add_argument("runs", type=Path, nargs="+", metavar="RUN_DIR")
@@ -222,6 +246,7 @@ def gen_config(args: argparse.Namespace, default_mode: Mode | None = None, **opt
         canvas=args.canvas,
         candidates=args.candidates,
         n=getattr(args, "n", 1) if args.command == "humaneval-infilling" else 1,
+        min_confidence=args.min_confidence,
     )
 
 
@@ -244,7 +269,7 @@ def run_command(
         raise UsageError(f"--n > 1 needs several samples per request; the {spec.kind} backend answers one")
     engine = open_backend(spec, suite.tasks)
     options = {**vars(config.options), "mode": args.mode or str(config.mode or "auto"), "canvas": args.canvas}
-    options |= {"candidates": args.candidates, "n": config.n}
+    options |= {"candidates": args.candidates, "n": config.n, "min_confidence": config.min_confidence}
     meta = {
         "engine": engine.describe(),
         "limit": getattr(args, "limit", None),
@@ -309,6 +334,28 @@ def cmd_repo(args: argparse.Namespace) -> int:
     suite = RepoSuite(args.path, tasks)
     identity = {"path": str(Path(args.path).resolve()), "languages": langs, "n": args.n, "seed": args.seed}
     return run_command(args, suite, backend_spec(args), gen_config(args), identity, out_dir(args, args.path.name))
+
+
+def cmd_jsonl(args: argparse.Namespace) -> int:
+    from eval.suites.jsonl import JsonlSuite, load_tasks
+
+    tasks = load_tasks(args.data, args.half, check_limit(args))
+    if not tasks:
+        raise UsageError(f"no tasks in {args.data}")
+    suite = JsonlSuite(args.data, tasks, args.half)
+    identity = {"data": str(args.data), "half": args.half}
+    detail = f"{args.data.name.split('.')[0]}-{args.half}"
+    return run_command(args, suite, backend_spec(args), gen_config(args), identity, out_dir(args, detail))
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from eval.calibrate import write_calibration
+
+    out = args.out or Path("runs") / "eval" / f"calibrate-{time.strftime('%Y%m%d-%H%M%S')}"
+    text, paths = write_calibration(args.runs, args.held_out, out)
+    print(text, end="")
+    print("wrote " + ", ".join(map(str, paths)), file=sys.stderr)
+    return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:

@@ -4,7 +4,8 @@ Every suite (HumanEval-Infilling, SAFIM, SantaCoder-FIM, tasks cut from a reposi
 ``FimTask``s -- a document, a cursor (string index), a language and the expected middle -- and this module asks
 any ``CompletionEngine`` exactly as the language server does: ``fim.request.build_request`` windows the document and
 picks the mode (``fim_request`` is the one place that calls it), the engine samples the request's candidates, and
-``fim.validate.postprocess`` truncates, validates and ranks them.
+``fim.validate.postprocess`` truncates, validates, filters and ranks them (``GenConfig.min_confidence`` is the
+editor's show-or-stay-silent threshold, ``completion.minConfidence``).
 
 Three completions per task come back: ``editor`` (the top post-processed candidate, "" when all were rejected: the
 editor shows nothing), ``fallback`` (editor, else the raw top candidate cut to the line limit) and ``raw`` (the
@@ -25,8 +26,9 @@ from typing import TYPE_CHECKING, Any
 from tqdm import tqdm
 
 from eval.metrics import mean, spread
+from fim.confidence import DEFAULT_MIN_CONFIDENCE
 from fim.request import FimRequest, FimSettings, Mode, build_request
-from fim.validate import Candidate, postprocess
+from fim.validate import Assessed, Candidate, assess, postprocess, select
 
 if TYPE_CHECKING:
     from engine.contract import Completion, CompletionEngine, SampleOptions
@@ -83,6 +85,7 @@ class GenConfig:
     canvas: int | None = None  # overrides the request's canvas length
     candidates: int | None = None  # overrides the request's number of candidates
     n: int = 1  # samples per problem for pass@k (n > 1: one more request of n + 1 candidates)
+    min_confidence: float = DEFAULT_MIN_CONFIDENCE  # the editor's show-or-stay-silent threshold
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,7 @@ class Generation:
     candidates: int
     accepted: int  # candidates post-processing kept
     stats: dict[str, float] = field(default_factory=dict)  # LocalEngine.last_stats when there is one
+    assessed: tuple[Assessed, ...] = ()  # every distinct post-processed text and its show-or-stay-silent signals
 
     def timing(self) -> dict[str, Any]:
         """The fields every suite's per-task record carries."""
@@ -110,6 +114,10 @@ class Generation:
             "candidates": self.candidates,
             "accepted": self.accepted,
         }
+        record["assessed"] = [
+            {"text": a.text, "confidence": a.confidence, "rejected": a.rejected} | dataclasses.asdict(a.signals)
+            for a in self.assessed
+        ]
         return record | ({"engine_stats": self.stats} if self.stats else {})
 
 
@@ -157,7 +165,7 @@ def _samples(engine: CompletionEngine, request: FimRequest, config: GenConfig, s
     if config.n <= 1:
         return ()
     rows = _complete(engine, request, config.options, config.n + 1, session)[1:]  # row 0 is greedy
-    kept = [postprocess(request, [Candidate(c.text, c.score)]) for c in rows]
+    kept = [postprocess(request, [Candidate(c.text, c.score)], config.min_confidence) for c in rows]
     return tuple(k[0].text if k else "" for k in kept)
 
 
@@ -182,7 +190,8 @@ def generate(engine: CompletionEngine, task_id: str, request: FimRequest, config
     t0 = time.perf_counter()
     raw = _complete(engine, request, config.options, request.num_candidates, session)
     t1 = time.perf_counter()
-    ranked = postprocess(request, [Candidate(c.text, c.score) for c in raw])
+    assessed = assess(request, [Candidate(c.text, c.score) for c in raw])
+    ranked = select(request, assessed, config.min_confidence)
     t2 = time.perf_counter()
     stats = _engine_stats(engine)
     top_raw = max(raw, key=lambda c: c.score).text if raw else ""
@@ -200,6 +209,7 @@ def generate(engine: CompletionEngine, task_id: str, request: FimRequest, config
         candidates=len(raw),
         accepted=len(ranked),
         stats=stats,
+        assessed=tuple(assessed),
     )
 
 

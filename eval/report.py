@@ -4,7 +4,8 @@ Each run directory holds the ``summary.json`` that ``eval.runner`` writes. The t
 by suite: the suite's headline quality (pass@1 for executed suites, exact match for matched ones), edit
 similarity, p50/p95 latency per completion (what the editor waits for) and tokens/s. The plot puts quality against
 p50 latency (log scale), one marker per run, one colour per suite. Reference rows (copy, oracle) answer in
-microseconds; they are drawn at the plot's left edge, labelled.
+microseconds; they are drawn at the plot's left edge, labelled. Beside them: show rate and precision of what
+is shown, and ``showing.png``, precision against show rate as ``completion.minConfidence`` moves, one line per run.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from eval.showing import plot_curves
 from eval.suites.files import DataError
 
 REFERENCE_KINDS = ("copy", "oracle")
@@ -36,6 +38,10 @@ class Row:
     tokens_per_s: float
     problems: int
     run: str
+    show_rate: float = math.nan  # tasks where the editor showed something
+    precision: float = math.nan  # shown and right (first line within edit similarity 0.8)
+    show_curve: tuple[dict[str, Any], ...] = ()
+    unfiltered: dict[str, Any] | None = None
 
     @property
     def reference(self) -> bool:
@@ -70,6 +76,10 @@ def load_row(run_dir: Path) -> Row:
         tokens_per_s=_number(summary.get("tokens_per_s")),
         problems=int(summary.get("problems") or 0),
         run=str(run_dir),
+        show_rate=_number(summary.get("show_rate")),
+        precision=_number(summary.get("precision_right")),
+        show_curve=tuple(summary.get("show_curve") or ()),
+        unfiltered=summary.get("unfiltered"),
     )
 
 
@@ -79,19 +89,22 @@ def _cell(value: float, digits: int) -> str:
 
 def markdown(rows: Sequence[Row]) -> str:
     lines = [
-        "| suite | backend | metric | value | edit sim. | p50 ms | p95 ms | tokens/s | tasks |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|",
+        "| suite | backend | metric | value | edit sim. | shown | precision | p50 ms | p95 ms | tokens/s | tasks |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in sorted(rows, key=lambda r: (r.suite, r.reference, -_sortable(r.quality))):
         backend = f"{row.backend} (reference)" if row.reference else row.backend
         speed = math.nan if row.reference else row.tokens_per_s  # a lookup's "tokens/s" measures nothing
         lines.append(
             f"| {row.suite} | {backend} | {row.metric} | {_cell(row.quality, 3)} | {_cell(row.edit_similarity, 3)} "
+            f"| {_cell(row.show_rate, 3)} | {_cell(row.precision, 3)} "
             f"| {_cell(row.p50_ms, 1)} | {_cell(row.p95_ms, 1)} | {_cell(speed, 0)} | {row.problems} |"
         )
     notes = [
         "",
         "Latency: engine call + post-processing per completion, cold context (no cache reuse between tasks).",
+        "Shown: share of tasks where the editor shows a suggestion; precision: share of those whose first line is "
+        "within edit similarity 0.8 of the expected one (eval.showing).",
         "Reference rows: copy = the rest of the nearest line that starts like the cursor's line; oracle = the "
         "expected middle through the same post-processing (the ceiling).",
     ]
@@ -154,4 +167,7 @@ def write_report(run_dirs: Sequence[Path], out_dir: Path) -> tuple[str, list[Pat
     paths[0].write_text(text, encoding="utf-8")
     if plot(rows, out_dir / "report.png"):
         paths.append(out_dir / "report.png")
+    curves = [(f"{r.suite} {r.backend}", list(r.show_curve), r.unfiltered) for r in rows if r.show_curve]
+    if curves and plot_curves(curves, out_dir / "showing.png"):
+        paths.append(out_dir / "showing.png")
     return text, paths

@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from engine.errors import DiffillError
 from eval.editor import Asker, FimTask, GenConfig, Generation
+from eval.showing import labelled, show_summary
 
 if TYPE_CHECKING:
     from engine.contract import CompletionEngine
@@ -63,6 +64,15 @@ def _load_records(path: Path) -> list[dict[str, Any]]:
     return records
 
 
+def _relabel(path: Path, records: list[dict[str, Any]], tasks: dict[str, FimTask]) -> list[dict[str, Any]]:
+    """Records with their show fields recomputed from the tasks (cheap, deterministic): a run resumed after the
+    labels or filters changed reports them the current way; the file is rewritten only when something changed."""
+    fresh = [r | labelled(r, tasks[r["task_id"]]) if r["task_id"] in tasks else r for r in records]
+    if fresh != records:
+        path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in fresh), encoding="utf-8")
+    return fresh
+
+
 def _claim(out_dir: Path, identity: dict[str, Any]) -> None:
     """Write run.json, or check that the one there describes this same run."""
     path = out_dir / "run.json"
@@ -97,7 +107,7 @@ def run_suite(
     out_dir.mkdir(parents=True, exist_ok=True)
     _claim(out_dir, {"suite": suite.name} | identity)
     results = out_dir / "results.jsonl"
-    previous = _load_records(results)
+    previous = _relabel(results, _load_records(results), {t.task_id: t for t in suite.tasks})
     done = {r["task_id"] for r in previous}
     todo = [t for t in suite.tasks if t.task_id not in done]
     if done and progress:
@@ -116,7 +126,9 @@ def run_suite(
                 for task in tasks:
                     generations.append(asker.ask(task))
                     bar.update()
+                asked = {t.task_id: t for t in tasks}
                 for record in suite.score(tasks, generations):
+                    record |= labelled(record, asked[record["task_id"]])
                     f.write(json.dumps(record, ensure_ascii=False) + "\n")
                     new.append(record)
                 f.flush()
@@ -128,6 +140,7 @@ def run_suite(
         | (meta or {})
         | {"wall_s": time.perf_counter() - t0, "resumed": len(previous)}
         | suite.summarize(records)
+        | show_summary(records)
     )
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")
     return summary

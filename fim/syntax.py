@@ -141,6 +141,21 @@ class SyntaxChecker:
         errors = _errors(self._base.root_node, gap_start, cursor)
         return sum(1 for start, end in errors if start >= line_start and gap_start <= end <= cursor)
 
+    def in_prose(self) -> bool:
+        """Whether the cursor sits inside a comment or a string of the base document, where the grammar cannot
+        judge what is typed (a comment ending at the cursor counts; a string whose closing quote is before the
+        cursor does not)."""
+        cursor = len(self._prefix)
+        node: tree_sitter.Node | None = self._base.root_node.descendant_for_byte_range(max(cursor - 1, 0), cursor)
+        while node is not None:
+            kind = node.type
+            if "comment" in kind and node.start_byte < cursor <= node.end_byte:
+                return True
+            if "string" in kind and node.start_byte < cursor < node.end_byte:
+                return True
+            node = node.parent
+        return False
+
     def parse_with(self, text: bytes) -> tuple[tree_sitter.Tree, tree_sitter.Tree]:
         """(edited copy of the base tree, tree of the document with `text` inserted), parsed incrementally."""
         old = self._base.copy()

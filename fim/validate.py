@@ -9,6 +9,11 @@ at most `max_lines`. Languages without a grammar get the line-based truncation o
 
 Validation re-parses incrementally from one base tree per request, and verdicts are cached by text, so N
 candidates that share prefixes cost little more than one.
+
+What survives is then judged for showing (`fim.confidence`): degenerate text (blank, punctuation-only, repetition
+loops, echoes of the line or of what follows) is dropped, every distinct text gets a calibrated confidence from
+its score, its margin to the next text, how many candidates agree on it, the mode and whether the cursor is in a
+comment or string, and texts below `min_confidence` are dropped. `assess` exposes every step for the eval.
 """
 
 from __future__ import annotations
@@ -17,14 +22,15 @@ import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
+from fim.confidence import DEFAULT_MIN_CONFIDENCE, Context, Signals, confidence, degenerate
 from fim.edits import Layout, block_end_variants, cut_points, drop_overlap, drop_repeated_lines, limit_lines
 from fim.edits import reindent as reindent_lines
 from fim.languages import get_parser
-from fim.layout import block_syntax, indent_unit
+from fim.layout import BlockSyntax, block_syntax, indent_unit
 from fim.request import FimRequest, Mode
 from fim.syntax import SyntaxChecker, Verdict
 
-__all__ = ["Candidate", "postprocess"]
+__all__ = ["Assessed", "Candidate", "assess", "postprocess", "select"]
 
 MAX_CHECKS = 8  # parses per candidate before giving up on it; cached verdicts are free
 _LINE_BREAK = re.compile(r"\r\n|\r")
@@ -34,7 +40,18 @@ _UNIT_SAMPLE_LINES = 200  # lines of prefix read to learn the indentation unit
 @dataclass(frozen=True)
 class Candidate:
     text: str
-    score: float = 0.0
+    score: float = 0.0  # mean token log-probability from the engine
+    confidence: float = 1.0  # probability it is right (fim.confidence), set by postprocess
+
+
+@dataclass(frozen=True)
+class Assessed:
+    """One distinct post-processed text (``\n`` line breaks) and what decides whether it is shown."""
+
+    text: str
+    signals: Signals
+    confidence: float
+    rejected: str | None  # why it is never shown (fim.confidence.degenerate), None when it may be
 
 
 def _normalize(text: str) -> str:
@@ -115,6 +132,13 @@ class _Validator:
         for block in block_end_variants(text, layout):
             yield from cut_points(drop_repeated_lines(block, layout, self.suffix), layout.syntax)
 
+    def in_prose(self) -> bool:
+        """Cursor in a comment or string: the grammar says where it can; else the line's comment marker."""
+        if self.parsable:
+            return self._checker().in_prose()
+        syntax: BlockSyntax = block_syntax(self.request.language)
+        return syntax.comment is not None and syntax.code(self.line_before) != self.line_before.rstrip()
+
     def finish(self, text: str) -> str | None:
         text = _normalize(text)
         if self.request.mode is Mode.SINGLE_LINE:
@@ -127,19 +151,56 @@ def _document_newline(request: FimRequest) -> str:
     return match.group() if match else "\n"
 
 
-def postprocess(request: FimRequest, candidates: Sequence[Candidate]) -> list[Candidate]:
-    """Truncated, de-duplicated, syntax-checked candidates, best score first; rejected and empty ones dropped.
-
-    Returned texts use the document's line ending and are meant to be inserted at the cursor as they are.
-    """
+def assess(request: FimRequest, candidates: Sequence[Candidate]) -> list[Assessed]:
+    """Every distinct text the candidates post-process to, with its signals, confidence and any rejection;
+    best confidence first (ties: best score, then the model's order). Syntax-rejected candidates are absent."""
     if not candidates:
         return []
     validator = _Validator.of(request)
     best: dict[str, float] = {}
+    votes: dict[str, int] = {}
     for candidate in candidates:
         text = validator.finish(candidate.text)
-        if text is not None and text.strip():
+        if text is not None:
             best[text] = max(candidate.score, best.get(text, candidate.score))
+            votes[text] = votes.get(text, 0) + 1
+    if not best:
+        return []
+    prose = any(text.strip() for text in best) and validator.in_prose()
+    context = Context(validator.line_before, validator.suffix, prose)
+    assessed = []
+    for text, score in best.items():
+        others = [s for t, s in best.items() if t != text]
+        signals = Signals(
+            score=score,
+            margin=score - max(others) if others else 0.0,
+            agreement=votes[text] / len(candidates),
+            multi_line=request.mode is Mode.MULTI_LINE,
+            prose=prose,
+            chars=len(text.strip()),
+        )
+        assessed.append(Assessed(text, signals, confidence(signals), degenerate(text, context)))
+    return sorted(assessed, key=lambda a: (-a.confidence, -a.signals.score))  # stable: ties keep the model's order
+
+
+def select(
+    request: FimRequest, assessed: Sequence[Assessed], min_confidence: float = DEFAULT_MIN_CONFIDENCE
+) -> list[Candidate]:
+    """The assessed texts worth showing (not degenerate, at least `min_confidence`), in the document's line ending."""
     newline = _document_newline(request)
-    ranked = sorted(best.items(), key=lambda item: -item[1])  # stable: ties keep the model's order
-    return [Candidate(text.replace("\n", newline), score) for text, score in ranked]
+    return [
+        Candidate(a.text.replace("\n", newline), a.signals.score, a.confidence)
+        for a in assessed
+        if a.rejected is None and a.confidence >= min_confidence
+    ]
+
+
+def postprocess(
+    request: FimRequest, candidates: Sequence[Candidate], min_confidence: float = DEFAULT_MIN_CONFIDENCE
+) -> list[Candidate]:
+    """Truncated, de-duplicated, syntax-checked candidates worth showing, most confident first; rejected,
+    degenerate and less confident than `min_confidence` ones dropped.
+
+    Returned texts use the document's line ending and are meant to be inserted at the cursor as they are.
+    """
+    return select(request, assess(request, candidates), min_confidence)

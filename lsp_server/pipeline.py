@@ -50,7 +50,8 @@ def run(job: Job) -> list[str]:
         options=options,
         session_id=document.uri,
     )
-    ranked = postprocess(request, [Candidate(c.text, c.score) for c in completions])
+    candidates = [Candidate(c.text, c.score) for c in completions]
+    ranked = postprocess(request, candidates, job.sampling.min_confidence)
     texts = [c.text for c in ranked if c.text]
     job.cache.put(document.language_id, document.text, cursor.offset, texts)
     return texts

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from fim.confidence import DEFAULT_MIN_CONFIDENCE
+
 __all__ = [
     "CompletionSettings",
     "LanguageSettings",
@@ -131,6 +133,9 @@ class CompletionSettings:
     max_lines: int = _setting(12, _int_in(1, 200))
     # Typing bursts arrive ~50-150 ms apart; waiting 75 ms skips most keystrokes the user has already passed.
     debounce_ms: int = _setting(75, _int_in(0, 5000))
+    # Show a suggestion only when its calibrated probability of being right reaches this (fim.confidence); the
+    # default was chosen on held-out FIM tasks (docs/eval.md). 0 shows everything that is not degenerate.
+    min_confidence: float = _setting(DEFAULT_MIN_CONFIDENCE, _float_in(0.0, 1.0))
 
 
 @dataclass(frozen=True)

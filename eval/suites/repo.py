@@ -108,9 +108,12 @@ def kind_of(task_id: str) -> str:
     return task_id.rsplit(":", 1)[-1]
 
 
-class RepoSuite:
-    def __init__(self, root: Path, tasks: Sequence[FimTask]) -> None:
-        self.name = f"repo/{Path(root).resolve().name}"
+class MiddleSuite:
+    """Tasks scored by their whole middle (exact match, edit similarity, stripped), overall and per kind (the
+    last ``:``-separated part of the task id)."""
+
+    def __init__(self, name: str, tasks: Sequence[FimTask]) -> None:
+        self.name = name
         self.tasks = list(tasks)
         self.middles = {t.task_id: t.middle for t in tasks}
 
@@ -132,14 +135,14 @@ class RepoSuite:
         return records
 
     def summarize(self, records: Sequence[dict[str, Any]]) -> dict[str, Any]:
-        shown = [r for r in records if r["completion"].strip()]
+        kinds = dict.fromkeys(r["kind"] for r in records)  # first-seen order
         by_kind = {
             kind: {
                 "tasks": len(rows),
                 "exact_match": mean(r["exact_match"] for r in rows),
                 "edit_similarity": mean(r["edit_similarity"] for r in rows),
             }
-            for kind in KINDS
+            for kind in kinds
             if (rows := [r for r in records if r["kind"] == kind])
         }
         return {
@@ -147,7 +150,10 @@ class RepoSuite:
             "exact_match": mean(r["exact_match"] for r in records),
             "exact_match_raw": mean(r["raw"]["exact_match"] for r in records),
             "edit_similarity": mean(r["edit_similarity"] for r in records),
-            "shown": len(shown),
-            "exact_match_when_shown": mean(r["exact_match"] for r in shown),
             "by_kind": by_kind,
         } | timing_summary(records)
+
+
+class RepoSuite(MiddleSuite):
+    def __init__(self, root: Path, tasks: Sequence[FimTask]) -> None:
+        super().__init__(f"repo/{Path(root).resolve().name}", tasks)

@@ -104,9 +104,11 @@ def test_the_report_puts_runs_side_by_side(mini_data: Path, santacoder_jsonl: Pa
     assert main(["report", *map(str, runs), "--out", str(tmp_path / "report")]) == 0
     table = capsys.readouterr().out
     assert "| humaneval-infilling/single-line | oracle (reference) | pass@1 | 1.000 |" in table
+    assert "| santacoder-fim | oracle (reference) | exact_match | 1.000 | 1.000 | 1.000 | 1.000 |" in table  # shown
     assert "| humaneval-infilling/single-line | copy (reference) | pass@1 | 0.000 |" in table
     assert "| santacoder-fim | oracle (reference) | exact_match | 1.000 |" in table
     assert (tmp_path / "report" / "report.md").read_text() == table
     pytest.importorskip("matplotlib")
     assert (tmp_path / "report" / "report.png").read_bytes().startswith(b"\x89PNG")
+    assert (tmp_path / "report" / "showing.png").read_bytes().startswith(b"\x89PNG")  # precision vs show rate
     assert main(["report", str(tmp_path / "missing")]) == 2

@@ -310,3 +310,20 @@ async def test_positions_outside_the_document_get_clean_answers(client):
         assert item.range.start == types.Position(line=1, character=5)
     before = await stats(client)
     assert before["errors"] == 0
+
+
+async def test_min_confidence_one_keeps_every_suggestion_back(client, checkpoint):
+    """completion.minConfidence reaches fim.validate: at 1.0 nothing is confident enough to show."""
+    spots = [(10, 14), (9, 16), (17, 16), (13, 0)]
+    texts = {spot: cut_line(PYTHON, *spot) for spot in spots}
+    uris = {spot: new_uri() for spot in spots}
+    for spot in spots:
+        open_document(client, uris[spot], texts[spot])
+    shown = [spot for spot in spots if await inline(client, uris[spot], *spot)]
+    assert shown, "the test checkpoint shows something at one of these spots with the default threshold"
+    settings = SETTINGS | {"completion": {"debounceMs": 0, "minConfidence": 1.0}}
+    async with lsp_session("--model", str(checkpoint), init_options=settings) as quiet:
+        assert (await wait_for_model(quiet))["state"] == "ready"
+        for spot in shown:
+            open_document(quiet, uris[spot], texts[spot])
+            assert await inline(quiet, uris[spot], *spot) == []

@@ -328,13 +328,25 @@ async function typeUntilGhostText(page) {
     await page.waitForFunction(() => document.querySelector('.monaco-editor .ghost-text-decoration') === null);
     for (const word of WORDS) {
         await page.keyboard.type(word, { delay: 40 });
+        let ghost;
         try {
-            return await waitForGhostText(page, WORD_WAIT_MS);
+            ghost = await waitForGhostText(page, WORD_WAIT_MS);
         } catch {
             log(`no ghost text after ${JSON.stringify(word)}; typing on`);
+            continue;
         }
+        return worthShowing(ghost);
     }
     throw new Error('no ghost text while typing the whole comment');
+}
+
+/** The ghost text, or an error when it is degenerate text the server must never show (issue 20): no letter or
+ * digit at all (` .`, ` ...`), or a short run of letters looping (`ndndndnd`). */
+function worthShowing(ghost) {
+    const shown = JSON.stringify(ghost);
+    if (!/[\p{L}\p{N}]/u.test(ghost)) throw new Error(`degenerate ghost text (no letter or digit): ${shown}`);
+    if (/(\p{L}{1,3})\1{3,}/u.test(ghost)) throw new Error(`degenerate ghost text (a loop): ${shown}`);
+    return ghost;
 }
 
 /** Text of the ghost text Monaco renders at the cursor (inline and, for multi-line, the lines below). */
