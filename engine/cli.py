@@ -59,7 +59,9 @@ def cmd_complete(args: argparse.Namespace) -> int:
     language = normalize_language(args.language) if args.language else (language_from_path(path) or "other")
     t0 = time.perf_counter()
     threads = editor_threads(args.threads)
-    engine = load_engine(args.model, device=args.device, autoregressive=args.autoregressive, threads=threads)
+    engine = load_engine(
+        args.model, device=args.device, autoregressive=args.autoregressive, threads=threads, preset=args.preset
+    )
     print(f"loaded {engine.describe()} in {time.perf_counter() - t0:.2f}s ({threads} CPU threads)", file=sys.stderr)
     offset = offset_at(text, line - 1, col - 1)
     if offset is None:
@@ -116,6 +118,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_preset_argument(p: argparse.ArgumentParser) -> None:
+    """--preset: how a released coder samples (engine.adapters.presets); Diffill's own model has one way."""
+    from engine.contract import DEFAULT_PRESET, PRESETS
+
+    p.add_argument(
+        "--preset",
+        choices=PRESETS,
+        default=DEFAULT_PRESET,
+        help="released coders: fast (the --steps/--threshold/--temperature given) or reference (the sampling its "
+        "authors evaluated with)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     from engine.train import add_arguments
 
@@ -127,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("location", type=parse_location, metavar="FILE:LINE:COL")
     p.add_argument("--model", help="checkpoint directory (default: the embedded model)")
     p.add_argument("--autoregressive", action="store_true", help="use the embedded AR twin instead")
+    add_preset_argument(p)
     p.add_argument("--language", help="language id (default: from the file extension)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: half the cores, 1..4)")

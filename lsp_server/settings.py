@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from engine.contract import DEFAULT_PRESET, PRESETS
+
 __all__ = [
     "CompletionSettings",
     "LanguageSettings",
@@ -80,6 +82,15 @@ def _device(value: Any) -> str:
     return value
 
 
+def _choice(*allowed: str) -> Parser:
+    def parse(value: Any) -> str:
+        if value not in allowed:
+            raise ValueError(f"expected one of {', '.join(allowed)}, got {value!r}")
+        return value
+
+    return parse
+
+
 def _flags(value: Any) -> Mapping[str, bool]:
     if not isinstance(value, Mapping) or not all(isinstance(v, bool) for v in value.values()):
         raise ValueError(f"expected an object of true/false values, got {value!r}")
@@ -101,6 +112,9 @@ class ModelSettings:
     device: str = _setting("auto", _device)
     # torch CPU threads; None: half the cores, 1..4 (engine.api.editor_threads), leaving room for the editor.
     threads: int | None = _setting(None, _optional(_int_in(1, 256)))
+    # A released coder's sampling (engine.adapters.presets): "fast" runs the completion.* knobs, "reference" what
+    # its authors evaluated with (e.g. one token per step: slow, for comparing). Diffill's own model ignores it.
+    preset: str = _setting(DEFAULT_PRESET, _choice(*PRESETS))
 
 
 @dataclass(frozen=True)
@@ -149,7 +163,8 @@ class Settings:
 
     def engine_key(self) -> tuple[Any, ...]:
         """What selects the engine: a change here means loading another one."""
-        return (self.model.path, self.model.device, self.model.threads, self.remote.url, self.remote.token)
+        model = self.model
+        return (model.path, model.device, model.threads, model.preset, self.remote.url, self.remote.token)
 
 
 def _camel(name: str) -> str:
