@@ -49,14 +49,20 @@ def _network_error(error: BaseException) -> bool:
     return isinstance(error, OSError | TimeoutError) or top in {"httpx", "httpx2", "requests", "urllib3"}
 
 
-def resolve(repo_id: str, revision: str | None) -> str:
+def default_endpoint() -> str:
+    """huggingface_hub's reading of HF_ENDPOINT (https://huggingface.co when unset)."""
+    from huggingface_hub import constants
+
+    return constants.ENDPOINT
+
+
+def resolve(repo_id: str, revision: str | None, where: str) -> str:
     """The commit `revision` (default: the main branch) of `repo_id` names; PullError in one line otherwise."""
-    from huggingface_hub import HfApi, constants
+    from huggingface_hub import HfApi
     from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
 
-    where = constants.ENDPOINT
     try:
-        info = HfApi().model_info(repo_id, revision=revision or "main")  # snapshot_download's default too
+        info = HfApi(endpoint=where).model_info(repo_id, revision=revision or "main")  # snapshot_download's default
     except GatedRepoError:
         raise PullError(f"{repo_id} is gated on {where}: accept its terms there and set HF_TOKEN") from None
     except RepositoryNotFoundError:
@@ -77,16 +83,22 @@ def resolve(repo_id: str, revision: str | None) -> str:
     return info.sha
 
 
-def pull(repo_id: str, revision: str | None = None, directory: str | Path | None = None) -> Path:
-    """Download `repo_id` at `revision` into `directory` (default: $DIFFILL_MODELS/ORG/NAME); the directory."""
+def pull(
+    repo_id: str, revision: str | None = None, directory: str | Path | None = None, endpoint: str | None = None
+) -> Path:
+    """Download `repo_id` at `revision` from `endpoint` (default: HF_ENDPOINT, else the Hub) into `directory`
+    (default: $DIFFILL_MODELS/ORG/NAME); returns the directory."""
     if not _REPO_ID.fullmatch(repo_id):
         raise PullError(f"expected ORG/NAME (a Hugging Face model id), got {repo_id!r}")
     from huggingface_hub import snapshot_download
 
-    commit = resolve(repo_id, revision)
+    where = (endpoint or default_endpoint()).rstrip("/")
+    commit = resolve(repo_id, revision, where)
     target = Path(directory).expanduser() if directory else default_directory(repo_id)
     try:
-        path = snapshot_download(repo_id, revision=commit, local_dir=target, allow_patterns=ALLOW_PATTERNS)
+        path = snapshot_download(
+            repo_id, revision=commit, local_dir=target, allow_patterns=ALLOW_PATTERNS, endpoint=where
+        )
     except Exception as e:
         if _network_error(e) or type(e).__name__ in {"LocalEntryNotFoundError", "HfHubHTTPError"}:
             raise PullError(f"download of {repo_id} stopped ({type(e).__name__}); run again to resume") from None

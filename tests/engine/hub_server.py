@@ -103,6 +103,7 @@ class HubServer(ThreadingHTTPServer):
     """Serves {repo_id: directory}; files are read at request time. Use as a context manager."""
 
     daemon_threads = True
+    request_queue_size = 64  # snapshot_download opens 8 connections at once
 
     def __init__(self, repos: dict[str, Path], cut_once: dict[str, int] | None = None) -> None:
         super().__init__(("127.0.0.1", 0), HubHandler)

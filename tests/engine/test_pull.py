@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from engine.adapters.families import OPEN_DCODER
+from engine.pull import PullError, pull
 from tests.engine.adapter_fixtures import tiny_checkpoint
 from tests.engine.hub_server import COMMIT, HubServer
 
@@ -59,32 +60,25 @@ def test_pull_downloads_only_what_the_engine_reads_checks_it_loads_and_prints_th
 def test_a_connection_lost_mid_file_is_retried_to_an_intact_copy(release: Path, tmp_path: Path) -> None:
     shard = sorted(p.name for p in release.glob("model-*.safetensors"))[0]
     with HubServer({REPO: release}, cut_once={shard: 20_000}) as hub:
-        target = tmp_path / "m"
-        result = run_pull(hub.url, REPO, "--dir", str(target), "--device", "cpu", tmp_path=tmp_path)
-        assert result.returncode == 0, result.stderr
+        target = pull(REPO, directory=tmp_path / "m", endpoint=hub.url)
         assert sum(r.startswith(f"GET /{REPO}/resolve/{COMMIT}/{shard}") for r in hub.requests) == 2
     assert (target / shard).read_bytes() == (release / shard).read_bytes()
 
 
-def test_a_missing_repository_or_revision_is_one_clear_line(release: Path, tmp_path: Path) -> None:
+def test_a_missing_repository_or_revision_an_unreachable_endpoint_and_a_bad_id_are_one_line_errors(
+    release: Path, tmp_path: Path
+) -> None:
     with HubServer({REPO: release}) as hub:
-        missing = run_pull(hub.url, "nobody/nothing", "--dir", str(tmp_path / "x"), tmp_path=tmp_path)
-        revision = run_pull(hub.url, REPO, "--revision", "v9", "--dir", str(tmp_path / "y"), tmp_path=tmp_path)
-    assert missing.returncode == 2 and missing.stdout == ""
-    assert missing.stderr.strip().splitlines()[-1].startswith("diffill: error: no repository nobody/nothing on ")
-    assert revision.returncode == 2 and "has no revision 'v9'" in revision.stderr
-    assert not (tmp_path / "x").exists() and "Traceback" not in missing.stderr + revision.stderr
-
-
-def test_an_unreachable_endpoint_is_one_clear_line(tmp_path: Path) -> None:
+        with pytest.raises(PullError) as missing:
+            pull("nobody/nothing", directory=tmp_path / "x", endpoint=hub.url)
+        assert str(missing.value) == f"no repository nobody/nothing on {hub.url} (a private one needs HF_TOKEN)"
+        with pytest.raises(PullError, match=r"has no revision 'v9' on http://127\.0\.0\.1"):
+            pull(REPO, revision="v9", directory=tmp_path / "y", endpoint=hub.url)
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    result = run_pull(f"http://127.0.0.1:{port}", REPO, "--dir", str(tmp_path / "m"), tmp_path=tmp_path)
-    assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert f"diffill: error: cannot reach http://127.0.0.1:{port}" in result.stderr
-
-
-def test_a_model_id_that_is_not_org_slash_name_is_refused(tmp_path: Path) -> None:
-    result = run_pull("http://127.0.0.1:9", "../etc", "--dir", str(tmp_path / "m"), tmp_path=tmp_path)
-    assert result.returncode == 2 and "expected ORG/NAME" in result.stderr
+    with pytest.raises(PullError, match=rf"cannot reach http://127\.0\.0\.1:{port} \(\w+\); check the network"):
+        pull(REPO, directory=tmp_path / "z", endpoint=f"http://127.0.0.1:{port}")
+    with pytest.raises(PullError, match="expected ORG/NAME"):
+        pull("../etc", directory=tmp_path / "w")
+    assert not any((tmp_path / d).exists() for d in "xyzw")
