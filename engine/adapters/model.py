@@ -230,12 +230,14 @@ class DiffusionLM(nn.Module):
 def randomize(model: DiffusionLM, seed: int) -> DiffusionLM:
     """Random weights that keep activations in range and make every tensor matter (norms and biases too): a
     released model's shape without its weights, for benchmarks and tests."""
-    gen = torch.Generator().manual_seed(seed)
+    device = model.embed.weight.device  # drawn where the model lives: a 7B model's 7e9 draws are slow on a host
+    gen = torch.Generator(device=device).manual_seed(seed)
     for name, p in model.named_parameters():
+        noise = torch.randn(p.shape, generator=gen, device=device)
         if name.endswith("norm.weight"):
-            p.copy_(1 + 0.1 * torch.randn(p.shape, generator=gen))
+            p.copy_(1 + 0.1 * noise)
         elif name.endswith("bias"):
-            p.copy_(0.1 * torch.randn(p.shape, generator=gen))
+            p.copy_(0.1 * noise)
         else:
-            p.copy_(torch.randn(p.shape, generator=gen) / math.sqrt(p.shape[-1]))
+            p.copy_(noise / math.sqrt(p.shape[-1]))
     return model
