@@ -145,3 +145,18 @@ def test_reference_presets_fill_the_canvas_for_every_family(family_checkpoint) -
     assert len(out) == 2 and all(math.isfinite(c.score) and c.tokens <= 6 for c in out)
     budget = runner.prepare(CompletionRequest(PREFIX, SUFFIX, "python", 6, 2)).request.options.steps
     assert engine.last_stats is not None and 1 <= engine.last_stats.steps <= budget  # early exit once all is filled
+
+
+def test_every_command_line_takes_the_preset() -> None:
+    from engine.cli import build_parser
+    from engine.serve.cli import build_parser as serve_parser
+    from eval.cli import backend_spec
+    from eval.cli import build_parser as eval_parser
+
+    assert build_parser().parse_args(["complete", "a.py:1:1", "--preset", "reference"]).preset == "reference"
+    assert build_parser().parse_args(["complete", "a.py:1:1"]).preset == "fast"
+    assert serve_parser().parse_args(["--preset", "reference"]).preset == "reference"
+    args = eval_parser().parse_args(["humaneval-infilling", "--preset", "reference"])
+    assert backend_spec(args).preset == "reference" and backend_spec(args).identity()["preset"] == "reference"
+    with pytest.raises(SystemExit):
+        serve_parser().parse_args(["--preset", "slow"])

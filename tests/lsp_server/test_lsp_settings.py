@@ -56,3 +56,12 @@ def test_engine_key_changes_only_with_engine_settings():
 def test_merge_is_deep_and_later_values_win():
     assert merge({"a": {"b": 1, "c": 2}}, {"a": {"b": 3}}) == {"a": {"b": 3, "c": 2}}
     assert merge({"a": 1}, None) == {"a": 1}
+
+
+def test_the_model_preset_is_fast_or_reference_and_selects_another_engine():
+    settings, problems = parse_settings({"model": {"preset": "reference"}})
+    assert settings.model.preset == "reference" and problems == []
+    assert settings.engine_key() != Settings().engine_key()  # a preset change reloads the engine
+    settings, problems = parse_settings({"model": {"preset": "exact"}})
+    assert settings.model.preset == "fast" and problems == ["diffill.model.preset: expected one of fast, reference, "
+                                                            "got 'exact'; using the default"]  # fmt: skip
