@@ -5,6 +5,7 @@
     diffill train --corpus DIR --out DIR ...       train the diffusion model (or --autoregressive twin)
     diffill lsp [--tcp] ...                        the language server (lsp_server)
     diffill serve --model DIR ...                  the network engine for a shared GPU box
+    diffill pull ORG/NAME [--revision R] [--dir D]  download a released diffusion coder, print its --model path
     diffill eval ...                               benchmarks (eval)
 
 Subcommands owned by other packages are dispatched by module name, so importing the engine never imports the
@@ -87,7 +88,9 @@ def cmd_complete(args: argparse.Namespace) -> int:
     language = normalize_language(args.language) if args.language else (language_from_path(path) or "other")
     t0 = time.perf_counter()
     threads = editor_threads(args.threads)
-    engine = load_engine(args.model, device=args.device, autoregressive=args.autoregressive, threads=threads)
+    engine = load_engine(
+        args.model, device=args.device, autoregressive=args.autoregressive, threads=threads, preset=args.preset
+    )
     print(f"loaded {engine.describe()} in {time.perf_counter() - t0:.2f}s ({threads} CPU threads)", file=sys.stderr)
     description = engine.describe()
     settings = FimSettings().fitted(description.get("max_text_tokens"), description.get("max_canvas"))
@@ -122,6 +125,20 @@ def cmd_complete(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pull(args: argparse.Namespace) -> int:
+    from engine.pull import pull
+
+    path = pull(args.repo, revision=args.revision, directory=args.dir)
+    if not args.no_check:
+        from engine.api import load_runner
+
+        t0 = time.perf_counter()
+        description = load_runner(path, device=args.device).describe()
+        print(f"loaded {description} in {time.perf_counter() - t0:.2f}s", file=sys.stderr)
+    print(path)  # stdout: the --model path, nothing else
+    return 0
+
+
 def cmd_corpus(args: argparse.Namespace) -> int:
     from engine.corpus import build_corpus, default_source_dirs
 
@@ -140,6 +157,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_preset_argument(p: argparse.ArgumentParser) -> None:
+    """--preset: how a released coder samples (engine.adapters.presets); Diffill's own model has one way."""
+    from engine.contract import DEFAULT_PRESET, PRESETS
+
+    p.add_argument(
+        "--preset",
+        choices=PRESETS,
+        default=DEFAULT_PRESET,
+        help="released coders: fast (the --steps/--threshold/--temperature given) or reference (the sampling its "
+        "authors evaluated with)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     from engine.train import add_arguments
 
@@ -151,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("location", type=parse_location, metavar="FILE:LINE:COL")
     p.add_argument("--model", help="checkpoint directory (default: the embedded model)")
     p.add_argument("--autoregressive", action="store_true", help="use the embedded AR twin instead")
+    add_preset_argument(p)
     p.add_argument("--language", help="language id (default: from the file extension)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: half the cores, 1..4)")
@@ -163,6 +194,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeat", type=int, default=1, help="run N times and report warm latency")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_complete)
+
+    p = sub.add_parser("pull", help="download a released diffusion coder from the Hugging Face Hub")
+    p.add_argument("repo", metavar="ORG/NAME", help="model id, e.g. fredzzp/open-dcoder-0.5B")
+    p.add_argument("--revision", help="branch, tag or commit (default: main)")
+    p.add_argument("--dir", help="where to put it (default: $DIFFILL_MODELS/ORG/NAME, else ~/.cache/diffill/models)")
+    p.add_argument("--device", default="auto", help="device for the load check: cpu, cuda or auto")
+    p.add_argument("--no-check", action="store_true", help="skip loading the model after the download")
+    p.set_defaults(func=cmd_pull)
 
     p = sub.add_parser("corpus", help="build a training corpus from source directories")
     p.add_argument("--src", nargs="*", help="directories to walk (default: this Python's stdlib + site-packages)")

@@ -19,6 +19,16 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 MAX_CANDIDATES = 64  # one batch of candidates per request; more is a client error, not a bigger batch
+# How a released coder samples (engine.adapters.presets): "fast" for typing (the request's steps, threshold and
+# temperature), "reference" = the sampling its release was evaluated with. Diffill's own model has one way.
+PRESETS = ("fast", "reference")
+DEFAULT_PRESET = "fast"
+
+
+def check_preset(name: str) -> str:
+    if name not in PRESETS:
+        raise ValueError(f"preset must be one of {', '.join(PRESETS)}, got {name!r}")
+    return name
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from engine.contract import DEFAULT_PRESET, PRESETS
 from eval.backends import KINDS, SINGLE_ANSWER, BackendSpec, open_backend
 from eval.editor import GenConfig
 from eval.humaneval import SET_MODES, SETS, ExecCache, HumanEvalSuite, default_data_dir, load_problems, set_path
@@ -87,6 +88,13 @@ def add_backend_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--oracle", action="store_true", help="answer with the true middle (post-processing ceiling)")
     p.add_argument("--baseline", choices=["copy"], help="the copy-from-context floor as the backend")
     p.add_argument("--autoregressive", action="store_true", help="the AR twin (embedded default-ar, or --model)")
+    p.add_argument(
+        "--preset",
+        choices=PRESETS,
+        default=DEFAULT_PRESET,
+        help="a released coder's sampling: fast (--steps/--threshold/--temperature) or reference (as its authors "
+        "evaluated it)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -227,6 +235,7 @@ def backend_spec(args: argparse.Namespace) -> BackendSpec:
         autoregressive=args.autoregressive,
         device=args.device,
         threads=args.threads,
+        preset=args.preset,
     )
 
 

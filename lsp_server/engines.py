@@ -56,7 +56,8 @@ def create_engine(settings: Settings, default_model: str | None = None) -> Compl
 
     threads = editor_threads(settings.model.threads)
     log.info("loading model %s on %s (%d CPU threads)", path or "(embedded default)", settings.model.device, threads)
-    return load_engine(Path(path).expanduser() if path else None, device=settings.model.device, threads=threads)
+    model = Path(path).expanduser() if path else None
+    return load_engine(model, device=settings.model.device, threads=threads, preset=settings.model.preset)
 
 
 def describe(engine: CompletionEngine) -> dict[str, Any]:

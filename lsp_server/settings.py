@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from engine.contract import DEFAULT_PRESET, PRESETS
 from fim.confidence import DEFAULT_MIN_CONFIDENCE
 
 __all__ = [
@@ -91,6 +92,15 @@ def as_object(value: Any) -> Mapping[str, Any] | None:
     return {} if isinstance(value, list | tuple) and not value else None
 
 
+def _choice(*allowed: str) -> Parser:
+    def parse(value: Any) -> str:
+        if value not in allowed:
+            raise ValueError(f"expected one of {', '.join(allowed)}, got {value!r}")
+        return value
+
+    return parse
+
+
 def _flags(value: Any) -> Mapping[str, bool]:
     flags = as_object(value)
     if flags is None or not all(isinstance(v, bool) for v in flags.values()):
@@ -113,6 +123,9 @@ class ModelSettings:
     device: str = _setting("auto", _device)
     # torch CPU threads; None: half the cores, 1..4 (engine.api.editor_threads), leaving room for the editor.
     threads: int | None = _setting(None, _optional(_int_in(1, 256)))
+    # A released coder's sampling (engine.adapters.presets): "fast" runs the completion.* knobs, "reference" what
+    # its authors evaluated with (e.g. one token per step: slow, for comparing). Diffill's own model ignores it.
+    preset: str = _setting(DEFAULT_PRESET, _choice(*PRESETS))
 
 
 @dataclass(frozen=True)
@@ -164,7 +177,8 @@ class Settings:
 
     def engine_key(self) -> tuple[Any, ...]:
         """What selects the engine: a change here means loading another one."""
-        return (self.model.path, self.model.device, self.model.threads, self.remote.url, self.remote.token)
+        model = self.model
+        return (model.path, model.device, model.threads, model.preset, self.remote.url, self.remote.token)
 
 
 def _camel(name: str) -> str:

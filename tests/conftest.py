@@ -36,7 +36,7 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory, small_tokenizer) -
     return save_checkpoint(tmp_path_factory.mktemp("tiny") / "model", model, small_tokenizer)
 
 
-@pytest.fixture(scope="module", params=["dream", "open-dcoder", "llada"])
+@pytest.fixture(scope="module", params=["dream", "open-dcoder", "coda", "a2d-qwen2", "a2d-qwen3", "llada"])
 def family_checkpoint(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
     """(family, checkpoint directory) of a tiny random model in each released family's exact on-disk layout."""
     from engine.adapters.families import FAMILIES

@@ -6,13 +6,17 @@ them (see ``docs/external-models.md`` for sources):
 * ``"Dream"`` / ``DreamModel``: Dream-v0, Dream-Coder-v0, DiffuCoder (Qwen2 layout, Dream's ``modeling_dream.py``);
 * ``"qwen2"`` / ``Qwen2ForCausalLM``: Open-dCoder (a Qwen2.5-Coder checkpoint trained as a masked diffusion model
   and run non-causally);
+* ``"CoDA"`` / ``CoDALanguageModel``: Salesforce CoDA-1.7B (Qwen3 layout: per-head q/k RMSNorm, no biases);
+* ``"a2d-qwen2"`` / ``"a2d-qwen3"`` (``A2DQwen2LMHeadModel`` / ``A2DQwen3LMHeadModel``): dllm-hub's Tiny-A2D
+  (Qwen2.5-Coder-0.5B / Qwen3-0.6B adapted to masked diffusion, LLaDA-style sampler, no logit shift);
 * ``"llada"`` / ``LLaDAModelLM``: LLaDA-8B (``modeling_llada.py``, OLMo-style tensor names).
 
-All three are the same computation: pre-norm blocks, RMSNorm, rotary positions (rotate-half), SwiGLU,
-grouped-query attention with full bidirectional attention (no mask). They differ in tensor names, q/k/v biases,
-tied embeddings, rotary base, and whether logits are *shifted*: Dream and Open-dCoder were adapted from
-autoregressive Qwen2.5 and keep its alignment, so the token at position i is read from the logits at i - 1.
-``ArchSpec`` carries the numbers; ``Family`` carries the rest (names, shift, prompt format, sampler defaults).
+All are the same computation: pre-norm blocks, RMSNorm, rotary positions (rotate-half), SwiGLU, grouped-query
+attention with full bidirectional attention (no mask), Qwen3 adding an RMSNorm over each head's queries and keys
+before the rotation. They differ in tensor names, q/k/v biases, tied embeddings, rotary base, and whether logits
+are *shifted*: Dream, Open-dCoder and CoDA keep the alignment of the autoregressive model they were adapted from,
+so the token at position i is read from the logits at i - 1. ``ArchSpec`` carries the numbers; ``Family`` carries
+the rest (names, shift, prompt format, context as trained); ``engine.adapters.presets`` the sampling.
 """
 
 from __future__ import annotations
@@ -42,6 +46,11 @@ QWEN2_LAYER = {
 }
 QWEN2_GLOBAL = {"embed.weight": "model.embed_tokens.weight", "norm.weight": "model.norm.weight"}
 QWEN2_HEAD = "lm_head.weight"
+# Qwen3 = Qwen2's names, no biases, plus an RMSNorm over head_dim for queries and keys (modeling_qwen3.py).
+QWEN3_LAYER = QWEN2_LAYER | {
+    "attn.q_norm.weight": "model.layers.{}.self_attn.q_norm.weight",
+    "attn.k_norm.weight": "model.layers.{}.self_attn.k_norm.weight",
+}
 
 # LLaDA's "llama" block: ff_proj is the gated branch (act(ff_proj(x)) * up_proj(x)), ff_out the down projection.
 LLADA_LAYER = {
@@ -81,6 +90,7 @@ class ArchSpec:
     tie_embeddings: bool
     embed_scale: float = 1.0  # LLaDA input_emb_norm multiplies embeddings by sqrt(d_model)
     logit_scale: float = 1.0  # LLaDA scale_logits multiplies logits by 1/sqrt(d_model)
+    qk_norm: bool = False  # Qwen3: RMSNorm over each head's queries and keys before the rotation
 
     def __post_init__(self) -> None:
         if self.num_heads % self.num_kv_heads:
@@ -91,10 +101,10 @@ class ArchSpec:
 
 @dataclass(frozen=True)
 class Family:
-    name: str  # "dream", "open-dcoder", "llada"
+    name: str  # "dream", "open-dcoder", "coda", "a2d-qwen2", "a2d-qwen3", "llada"
     model_types: frozenset[str]  # lower-cased config.json model_type values
     architectures: frozenset[str]  # config.json architectures entries
-    shift_logits: bool  # token i is predicted by the logits at position i - 1 (Dream, Open-dCoder)
+    shift_logits: bool  # token i is predicted by the logits at position i - 1 (Dream, Open-dCoder, CoDA)
     layer_names: dict[str, str]
     global_names: dict[str, str]
     head_name: str
@@ -102,6 +112,12 @@ class Family:
     end_names: tuple[str, ...]  # tokens that end a middle (eos and padding the model fills a canvas with)
     bos_in_prompt: bool  # the infilling prompt starts with the tokenizer's bos token
     eos_after_suffix: bool  # the infilling prompt ends with eos (DreamOn's format)
+    # Prompt + canvas tokens the release was trained on (its context as trained); None: the config's positions.
+    trained_context: int | None = None
+    layout: str = "qwen2"  # how config.json reads: "qwen2", "qwen3" (q/k norms, no biases) or "llada"
+    # The output head is lm_head.weight when the weight files hold it, the embedding only otherwise (CoDA's
+    # config says tie_word_embeddings but CoDALanguageModel builds and saves its own lm_head).
+    head_from_weights: bool = False
 
     def tensor_names(self, spec: ArchSpec) -> dict[str, str]:
         """Our module parameter name -> checkpoint tensor name, for every parameter the model owns."""
@@ -126,6 +142,7 @@ DREAM = Family(
     end_names=("<|endoftext|>", "<|dlm_pad|>", "<|im_end|>"),
     bos_in_prompt=True,
     eos_after_suffix=True,
+    trained_context=2048,  # Dream README: 2,048 tokens, input and output together
 )
 OPEN_DCODER = Family(
     name="open-dcoder",
@@ -135,10 +152,54 @@ OPEN_DCODER = Family(
     layer_names=QWEN2_LAYER,
     global_names=QWEN2_GLOBAL,
     head_name=QWEN2_HEAD,
-    mask_names=("<|mask|>", "[MASK]"),
+    # Open-dLLM tasks/train_torch.py adds "<M>" when the tokenizer has no mask token; the others are fallbacks.
+    mask_names=("<M>", "<|mask|>", "[MASK]"),
     end_names=("<|endoftext|>", "<|im_end|>"),
     bos_in_prompt=False,
     eos_after_suffix=False,
+    trained_context=4096,  # configs/pretrain/qwen2_5_coder_500M.yaml: max_seq_len 4096
+)
+CODA = Family(
+    name="coda",
+    model_types=frozenset({"coda"}),
+    architectures=frozenset({"CoDALanguageModel"}),
+    shift_logits=True,  # trained with logits[..., :-1] against input_ids[..., 1:]; sampled with Dream's mixin
+    layer_names=QWEN3_LAYER,
+    global_names=QWEN2_GLOBAL,
+    head_name=QWEN2_HEAD,
+    mask_names=("<|mask|>",),
+    end_names=("<|endoftext|>", "<|im_end|>"),
+    bos_in_prompt=False,
+    eos_after_suffix=False,
+    layout="qwen3",
+    head_from_weights=True,
+)
+A2D_QWEN2 = Family(
+    name="a2d-qwen2",
+    model_types=frozenset({"a2d-qwen2"}),
+    architectures=frozenset({"A2DQwen2LMHeadModel"}),
+    shift_logits=False,  # dllm's MDLM sampler runs with right_shift_logits=False
+    layer_names=QWEN2_LAYER,
+    global_names=QWEN2_GLOBAL,
+    head_name=QWEN2_HEAD,
+    mask_names=("<|mdm_mask|>", "<|mask|>"),
+    end_names=("<|endoftext|>", "<|im_end|>"),
+    bos_in_prompt=False,
+    eos_after_suffix=False,
+)
+A2D_QWEN3 = Family(
+    name="a2d-qwen3",
+    model_types=frozenset({"a2d-qwen3"}),
+    architectures=frozenset({"A2DQwen3LMHeadModel"}),
+    shift_logits=False,
+    layer_names=QWEN3_LAYER,
+    global_names=QWEN2_GLOBAL,
+    head_name=QWEN2_HEAD,
+    mask_names=("<|mdm_mask|>", "<|mask|>"),
+    end_names=("<|endoftext|>", "<|im_end|>"),
+    bos_in_prompt=False,
+    eos_after_suffix=False,
+    layout="qwen3",
 )
 LLADA = Family(
     name="llada",
@@ -152,8 +213,10 @@ LLADA = Family(
     end_names=("<|endoftext|>", "<|eot_id|>"),
     bos_in_prompt=True,
     eos_after_suffix=False,
+    trained_context=4096,  # LLaDA paper: pre-trained with a fixed length of 4,096 tokens
+    layout="llada",
 )
-FAMILIES: tuple[Family, ...] = (DREAM, OPEN_DCODER, LLADA)
+FAMILIES: tuple[Family, ...] = (DREAM, OPEN_DCODER, CODA, A2D_QWEN2, A2D_QWEN3, LLADA)
 
 
 def detect_family(config: dict[str, Any], path: Path | str = CONFIG_NAME) -> Family:
@@ -178,8 +241,17 @@ def _require(config: dict[str, Any], key: str, path: Path) -> Any:
     return config[key]
 
 
+def _rope(config: dict[str, Any]) -> dict[str, Any]:
+    """transformers >= 5 writes the rotary settings under "rope_parameters"; earlier releases at the top level."""
+    return config.get("rope_parameters") or {}
+
+
+def _rope_theta(config: dict[str, Any]) -> float:
+    return float(config.get("rope_theta") or _rope(config).get("rope_theta") or 10000.0)
+
+
 def _rope_linear_factor(config: dict[str, Any], path: Path) -> float:
-    scaling = config.get("rope_scaling")
+    scaling = config.get("rope_scaling") or _rope(config)
     if not scaling:
         return 1.0
     kind = scaling.get("rope_type", scaling.get("type", "default"))
@@ -190,10 +262,13 @@ def _rope_linear_factor(config: dict[str, Any], path: Path) -> float:
     raise CheckpointError(f"{path}: rope_scaling type {kind!r} is not supported (only none and 'linear')")
 
 
-def qwen2_spec(config: dict[str, Any], path: Path) -> ArchSpec:
-    """Dream / DiffuCoder / Open-dCoder: Qwen2Config field names. Qwen2 always has q/k/v biases, no o_proj bias."""
+def qwen2_spec(config: dict[str, Any], path: Path, qwen3: bool = False) -> ArchSpec:
+    """Qwen2Config / Qwen3Config field names. Qwen2 always has q/k/v biases (no o_proj bias); Qwen3 has q/k norms
+    and biases only with attention_bias, which no release sets (and which would add an o_proj bias)."""
     if config.get("use_sliding_window"):
         raise CheckpointError(f"{path}: use_sliding_window=true is not supported (full attention only)")
+    if qwen3 and config.get("attention_bias"):
+        raise CheckpointError(f"{path}: attention_bias=true is not supported for the Qwen3 layout")
     hidden, heads = int(_require(config, "hidden_size", path)), int(_require(config, "num_attention_heads", path))
     return ArchSpec(
         vocab_size=int(_require(config, "vocab_size", path)),
@@ -204,11 +279,12 @@ def qwen2_spec(config: dict[str, Any], path: Path) -> ArchSpec:
         head_dim=int(config.get("head_dim") or hidden // heads),
         intermediate_size=int(_require(config, "intermediate_size", path)),
         norm_eps=float(config.get("rms_norm_eps", 1e-6)),
-        rope_theta=float(config.get("rope_theta", 10000.0)),
+        rope_theta=_rope_theta(config),
         rope_linear_factor=_rope_linear_factor(config, path),
         max_positions=int(config.get("max_position_embeddings", 32768)),
-        qkv_bias=bool(config.get("attention_bias", True)),
+        qkv_bias=not qwen3 and bool(config.get("attention_bias", True)),
         tie_embeddings=bool(config.get("tie_word_embeddings", False)),
+        qk_norm=qwen3,
     )
 
 
@@ -250,6 +326,8 @@ def llada_spec(config: dict[str, Any], path: Path) -> ArchSpec:
 
 def arch_spec(family: Family, config: dict[str, Any], path: Path) -> ArchSpec:
     try:
-        return llada_spec(config, path) if family is LLADA else qwen2_spec(config, path)
+        if family.layout == "llada":
+            return llada_spec(config, path)
+        return qwen2_spec(config, path, qwen3=family.layout == "qwen3")
     except (TypeError, ValueError, KeyError) as e:
         raise CheckpointError(f"invalid model config {path}: {e}") from e

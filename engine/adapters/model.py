@@ -1,9 +1,11 @@
-"""One PyTorch network for the Qwen2-layout diffusion coders (Dream, DiffuCoder, Open-dCoder) and LLaDA.
+"""One PyTorch network for the Qwen2/Qwen3-layout diffusion coders (Dream, DiffuCoder, Open-dCoder, CoDA, Tiny-A2D)
+and LLaDA.
 
 Pre-norm decoder blocks without a causal mask: RMSNorm computed in float32 (as Qwen2/LLaDA do) and rotary positions
 with the rotate-half convention (Su et al. 2021) in float32 (both ``engine.model``'s: the same math), grouped-query
-attention (Ainslie et al. 2023) with optional q/k/v biases, SwiGLU feed-forward (Shazeer 2020), optional tied output
-head. Parameter names are ours; ``Family.tensor_names`` maps them to each checkpoint's names.
+attention (Ainslie et al. 2023) with optional q/k/v biases and optional per-head q/k RMSNorm before the rotation
+(Qwen3), SwiGLU feed-forward (Shazeer 2020), optional tied output head. Parameter names are ours;
+``Family.tensor_names`` maps them to each checkpoint's names.
 
 Two ways to run it:
 
@@ -39,11 +41,13 @@ class ServingLimits:
     max_canvas: int  # masked middle positions
 
 
-def default_limits(spec: ArchSpec, context_cap: int = 4096, canvas_cap: int = 256) -> ServingLimits:
-    """Canvas up to a quarter of the positions (at most canvas_cap); the context gets the rest, capped: attention
-    cost grows with it, and completion needs the nearby code more than the whole file."""
-    canvas = max(1, min(canvas_cap, spec.max_positions // 4))
-    return ServingLimits(max_context=min(context_cap, spec.max_positions) - canvas, max_canvas=canvas)
+def default_limits(spec: ArchSpec, trained_context: int | None = None, canvas_cap: int = 256) -> ServingLimits:
+    """Prompt + canvas within the context the release was trained on (else the config's positions, capped at 4,096:
+    attention cost grows with it, and completion needs the nearby code more than the whole file); the canvas gets up
+    to a quarter of that (at most canvas_cap), the prompt the rest. Dream's 2,048 -> 1,792 + 256."""
+    total = min(trained_context or 4096, spec.max_positions)
+    canvas = max(1, min(canvas_cap, total // 4))
+    return ServingLimits(max_context=total - canvas, max_canvas=canvas)
 
 
 @dataclass
@@ -63,6 +67,8 @@ class Attention(nn.Module):
         self.k = nn.Linear(spec.hidden_size, spec.num_kv_heads * spec.head_dim, bias=spec.qkv_bias)
         self.v = nn.Linear(spec.hidden_size, spec.num_kv_heads * spec.head_dim, bias=spec.qkv_bias)
         self.o = nn.Linear(spec.num_heads * spec.head_dim, spec.hidden_size, bias=False)
+        self.q_norm = RMSNorm(spec.head_dim, spec.norm_eps) if spec.qk_norm else None
+        self.k_norm = RMSNorm(spec.head_dim, spec.norm_eps) if spec.qk_norm else None
 
     def forward(
         self, x: Tensor, cos: Tensor, sin: Tensor, context: tuple[Tensor, Tensor] | None
@@ -84,8 +90,11 @@ class Attention(nn.Module):
         context: tuple[Tensor, Tensor] | None = None,
     ) -> tuple[Tensor, Tensor, Tensor]:
         """Projected q/k/v of B rows of T tokens -> attention output (B, T, H * D) before o, and k, v."""
-        q = q.view(B, T, self.heads, self.head_dim).transpose(1, 2)  # (B, H, T, D)
-        k = k.view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, T, D)
+        q = q.view(B, T, self.heads, self.head_dim)  # (B, T, H, D)
+        k = k.view(B, T, self.kv_heads, self.head_dim)  # (B, T, Hkv, D)
+        if self.q_norm is not None and self.k_norm is not None:  # Qwen3: per head, before the rotation
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k = q.transpose(1, 2), k.transpose(1, 2)  # (B, H, T, D), (B, Hkv, T, D)
         v = v.view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         keys, values = k, v
@@ -221,12 +230,14 @@ class DiffusionLM(nn.Module):
 def randomize(model: DiffusionLM, seed: int) -> DiffusionLM:
     """Random weights that keep activations in range and make every tensor matter (norms and biases too): a
     released model's shape without its weights, for benchmarks and tests."""
-    gen = torch.Generator().manual_seed(seed)
+    device = model.embed.weight.device  # drawn where the model lives: a 7B model's 7e9 draws are slow on a host
+    gen = torch.Generator(device=device).manual_seed(seed)
     for name, p in model.named_parameters():
+        noise = torch.randn(p.shape, generator=gen, device=device)
         if name.endswith("norm.weight"):
-            p.copy_(1 + 0.1 * torch.randn(p.shape, generator=gen))
+            p.copy_(1 + 0.1 * noise)
         elif name.endswith("bias"):
-            p.copy_(0.1 * torch.randn(p.shape, generator=gen))
+            p.copy_(0.1 * noise)
         else:
-            p.copy_(torch.randn(p.shape, generator=gen) / math.sqrt(p.shape[-1]))
+            p.copy_(noise / math.sqrt(p.shape[-1]))
     return model

@@ -4,7 +4,8 @@ Infilling prompt formats (each family's own; see ``docs/external-models.md``):
 
 * Dream / Dream-Coder / DiffuCoder: ``<|beginoftext|> prefix [mask] * L suffix <|endoftext|>`` (DreamOn's
   ``process_infilling_prompt``);
-* Open-dCoder: ``prefix [mask] * L suffix`` (its ``eval_infill.py``; Qwen2 adds no bos);
+* Open-dCoder: ``prefix [mask] * L suffix`` (its ``eval_infill.py``; Qwen2 adds no bos); CoDA and Tiny-A2D, which
+  publish no infilling format, the same plain layout;
 * LLaDA: ``<|startoftext|> prefix <|mdm_mask|> * L suffix`` (plain text around the masks, as in its paper's
   infilling use; bos as its tokenizer starts every text).
 
@@ -14,13 +15,16 @@ unused positions with, e.g. Dream's ``<|dlm_pad|>``). With full bidirectional at
 on the canvas, so there is no exact context cache to keep across requests (``session_cache = False``); the
 approximate Fast-dLLM cache lives inside one request's state.
 
+The runner holds one ``Preset`` (``engine.adapters.presets``): ``prepare`` turns the request's sampling options into
+the preset's, so the in-process engine and the server's scheduler run the same settings.
+
 ``forward`` packs the exact full passes of several requests into one batch (``DiffusionLM.encode_packed``: the
 projections run once over every token, attention per request), which is what continuous batching buys on a GPU.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,26 +32,26 @@ import torch
 from accelerate import init_empty_weights
 from torch import Tensor
 
-from engine.adapters.families import LLADA, Family, arch_spec, detect_family
+from engine.adapters.families import Family, arch_spec, detect_family
 from engine.adapters.model import ContextKV, DiffusionLM, ServingLimits, default_limits
+from engine.adapters.presets import Preset, family_preset
 from engine.adapters.sampler import (
-    DREAM_SAMPLING,
-    LLADA_SAMPLING,
     AdapterSampling,
     Layout,
     blocks,
     commit,
     commit_count,
     full_pass,
+    p2_commit,
     predict,
     window_pass,
 )
 from engine.adapters.tokenizer import AdapterTokenizer
-from engine.adapters.weights import load_tensors
+from engine.adapters.weights import load_tensors, tensor_locations
 from engine.cache import ContextCache
 from engine.checkpoint import resolve_device
 from engine.config import read_config
-from engine.contract import Completion, CompletionRequest, SampleOptions, fit_canvas
+from engine.contract import DEFAULT_PRESET, Completion, CompletionRequest, SampleOptions, fit_canvas
 from engine.errors import CheckpointError
 from engine.layout import fit_context
 from engine.runner import Prompt, StepBudget, TokenizedRunner, run_to_end
@@ -73,8 +77,9 @@ class AdapterState(StepBudget):
     """The loop variables of the family's reference sampler (``engine.adapters.sampler``) for one request.
 
     Blocks (LLaDA's semi-autoregressive schedule; one block otherwise) are filled left to right; within a block,
-    step j commits ``commit_count`` positions plus any above the threshold. With ``refresh_every = r > 0`` a step
-    that is not a refresh step recomputes only the canvas window against the keys/values kept at the last refresh.
+    step j commits ``commit_count`` positions plus any above the threshold (``p2``: re-masks all but a growing
+    fraction instead). With ``refresh_every = r > 0`` a step that is not a refresh step recomputes only the canvas
+    window against the keys/values kept at the last refresh.
     """
 
     def __init__(self, prompt: Prompt, sampling: AdapterSampling, banned: Tensor, device: torch.device) -> None:
@@ -84,6 +89,7 @@ class AdapterState(StepBudget):
         self.generator = torch.Generator(device=device).manual_seed(req.options.seed)
         self.seq = torch.tensor(layout.tokens, device=device).repeat(n, 1)  # (N, T)
         c0, length = layout.canvas_start, layout.canvas_len
+        self.mask_id = layout.tokens[c0]  # the canvas starts as masks
         self.canvas = self.seq[:, c0 : c0 + length]  # a view: commits write into seq
         self.masked = torch.ones(self.canvas.shape, dtype=torch.bool, device=device)
         self.logp = torch.zeros(self.canvas.shape, device=device)
@@ -113,11 +119,13 @@ class AdapterState(StepBudget):
 
     def step(self, logits: Tensor) -> None:
         predicted = predict(logits, self.temps, self.sampling, self.banned, self.generator, self.draw)
-        open_in_block = self.masked & self._allowed
-        remaining = open_in_block.sum(dim=-1, keepdim=True)
         block_steps = self.blocks[self.block][2]
-        count = commit_count(remaining, self.block_step, block_steps, self.sampling)
-        commit(self.canvas, self.masked, self.logp, predicted, count, self.options.threshold, self._allowed)
+        if self.sampling.schedule == "p2":  # one block: the whole canvas
+            p2_commit(self.canvas, self.masked, self.logp, predicted, self.block_step, block_steps, self.mask_id)
+        else:
+            remaining = (self.masked & self._allowed).sum(dim=-1, keepdim=True)
+            count = commit_count(remaining, self.block_step, block_steps, self.sampling)
+            commit(self.canvas, self.masked, self.logp, predicted, count, self.options.threshold, self._allowed)
         self.steps_done += 1
         self.block_step += 1
         block_done = self.block_step >= block_steps
@@ -136,19 +144,15 @@ class AdapterState(StepBudget):
 
 
 class AdapterRunner(TokenizedRunner):
-    """A released diffusion coder: its prompt format, forward, reference sampler and end tokens."""
+    """A released diffusion coder: its prompt format, forward, sampling preset and end tokens."""
 
     session_cache = False
 
     def __init__(
-        self,
-        model: DiffusionLM,
-        tokenizer: AdapterTokenizer,
-        family: Family,
-        sampling: AdapterSampling,
-        name: str = "external",
+        self, model: DiffusionLM, tokenizer: AdapterTokenizer, family: Family, preset: Preset, name: str = "external"
     ) -> None:
-        self.model, self.tokenizer, self.family, self.sampling, self.name = model, tokenizer, family, sampling, name
+        self.model, self.tokenizer, self.family, self.preset, self.name = model, tokenizer, family, preset, name
+        self.sampling = preset.sampling
         self.max_context, self.max_canvas = model.limits.max_context, model.limits.max_canvas
         rows = model.spec.vocab_size
         unused = range(min(tokenizer.vocab_size, rows), rows)  # head rows past the tokenizer decode to nothing
@@ -169,6 +173,7 @@ class AdapterRunner(TokenizedRunner):
         before, after = fit_context(prefix, suffix, self.max_context - self._format_tokens)
         layout = build_layout(self.family, tok, before, after, canvas)
         requested = len(prefix) + len(suffix) + self._format_tokens
+        request = replace(request, options=self.preset.options(request.options, canvas))
         return Prompt(request, layout.tokens, canvas, requested_tokens=requested, layout=layout)
 
     def start(self, prompt: Prompt, ctx: ContextCache | None) -> tuple[AdapterState, int]:
@@ -196,6 +201,7 @@ class AdapterRunner(TokenizedRunner):
             "max_context": self.max_context,
             "max_text_tokens": self.max_context - self._format_tokens,  # prefix + suffix (fim budgets against it)
             "max_canvas": self.max_canvas,
+            "preset": self.preset.name,
             "sampling": asdict(self.sampling),
         }
 
@@ -250,8 +256,10 @@ def load_model(
 ) -> DiffusionLM:
     """Build on the meta device, then fill tensor by tensor from the (possibly sharded) safetensors files."""
     spec = arch_spec(family, config, directory / "config.json")
+    if family.head_from_weights and spec.tie_embeddings and family.head_name in tensor_locations(directory):
+        spec = replace(spec, tie_embeddings=False)  # the weights carry their own head: use it
     with init_empty_weights():
-        model = DiffusionLM(spec, limits or default_limits(spec))
+        model = DiffusionLM(spec, limits or default_limits(spec, family.trained_context))
     load_tensors(model, directory, family.tensor_names(spec), device, dtype, progress)
     model.tie_weights()
     left = [n for n, p in model.named_parameters() if p.device.type == "meta"]
@@ -265,11 +273,13 @@ def load_adapter_runner(
     device: str = "auto",
     *,
     dtype: torch.dtype | None = None,
+    preset: str = DEFAULT_PRESET,
     sampling: AdapterSampling | None = None,
     limits: ServingLimits | None = None,
     progress: bool = True,
 ) -> AdapterRunner:
-    """Load an external checkpoint directory. bf16 on GPU, float32 on CPU unless dtype is given."""
+    """Load an external checkpoint directory. bf16 on GPU, float32 on CPU unless dtype is given. `preset`: "fast" or
+    "reference" (``engine.adapters.presets``); `sampling` replaces the preset's sampler settings (benchmarks)."""
     directory = Path(path)
     if not directory.is_dir():
         raise CheckpointError(f"checkpoint directory not found: {directory}")
@@ -284,5 +294,7 @@ def load_adapter_runner(
             f"mask token id {tokenizer.mask_id} is outside the model's {model.spec.vocab_size} embedding rows "
             f"({directory / 'config.json'})"
         )
-    default = LLADA_SAMPLING if family is LLADA else DREAM_SAMPLING
-    return AdapterRunner(model, tokenizer, family, sampling or default, name=directory.name)
+    chosen = family_preset(family, preset)
+    if sampling is not None:
+        chosen = replace(chosen, sampling=sampling)
+    return AdapterRunner(model, tokenizer, family, chosen, name=directory.name)

@@ -1,4 +1,5 @@
-"""The reference samplers of Dream and LLaDA, on a fill-in-the-middle canvas, with an optional approximate cache.
+"""The reference samplers of Dream, LLaDA and Open-dCoder, on a fill-in-the-middle canvas, with an optional
+approximate cache.
 
 The per-request state that calls these functions between steps is ``engine.adapters.runner.AdapterState``.
 Every step predicts all canvas positions, then commits ``k`` still-masked positions, best first by an ordering
@@ -6,16 +7,21 @@ score, plus any whose token probability exceeds ``SampleOptions.threshold`` (Fas
 ``threshold=1`` gives the reference samplers exactly). Committed tokens are never revisited.
 
 * Dream (``generation_utils.py``, ``_sample``): timesteps ``linspace(1, eps, steps + 1)``; step i commits
-  ``int(masked * (1 - s / t))`` positions (all on the last step). Tokens are drawn from the tempered, top-p/top-k
-  filtered distribution; the ordering ``alg`` is ``maskgit_plus`` (probability of the drawn token),
+  ``int(masked * (1 - s / t))`` positions (all on the last step). Tokens are drawn from the tempered distribution
+  filtered by top-p, then top-k (``sample_tokens``' order); the ordering ``alg`` is ``maskgit_plus`` (probability
+  of the drawn token),
   ``topk_margin`` (top-1 minus top-2 probability) or ``entropy`` (negative entropy); ``alg_temp > 0`` draws the
   positions instead of taking the top ones (Gumbel-top-k == Dream's softmax(confidence / alg_temp) multinomial).
 * LLaDA (``generate.py``): the canvas is cut into blocks of ``block_length`` filled left to right
   (semi-autoregressive); a block's steps each commit ``ceil(masked / steps_left)`` positions (the same counts as
   ``get_num_transfer_tokens``), ordered by ``low_confidence`` (untempered softmax probability of the drawn token)
   or ``random``. Tokens come from Gumbel-max at ``temperature`` (the same distribution as softmax(logits / T)).
+* Open-dCoder's ``p2`` (path planning, Peng et al. 2025, arXiv 2502.03540; Open-dLLM ``generation_utils.py``):
+  every step predicts *every* canvas position, then keeps the ``kappa = (i + 1) / steps`` fraction with the highest
+  probability of their drawn token and re-masks the rest -- committed tokens may be masked again. Newly unmasked
+  positions take the drawn token; positions that stay unmasked keep theirs. The threshold does not apply.
 
-Shifted families (Dream, Open-dCoder) read position p's prediction from the logits at p - 1.
+Shifted families (Dream, Open-dCoder, CoDA) read position p's prediction from the logits at p - 1.
 
 Approximate cache (``refresh_every = r > 0``; Fast-dLLM dual cache, Wu et al. 2025): on a refresh step (every r
 steps, and at each block start) the exact full forward runs and the keys/values of every position outside the
@@ -37,7 +43,7 @@ from engine.contract import SampleOptions
 from engine.sample import sample_categorical
 
 ORDERS = ("maskgit_plus", "topk_margin", "entropy", "low_confidence", "random")  # see ORDER_SCORES
-SCHEDULES = ("dream", "llada")
+SCHEDULES = ("dream", "llada", "p2")
 
 
 @dataclass(frozen=True)
@@ -45,7 +51,7 @@ class AdapterSampling:
     """Reference-sampler settings that SampleOptions (steps, threshold, temperature, seed) does not cover."""
 
     order: str = "entropy"  # Dream's alg / LLaDA's remasking: how masked positions are ranked
-    schedule: str = "dream"  # how many positions a step commits
+    schedule: str = "dream"  # how many positions a step commits ("p2": how many stay unmasked, re-masking others)
     top_p: float | None = None
     top_k: int | None = None
     alg_temp: float = 0.0  # > 0: draw positions by softmax(score / alg_temp) instead of taking the top ones
@@ -66,12 +72,6 @@ class AdapterSampling:
             raise ValueError(f"block_length must be >= 1, got {self.block_length}")
         if self.refresh_every < 0 or self.alg_temp < 0 or not 0.0 < self.eps < 1.0:
             raise ValueError("refresh_every and alg_temp must be >= 0 and eps in (0, 1)")
-
-
-# Model-card defaults: DiffuCoder / Dream-Coder use alg="entropy", top_p=0.95; LLaDA's generate.py uses
-# low_confidence remasking with block_length=32.
-DREAM_SAMPLING = AdapterSampling(order="entropy", schedule="dream", top_p=0.95)
-LLADA_SAMPLING = AdapterSampling(order="low_confidence", schedule="llada", block_length=32)
 
 
 @dataclass(frozen=True)
@@ -135,12 +135,12 @@ def top_p_filter(logits: Tensor, top_p: float, probe: int = 1024) -> Tensor:
 
 
 def filter_logits(logits: Tensor, top_k: int | None, top_p: float | None) -> Tensor:
-    """Dream's top-k then top-p (nucleus) filters, -inf outside."""
+    """Dream's filters in ``sample_tokens``' order: top-p (nucleus) first, then top-k; -inf outside."""
+    if top_p is not None and top_p < 1.0:
+        logits = top_p_filter(logits, top_p)
     if top_k is not None and top_k < logits.shape[-1]:
         kth = logits.topk(top_k, dim=-1).values[..., -1:]
         logits = logits.masked_fill(logits < kth, -math.inf)
-    if top_p is not None and top_p < 1.0:
-        logits = top_p_filter(logits, top_p)
     return logits
 
 
@@ -237,6 +237,27 @@ def commit(
     masked &= ~chosen
 
 
+def p2_commit(
+    canvas: Tensor,
+    masked: Tensor,
+    logp: Tensor,
+    predicted: tuple[Tensor, Tensor, Tensor],
+    step: int,
+    steps: int,
+    mask_id: int,
+) -> None:
+    """Open-dCoder's p2 step, in place: keep the kappa = (step + 1) / steps best-scored canvas positions unmasked
+    (scores of every position, committed or not), re-mask the rest; unmasked masks take the drawn token."""
+    tokens, prob, score = predicted
+    remask = int(canvas.shape[-1] * (1 - (step + 1) / steps))  # the same count for every row
+    rank = score.argsort(dim=-1).argsort(dim=-1)  # 0 = lowest score
+    to_mask = rank < remask
+    fill = masked & ~to_mask
+    canvas.copy_(torch.where(fill, tokens, torch.where(to_mask, mask_id, canvas)))
+    logp.copy_(torch.where(fill, prob.clamp_min(1e-12).log(), torch.where(to_mask, 0.0, logp)))
+    masked.copy_(to_mask)
+
+
 def blocks(canvas_len: int, block_length: int | None, steps: int) -> list[tuple[int, int, int]]:
     """(start, end, steps) per semi-autoregressive block; the step budget is split evenly (at least one each)."""
     size = block_length or canvas_len
@@ -259,6 +280,8 @@ def cache_drift(
 ) -> list[DriftStep]:
     """Follow the exact (greedy, one row) trajectory and, at each step, compare the approximate cache's logits
     (refreshed every sampling.refresh_every steps) with the exact full forward's."""
+    if sampling.schedule == "p2":
+        raise ValueError("cache_drift follows the dream and llada schedules (p2 re-masks committed tokens)")
     device = model.embed.weight.device
     generator = torch.Generator(device=device).manual_seed(options.seed)
     seq = torch.tensor([layout.tokens], device=device)

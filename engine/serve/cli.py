@@ -1,6 +1,6 @@
 """``diffill serve``: load a checkpoint and serve it over HTTP (see docs/serving.md).
 
-    diffill serve [--model DIR] [--host 127.0.0.1] [--port 8711] [--token-file F | --token T]
+    diffill serve [--model DIR] [--preset fast|reference] [--host 127.0.0.1] [--port 8711] [--token-file F | --token T]
                   [--tls-cert PEM --tls-key PEM] [--max-body-bytes N] [--max-context N] [--max-canvas N]
                   [--max-candidates N] [--max-concurrent-per-token N] [--cache-budget-mb MB] [--max-batch N]
                   [--no-batching] [--device auto] [--log-level INFO]
@@ -19,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+from engine.cli import add_preset_argument
 from engine.errors import DiffillError
 from engine.serve.app import ServeConfig
 from engine.serve.server import ServeConfigError, check_config, is_loopback, serve_forever
@@ -30,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="diffill serve", description="Serve the Diffill engine over HTTP.")
     p.add_argument("--model", help="checkpoint directory (default: the embedded model)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
+    add_preset_argument(p)
     p.add_argument("--host", default="127.0.0.1", help="address to bind; anything but loopback needs a token")
     p.add_argument("--port", type=int, default=8711)
     auth = p.add_mutually_exclusive_group()
@@ -94,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         from engine.api import load_engine
 
         t0 = time.perf_counter()
-        engine = load_engine(args.model, device=args.device)
+        engine = load_engine(args.model, device=args.device, preset=args.preset)
         logging.info("loaded %s in %.2fs", engine.describe(), time.perf_counter() - t0)
         asyncio.run(serve_forever(engine, config))
     except DiffillError as e:

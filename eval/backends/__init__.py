@@ -36,10 +36,13 @@ class BackendSpec:
     autoregressive: bool = False  # engine: the embedded AR twin (or --model as an AR checkpoint)
     device: str = "auto"
     threads: int | None = None
+    preset: str = "fast"  # engine: a released coder's sampling ("fast" or "reference", engine.contract.PRESETS)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise BackendError(f"unknown backend {self.kind!r}; one of {', '.join(KINDS)}")
+        if self.preset != "fast" and self.kind != "engine":
+            raise BackendError("--preset goes with the engine backend (a diffill serve box has its own --preset)")
         if self.kind == "remote" and not self.url:
             raise BackendError("the remote backend needs --url (or --remote URL)")
         if self.kind == "openai" and not self.url:
@@ -61,8 +64,10 @@ class BackendSpec:
 
     def identity(self) -> dict[str, Any]:
         """What makes two runs the same backend (the token is left out: it is a secret, not a setting)."""
-        return {"kind": self.kind, "label": self.label, "url": self.url, "extra": self.extra} | (
-            {"send_language": True} if self.send_language else {}
+        return (
+            {"kind": self.kind, "label": self.label, "url": self.url, "extra": self.extra}
+            | ({"send_language": True} if self.send_language else {})
+            | ({"preset": self.preset} if self.preset != "fast" else {})
         )
 
 
@@ -87,4 +92,7 @@ def open_backend(spec: BackendSpec, tasks: Iterable[Any] = ()) -> CompletionEngi
 
     if spec.threads:
         torch.set_num_threads(spec.threads)
-    return load_engine(spec.model, device=spec.device, autoregressive=spec.autoregressive)
+    try:
+        return load_engine(spec.model, device=spec.device, autoregressive=spec.autoregressive, preset=spec.preset)
+    except ValueError as e:  # an unknown preset name
+        raise BackendError(str(e)) from None

@@ -5,7 +5,8 @@ with the family's field names (``model_type``/``architectures`` as their referen
 under the family's tensor names (sharded with ``model.safetensors.index.json`` above a size limit), a
 ``tokenizer.json`` (or Dream's slow-tokenizer pair ``vocab.json`` + ``merges.txt``) and a
 ``tokenizer_config.json`` naming the special tokens with their real strings (``<|mask|>``, ``<|dlm_pad|>``,
-``<|beginoftext|>``, ``<|endoftext|>`` for Dream; ``<|mdm_mask|>``, ``<|startoftext|>`` for LLaDA).
+``<|beginoftext|>``, ``<|endoftext|>`` for Dream; ``<|mdm_mask|>``, ``<|startoftext|>`` for LLaDA; ``<|mask|>``
+after Qwen3's ``<think>`` tokens for CoDA).
 
 ``tiny_checkpoint`` adds a byte-level BPE trained on a few standard-library files and random weights, so a test
 can load, complete and compare logits in well under a second per call.
@@ -22,7 +23,7 @@ from typing import Any
 import torch
 from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers, trainers
 
-from engine.adapters.families import DREAM, LLADA, OPEN_DCODER, ArchSpec, Family
+from engine.adapters.families import CODA, DREAM, LLADA, OPEN_DCODER, ArchSpec, Family
 from engine.adapters.model import DiffusionLM, randomize
 from engine.adapters.tokenizer import qwen2_pipeline
 from engine.adapters.weights import save_tensors
@@ -36,14 +37,37 @@ SPECIALS: dict[str, list[str]] = {
     + ["<|fim_suffix|>", "<|fim_pad|>", "<|repo_name|>", "<|file_sep|>", "<|mask|>"],
     "llada": ["<|startoftext|>", "<|endoftext|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
     + ["<|mdm_mask|>"],
+    "coda": ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>"]
+    + ["<think>", "</think>", "<|mask|>"],
+    "a2d-qwen2": ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|fim_prefix|>", "<|fim_middle|>"]
+    + ["<|fim_suffix|>", "<|mdm_mask|>"],
+    "a2d-qwen3": ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>", "<|mdm_mask|>"],
 }
 ROLES: dict[str, dict[str, str]] = {
     "dream": {"bos_token": "<|beginoftext|>", "eos_token": "<|endoftext|>", "pad_token": "<|dlm_pad|>"}
     | {"mask_token": "<|mask|>"},
     "open-dcoder": {"eos_token": "<|endoftext|>", "pad_token": "<|endoftext|>", "mask_token": "<|mask|>"},
     "llada": {"bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>", "pad_token": "<|endoftext|>"},
+    "coda": {"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>", "mask_token": "<|mask|>"},
+    "a2d-qwen2": {"eos_token": "<|endoftext|>", "pad_token": "<|endoftext|>", "mask_token": "<|mdm_mask|>"},
+    "a2d-qwen3": {"eos_token": "<|endoftext|>", "pad_token": "<|endoftext|>", "mask_token": "<|mdm_mask|>"},
 }
-MASKS = {"dream": "<|mask|>", "open-dcoder": "<|mask|>", "llada": "<|mdm_mask|>"}
+MASKS = {
+    "dream": "<|mask|>",
+    "open-dcoder": "<|mask|>",
+    "llada": "<|mdm_mask|>",
+    "coda": "<|mask|>",
+    "a2d-qwen2": "<|mdm_mask|>",
+    "a2d-qwen3": "<|mdm_mask|>",
+}
+# config.json's architectures and model_type as each release's code writes them.
+QWEN_NAMES = {
+    "dream": (["DreamModel"], "Dream"),
+    "open-dcoder": (["Qwen2ForCausalLM"], "qwen2"),
+    "coda": (["CoDALanguageModel"], "CoDA"),
+    "a2d-qwen2": (["A2DQwen2LMHeadModel"], "a2d-qwen2"),
+    "a2d-qwen3": (["A2DQwen3LMHeadModel"], "a2d-qwen3"),
+}
 CORPUS_FILES = ("textwrap.py", "bisect.py", "heapq.py", "colorsys.py", "fnmatch.py")
 
 
@@ -103,7 +127,7 @@ def config_json(family: Family, spec: ArchSpec, ids: dict[str, int | None]) -> d
             "weight_tying": spec.tie_embeddings,
             "torch_dtype": "bfloat16",
         }
-    names = {"dream": (["DreamModel"], "Dream"), "open-dcoder": (["Qwen2ForCausalLM"], "qwen2")}[family.name]
+    names = QWEN_NAMES[family.name]
     out = {
         "architectures": names[0],
         "model_type": names[1],
@@ -120,7 +144,8 @@ def config_json(family: Family, spec: ArchSpec, ids: dict[str, int | None]) -> d
         "rope_scaling": None,
         "sliding_window": None,
         "use_sliding_window": False,
-        "tie_word_embeddings": spec.tie_embeddings,
+        # CoDA's config says tied (CoDAConfig's default) while its weights carry their own lm_head.
+        "tie_word_embeddings": spec.tie_embeddings or family.head_from_weights,
         "vocab_size": spec.vocab_size,
         "attention_dropout": 0.0,
         "bos_token_id": ids["bos"],
@@ -128,7 +153,9 @@ def config_json(family: Family, spec: ArchSpec, ids: dict[str, int | None]) -> d
         "pad_token_id": ids["pad"],
         "torch_dtype": "bfloat16",
     }
-    if family is DREAM:
+    if family.layout == "qwen3":
+        out |= {"head_dim": spec.head_dim, "attention_bias": False}
+    if family in (DREAM, CODA):
         out["mask_token_id"] = ids["mask"]
     return out
 
@@ -175,7 +202,8 @@ def save_external_checkpoint(
 
 
 def tiny_spec(family: Family, vocab_rows: int, **overrides: Any) -> ArchSpec:
-    """Two layers, GQA (4 query heads over 2 kv heads), head_dim 16; Qwen2 biases; Open-dCoder ties embeddings."""
+    """Two layers, GQA (4 query heads over 2 kv heads), head_dim 16; Qwen2 biases or Qwen3 q/k norms; Open-dCoder and
+    Tiny-A2D-Qwen3 tie embeddings; CoDA has its own head (its config says tied; see config_json)."""
     base = dict(
         vocab_size=vocab_rows,
         hidden_size=64,
@@ -188,8 +216,9 @@ def tiny_spec(family: Family, vocab_rows: int, **overrides: Any) -> ArchSpec:
         rope_theta=500000.0 if family is LLADA else 1000000.0,
         rope_linear_factor=1.0,
         max_positions=1024,
-        qkv_bias=family is not LLADA,
-        tie_embeddings=family is OPEN_DCODER,
+        qkv_bias=family.layout == "qwen2",
+        tie_embeddings=family is OPEN_DCODER or (family.layout == "qwen3" and not family.head_from_weights),
+        qk_norm=family.layout == "qwen3",
     )
     return ArchSpec(**(base | overrides))
 

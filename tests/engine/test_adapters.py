@@ -1,5 +1,6 @@
-"""External diffusion coders load from their real on-disk formats, match a transcription of the reference forward,
-fill the middle the way their reference samplers do, and fail with errors that name the file at fault."""
+"""External diffusion coders load from their real on-disk formats, fill the middle the way their reference samplers
+do, and fail with errors that name the file at fault. LLaDA's forward is checked against a transcription of its
+modeling code here; the Qwen-layout families against transformers itself in test_adapters_reference.py."""
 
 from __future__ import annotations
 
@@ -14,7 +15,17 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from engine.adapters import AdapterRunner, load_adapter_runner
-from engine.adapters.families import DREAM, FAMILIES, LLADA, OPEN_DCODER, Family, detect_family
+from engine.adapters.families import (
+    A2D_QWEN2,
+    A2D_QWEN3,
+    CODA,
+    DREAM,
+    FAMILIES,
+    LLADA,
+    OPEN_DCODER,
+    Family,
+    detect_family,
+)
 from engine.adapters.model import DiffusionLM, randomize
 from engine.adapters.runner import build_layout, fill_layout
 from engine.adapters.sampler import (
@@ -32,7 +43,14 @@ from engine.api import LocalEngine, load_engine
 from engine.contract import CompletionEngine, SampleOptions
 from engine.errors import CheckpointError
 from engine.layout import fit_context
-from tests.engine.adapter_fixtures import save_external_checkpoint, tiny_checkpoint, tiny_spec, train_code_bpe
+from tests.engine.adapter_fixtures import (
+    MASKS,
+    ROLES,
+    save_external_checkpoint,
+    tiny_checkpoint,
+    tiny_spec,
+    train_code_bpe,
+)
 
 PREFIX = "def mean(values):\n    total = 0\n    for v in values:\n        total += v\n    return "
 SUFFIX = "\n\n\nprint(mean([1, 2, 3]))\n"
@@ -59,6 +77,9 @@ def engine(checkpoint: tuple[Family, Path]) -> LocalEngine:
         ({"architectures": ["DreamModel"]}, DREAM),
         ({"model_type": "qwen2", "architectures": ["Qwen2ForCausalLM"]}, OPEN_DCODER),
         ({"model_type": "llada", "architectures": ["LLaDAModelLM"]}, LLADA),
+        ({"model_type": "CoDA", "architectures": ["CoDALanguageModel"]}, CODA),
+        ({"model_type": "a2d-qwen2", "architectures": ["A2DQwen2LMHeadModel"]}, A2D_QWEN2),
+        ({"model_type": "a2d-qwen3"}, A2D_QWEN3),
     ],
 )
 def test_family_is_detected_from_model_type_or_architectures(config: dict, family: Family) -> None:
@@ -89,9 +110,10 @@ def test_loads_float32_on_cpu_and_bf16_when_asked(checkpoint: tuple[Family, Path
 
 def test_special_tokens_use_the_real_names(engine: LocalEngine) -> None:
     tok, backend = engine.runner.tokenizer, engine.runner.tokenizer.backend
-    mask = {"dream": "<|mask|>", "open-dcoder": "<|mask|>", "llada": "<|mdm_mask|>"}[engine.runner.family.name]
+    mask = MASKS[engine.runner.family.name]
     assert tok.mask_id == backend.token_to_id(mask)
-    assert tok.eos_id == backend.token_to_id("<|endoftext|>")
+    assert tok.eos_id == backend.token_to_id(ROLES[engine.runner.family.name]["eos_token"])
+    assert backend.token_to_id("<|endoftext|>") in tok.end_ids
     if engine.runner.family is DREAM:
         assert tok.bos_id == backend.token_to_id("<|beginoftext|>")
         assert backend.token_to_id("<|dlm_pad|>") in tok.end_ids
@@ -124,16 +146,15 @@ def test_a_qwen2_checkpoint_without_a_mask_token_is_refused(tmp_path: Path) -> N
 # --- the network -----------------------------------------------------------------------------------------------
 
 
-def reference_logits(family: Family, config: dict, sd: dict[str, torch.Tensor], ids: torch.Tensor) -> torch.Tensor:
-    """A float64 transcription of modeling_dream.py / Qwen2 / modeling_llada.py (llama block), by tensor name."""
+def llada_reference_logits(config: dict, sd: dict[str, torch.Tensor], ids: torch.Tensor) -> torch.Tensor:
+    """A float64 transcription of LLaDA's ``modeling_llada.py`` (as shipped with GSAI-ML/LLaDA-8B-Base; copy read:
+    YoungNoOne/dLLMs @ a40e1eb7fa2689442fca19943f5deb034b6b4341): ``LLaDALlamaBlock`` (attn_norm, q/k/v_proj,
+    RotaryEmbedding's rotate-half, SDPA with ``is_causal=False``, attn_out; ff_norm, ``act(ff_proj(x)) * up_proj(x)``,
+    ff_out), ``RMSLayerNorm`` and ``ln_f``, by tensor name. LLaDA ships no transformers class to run instead."""
     sd = {k: v.double() for k, v in sd.items()}
-    llada = family is LLADA
-    d = config["d_model"] if llada else config["hidden_size"]
-    heads = config["n_heads"] if llada else config["num_attention_heads"]
-    kv_heads = config["n_kv_heads"] if llada else config["num_key_value_heads"]
-    layers = config["n_layers"] if llada else config["num_hidden_layers"]
+    d, heads, kv_heads, layers = config["d_model"], config["n_heads"], config["n_kv_heads"], config["n_layers"]
     eps, theta, hd = config["rms_norm_eps"], config["rope_theta"], d // heads
-    p = "model.transformer." if llada else "model."
+    p = "model.transformer."
 
     def rms(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         return w * x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
@@ -145,39 +166,35 @@ def reference_logits(family: Family, config: dict, sd: dict[str, torch.Tensor], 
     emb = torch.cat([torch.outer(torch.arange(ids.shape[1], dtype=torch.float64), inv_freq)] * 2, dim=-1)
     cos, sin = emb.cos(), emb.sin()
 
-    def rope(x: torch.Tensor) -> torch.Tensor:  # HF rotate_half
+    def rope(x: torch.Tensor) -> torch.Tensor:  # rotate_half
         x1, x2 = x[..., : hd // 2], x[..., hd // 2 :]
         return x * cos + torch.cat((-x2, x1), dim=-1) * sin
 
-    x = sd[p + ("wte.weight" if llada else "embed_tokens.weight")][ids]
+    x = sd[p + "wte.weight"][ids]
     B, T = ids.shape
     for i in range(layers):
-        b = f"{p}blocks.{i}." if llada else f"{p}layers.{i}."
-        h = rms(x, sd[b + ("attn_norm.weight" if llada else "input_layernorm.weight")])
-        a = "" if llada else "self_attn."
-        q = rope(linear(h, b + a + "q_proj").view(B, T, heads, hd).transpose(1, 2))
-        k = rope(linear(h, b + a + "k_proj").view(B, T, kv_heads, hd).transpose(1, 2))
-        v = linear(h, b + a + "v_proj").view(B, T, kv_heads, hd).transpose(1, 2)
+        b = f"{p}blocks.{i}."
+        h = rms(x, sd[b + "attn_norm.weight"])
+        q = rope(linear(h, b + "q_proj").view(B, T, heads, hd).transpose(1, 2))
+        k = rope(linear(h, b + "k_proj").view(B, T, kv_heads, hd).transpose(1, 2))
+        v = linear(h, b + "v_proj").view(B, T, kv_heads, hd).transpose(1, 2)
         k, v = k.repeat_interleave(heads // kv_heads, 1), v.repeat_interleave(heads // kv_heads, 1)
         att = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(hd), dim=-1) @ v  # no mask: bidirectional
-        x = x + linear(att.transpose(1, 2).reshape(B, T, d), b + ("attn_out" if llada else "self_attn.o_proj"))
-        h = rms(x, sd[b + ("ff_norm.weight" if llada else "post_attention_layernorm.weight")])
-        if llada:  # LLaDALlamaBlock: act(ff_proj(x)) * up_proj(x), then ff_out
-            x = x + linear(F.silu(linear(h, b + "ff_proj")) * linear(h, b + "up_proj"), b + "ff_out")
-        else:
-            x = x + linear(F.silu(linear(h, b + "mlp.gate_proj")) * linear(h, b + "mlp.up_proj"), b + "mlp.down_proj")
-    x = rms(x, sd[p + ("ln_f.weight" if llada else "norm.weight")])
-    head = p + "ff_out.weight" if llada else "lm_head.weight"
-    return x @ sd.get(head, sd[p + ("wte.weight" if llada else "embed_tokens.weight")]).T
+        x = x + linear(att.transpose(1, 2).reshape(B, T, d), b + "attn_out")
+        h = rms(x, sd[b + "ff_norm.weight"])
+        x = x + linear(F.silu(linear(h, b + "ff_proj")) * linear(h, b + "up_proj"), b + "ff_out")
+    x = rms(x, sd[p + "ln_f.weight"])
+    return x @ sd.get(p + "ff_out.weight", sd[p + "wte.weight"]).T
 
 
-def test_forward_matches_a_transcription_of_the_reference_code(checkpoint: tuple[Family, Path], engine) -> None:
-    family, path = checkpoint
+def test_llada_forward_matches_a_transcription_of_its_modeling_code(tmp_path: Path) -> None:
+    path = tiny_checkpoint(tmp_path / "llada", LLADA, seed=1)
+    runner = load_adapter_runner(path, device="cpu", progress=False)
     config = json.loads((path / "config.json").read_text())
-    ids = torch.randint(0, engine.runner.tokenizer.vocab_size, (2, 23), generator=torch.Generator().manual_seed(0))
+    ids = torch.randint(0, runner.tokenizer.vocab_size, (2, 23), generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
-        ours = engine.runner.model(ids).double()
-    ref = reference_logits(family, config, load_file(str(path / "model.safetensors")), ids)
+        ours = runner.model(ids).double()
+    ref = llada_reference_logits(config, load_file(str(path / "model.safetensors")), ids)
     torch.testing.assert_close(ours, ref, atol=1e-4, rtol=1e-4)
 
 
@@ -188,7 +205,7 @@ def test_save_load_round_trip_gives_the_same_logits_through_shards(tmp_path: Pat
     save_external_checkpoint(tmp_path, model, family, tok, max_shard_bytes=40_000)
     assert len(list(tmp_path.glob("model-*.safetensors"))) > 1 and (tmp_path / "model.safetensors.index.json").exists()
     loaded = load_adapter_runner(tmp_path, device="cpu", progress=False).model
-    assert (loaded.lm_head.weight is loaded.embed.weight) == (family is OPEN_DCODER)  # tied only there
+    assert (loaded.lm_head.weight is loaded.embed.weight) == model.spec.tie_embeddings  # tied as saved
     ids = torch.randint(0, 576, (2, 17))
     with torch.inference_mode():
         assert torch.equal(loaded(ids), model(ids))
@@ -264,11 +281,11 @@ def test_prompt_formats_follow_each_family(engine: LocalEngine) -> None:
     tok = engine.runner.tokenizer
     pre, suf = tok.encode("a = 1\n"), tok.encode("\nb = 2\n")
     layout = build_layout(engine.runner.family, tok, pre, suf, 3)
-    head = {"dream": [tok.bos_id], "open-dcoder": [], "llada": [tok.bos_id]}[engine.runner.family.name]
+    head = [tok.bos_id] if engine.runner.family in (DREAM, LLADA) else []
     tail = [tok.eos_id] if engine.runner.family is DREAM else []
     assert layout.tokens == [*head, *pre, *[tok.mask_id] * 3, *suf, *tail]
     assert layout.canvas_start == len(head) + len(pre)
-    assert layout.shift == (engine.runner.family is not LLADA)
+    assert layout.shift == (engine.runner.family in (DREAM, OPEN_DCODER, CODA))
 
 
 def test_shifted_logits_read_each_position_from_the_one_before() -> None:

@@ -1,15 +1,13 @@
-"""The language server runs a released diffusion coder's checkpoint (`--model DIR`) on the same request path as the
-embedded model: it loads, reports the family, and its requests reach the adapter's runner with the prompt the
-engine builds in-process."""
+"""The language server runs a released diffusion coder's checkpoint (`--model DIR`, every family's release layout) on
+the same request path as the embedded model: it loads, reports the family, and its requests reach the adapter's
+runner with the prompt the engine builds in-process."""
 
 from __future__ import annotations
 
 import pytest
 
-from engine.adapters.families import DREAM
 from engine.api import load_engine
 from engine.contract import CompletionRequest
-from tests.engine.adapter_fixtures import tiny_checkpoint
 from tests.lsp_server.helpers import inline, lsp_session, open_document, wait_for_model
 
 pytestmark = pytest.mark.asyncio
@@ -17,12 +15,15 @@ pytestmark = pytest.mark.asyncio
 PREFIX, SUFFIX = "def add(a, b):\n    return ", "\n"
 
 
-async def test_a_dream_checkpoint_serves_ghost_text_through_the_language_server(tmp_path) -> None:
-    path = tiny_checkpoint(tmp_path / "dream", DREAM, seed=5)
+# One LSP session costs ~10 s on 2 cores: Dream, and one of each new layout (CoDA: Qwen3 + shift; Tiny-A2D-Qwen3: no
+# shift). Every family runs through `diffill serve` (tests/serve/test_serve_families.py) and the engine tests.
+@pytest.mark.parametrize("family_checkpoint", ["dream", "coda", "a2d-qwen3"], indirect=True)
+async def test_a_released_checkpoint_serves_ghost_text_through_the_language_server(family_checkpoint) -> None:
+    family, path = family_checkpoint
     async with lsp_session("--model", str(path)) as client:
         status = await wait_for_model(client)
-        assert status["state"] == "ready" and status["engine"]["family"] == "dream", status
-        uri = "file:///tmp/diffill-tests/dream.py"
+        assert status["state"] == "ready" and status["engine"]["family"] == family.name, status
+        uri = f"file:///tmp/diffill-tests/{family.name}.py"
         open_document(client, uri, PREFIX + SUFFIX)
         items = await inline(client, uri, 1, len("    return "))
         status = await wait_for_model(client)

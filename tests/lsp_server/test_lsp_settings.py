@@ -70,3 +70,12 @@ def test_empty_arrays_are_read_as_empty_objects_as_neovim_sends_them():
     assert merge({"completion": {"steps": 4}}, []) == {"completion": {"steps": 4}}
     assert merge({"model": []}, {"model": {"path": "/m"}}) == {"model": {"path": "/m"}}
     assert parse_settings({"model": [1]})[1] == ["diffill.model: expected an object, got [1]; using defaults"]
+
+
+def test_the_model_preset_is_fast_or_reference_and_selects_another_engine():
+    settings, problems = parse_settings({"model": {"preset": "reference"}})
+    assert settings.model.preset == "reference" and problems == []
+    assert settings.engine_key() != Settings().engine_key()  # a preset change reloads the engine
+    settings, problems = parse_settings({"model": {"preset": "exact"}})
+    assert settings.model.preset == "fast" and problems == ["diffill.model.preset: expected one of fast, reference, "
+                                                            "got 'exact'; using the default"]  # fmt: skip
