@@ -1,0 +1,59 @@
+"""CPU time of one warm completion request of an embedded model, on realistic code (the fim-dev files).
+
+    python -m eval.bench_sampling [--autoregressive] [--candidates 4] [--steps 8] [--canvas 32] [--tasks 12]
+
+For each of the first `--tasks` rest-of-line and full-line tasks of ../shared/benchmarks/fim-dev: a request with
+the prefix short by one character warms the session (as typing does), then the request at the cursor is timed
+with `time.process_time()` -- the process's own CPU time, one torch thread, so the figure moves less with other
+load on the machine than wall time does. Prints p50 and mean CPU-ms. docs/speed.md keeps the results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from engine.api import load_engine
+from engine.contract import SampleOptions
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "benchmarks" / "fim-dev" / "tinygrad-fim-dev.jsonl.gz"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m eval.bench_sampling", description=__doc__.split("\n")[0])
+    parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--autoregressive", action="store_true")
+    parser.add_argument("--candidates", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--canvas", type=int, default=32)
+    parser.add_argument("--tasks", type=int, default=12, help="tasks of each kind (rest-of-line, full-line)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    with gzip.open(args.data, "rt", encoding="utf-8") as handle:
+        rows = [json.loads(line) for line in handle]
+    tasks = [r for kind in ("rest-of-line", "full-line") for r in [r for r in rows if r["kind"] == kind][: args.tasks]]
+    engine = load_engine(None, device="cpu", autoregressive=args.autoregressive, threads=1)
+    options = SampleOptions(steps=args.steps)
+    cpu_ms = []
+    for task in tasks:
+        prefix, suffix = task["prefix"][-5000:], task["suffix"][:1500]
+        ask = dict(language="python", canvas_length=args.canvas, num_candidates=args.candidates, options=options)
+        engine.complete(prefix[:-1], suffix, session_id=task["id"], **ask)
+        start = time.process_time()
+        engine.complete(prefix, suffix, session_id=task["id"], **ask)
+        cpu_ms.append((time.process_time() - start) * 1e3)
+    model = "default-ar" if args.autoregressive else "default"
+    print(
+        f"{model}: {len(cpu_ms)} requests, CPU-ms p50 {statistics.median(cpu_ms):.0f}, mean {statistics.mean(cpu_ms):.0f}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
