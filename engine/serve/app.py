@@ -127,6 +127,11 @@ class App:
             "/metrics": {"GET": self.prometheus},
         }
 
+    @property
+    def inflight(self) -> int:
+        """Completion requests being handled (from their size check to their reply)."""
+        return sum(self.quota.inflight.values())
+
     # ---------------------------------------------------------------- dispatch
 
     def route(self, request: Request) -> tuple[Handler, str]:
@@ -283,7 +288,7 @@ class App:
         gauges = {
             "diffill_queue_depth": ("Requests waiting to join the batch.", sched.queue_depth),
             "diffill_active_requests": ("Requests in the running batch.", sched.active),
-            "diffill_inflight_requests": ("Completion requests being handled.", sum(self.quota.inflight.values())),
+            "diffill_inflight_requests": ("Completion requests being handled.", self.inflight),
             "diffill_cache_bytes": ("Bytes held by context caches.", sched.sessions.nbytes),
             "diffill_cache_sessions": ("Sessions with a context cache.", sched.sessions.count),
             "diffill_open_connections": ("Open client connections.", self.connections),

@@ -98,8 +98,13 @@ class Connection:
         return str(peer[0]) if isinstance(peer, tuple) else str(peer)
 
     def abort(self) -> None:
-        """Close at once, without a reply (to free the slot of a connection that sent nothing)."""
-        self.writer.transport.abort()
+        """Close without waiting (to free the slot of a connection waiting for a request): at once when nothing is
+        left to write, else once the last reply is flushed."""
+        transport = self.writer.transport
+        if transport.get_write_buffer_size():
+            transport.close()
+        else:
+            transport.abort()
 
     async def _fill(self) -> None:
         data = await self.reader.read(65536)

@@ -154,7 +154,6 @@ class Scheduler:
         self._running: list[Running] = []
         self._cond = threading.Condition()
         self._stopping = False
-        self._draining = False
         self._paused = False
         self._thread = threading.Thread(target=self._run, name="diffill-model", daemon=True)
 
@@ -166,21 +165,10 @@ class Scheduler:
     def active(self) -> int:
         return len(self._running)
 
-    @property
-    def idle(self) -> bool:
-        """Nothing waits and nothing runs (read under the lock by ``wait_until``)."""
-        return not self._pending and not self._running
-
     # ---------------------------------------------------------------- called from other threads
 
     def start(self) -> None:
         self._thread.start()
-
-    def drain(self) -> None:
-        """Refuse new requests (503); the waiting and running ones go on (``wait_until(lambda: s.idle)``)."""
-        with self._cond:
-            self._draining = True
-            self._cond.notify_all()
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the worker after its current step; waiting and running requests fail with ``Cancelled`` (503)."""
@@ -201,7 +189,7 @@ class Scheduler:
         request = prompt.request
         key = (owner, request.request_id)
         with self._cond:
-            if self._stopping or self._draining:
+            if self._stopping:
                 raise ProtocolError(503, "the server is stopping", retry_after=RETRY_AFTER_SECONDS)
             if key in self._jobs:
                 raise ProtocolError(409, f"request id {request.request_id!r} is already in flight")

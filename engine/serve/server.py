@@ -28,19 +28,22 @@ import socket
 import ssl
 import sys
 import threading
+from typing import Any
 
 from engine.api import LocalEngine
 from engine.errors import DiffillError
 from engine.serve.app import App, ServeConfig
-from engine.serve.guard import ConnectionTable, LoopErrorLog, default_max_connections, is_disconnect
+from engine.serve.guard import RESOURCE_ERRNOS, ConnectionTable, LoopErrorLog, default_max_connections, is_disconnect
 from engine.serve.http import Connection, HttpError, HttpLimits, Response
 from engine.serve.protocol import ProtocolError, dump_json, error_body
 from engine.serve.scheduler import RETRY_AFTER_SECONDS
 
 log = logging.getLogger(__name__)
+Task = asyncio.Task[None]
 
 LINGER_SECONDS = 2.0
 BACKLOG = 1024  # pending connections the kernel holds while the loop is busy (capped by net.core.somaxconn)
+ACCEPT_RETRY_SECONDS = 0.05  # after accept() ran out of descriptors (asyncio's own loop waits a whole second)
 REPLY_GRACE_SECONDS = 5.0  # after the model stopped: time for the last replies to be written
 
 
@@ -119,10 +122,14 @@ class Server:
         self.app = App(engine, config)
         self.limits = HttpLimits(max_body_bytes=config.max_body_bytes, header_timeout=config.header_timeout)
         cap = config.max_connections or default_max_connections()
-        self.connections: ConnectionTable[Connection] = ConnectionTable(cap, config.max_connections_per_ip or cap)
+        # Slots are held by connection tasks (from accept, before any TLS handshake or byte read).
+        self.connections: ConnectionTable[Task] = ConnectionTable(cap, config.max_connections_per_ip or cap)
         self._ssl = tls_context(config.tls_cert, config.tls_key) if config.tls_cert and config.tls_key else None
-        self._server: asyncio.Server | None = None
-        self._tasks: dict[Connection, asyncio.Task[None]] = {}
+        self._listener: socket.socket | None = None
+        self._accepting: Task | None = None
+        self._tasks: set[Task] = set()  # every connection task, refused ones included
+        self._streams: dict[Task, Connection] = {}  # connection tasks whose streams are set up
+        self._errors = LoopErrorLog()
         self._hurry: asyncio.Event | None = None  # created on the loop in start()
         self.draining = False
         self.port = config.port
@@ -135,13 +142,13 @@ class Server:
 
     async def start(self, sock: socket.socket | None = None) -> None:
         """Listen on `sock` (see ``bind``; bound here when None) and start the model thread."""
-        asyncio.get_running_loop().set_exception_handler(LoopErrorLog())
+        asyncio.get_running_loop().set_exception_handler(self._errors)
         self._hurry = asyncio.Event()
-        sock = sock or bind(self.config.host, self.config.port)
+        self._listener = sock or bind(self.config.host, self.config.port)
+        self._listener.setblocking(False)
+        self.port = self._listener.getsockname()[1]
         self.app.scheduler.start()
-        tls = {"ssl": self._ssl, "ssl_handshake_timeout": self.config.header_timeout} if self._ssl else {}
-        self._server = await asyncio.start_server(self._on_connection, sock=sock, backlog=BACKLOG, **tls)
-        self.port = sock.getsockname()[1]
+        self._accepting = asyncio.create_task(self._accept_loop(self._listener))
         log.info("serving %s (%s) on %s", self.app.engine.name, self._mode(), self.url)
 
     def _mode(self) -> str:
@@ -156,70 +163,104 @@ class Server:
             self._hurry.set()
 
     async def stop(self, drain_seconds: float = 0.0) -> None:
-        """Stop accepting, let queued and running requests finish for up to `drain_seconds`, answer the rest 503,
-        and return once every in-flight request has had its reply (or REPLY_GRACE_SECONDS passed)."""
+        """Stop accepting, let requests already read finish for up to `drain_seconds`, answer the rest 503, and
+        return once every in-flight request has had its reply (or REPLY_GRACE_SECONDS passed)."""
         self.draining = self.app.draining = True
-        if self._server is not None:
-            self._server.close()
-        scheduler = self.app.scheduler
-        scheduler.drain()
-        for conn in list(self._tasks):
-            if self.connections.is_waiting(conn) and not conn.buf:
-                self._evict(conn)  # waiting for a request that has not started: nothing to answer
+        if self._accepting is not None:
+            self._accepting.cancel()
+            await asyncio.gather(self._accepting, return_exceptions=True)
+        if self._listener is not None:
+            self._listener.close()
+        for task in list(self._tasks):
+            conn = self._streams.get(task)
+            if self.connections.is_waiting(task) and (conn is None or not conn.buf):
+                self._evict(task)  # waiting for a request that has not started: nothing to answer
         loop = asyncio.get_running_loop()
         deadline = loop.time() + drain_seconds
-        busy = scheduler.active + scheduler.queue_depth
-        if drain_seconds > 0 and busy:
-            log.info("draining: %d requests in flight, up to %.0f s", busy, drain_seconds)
-        while not (self._hurry and self._hurry.is_set()) and (remaining := deadline - loop.time()) > 0:
-            if await asyncio.to_thread(scheduler.wait_until, lambda: scheduler.idle, min(remaining, 0.25)):
-                break
+        if drain_seconds > 0 and self.app.inflight:
+            log.info("draining: %d requests in flight, up to %.0f s", self.app.inflight, drain_seconds)
+        # Requests already read go on (tokenizing, queued or running); new ones are answered 503.
+        while self.app.inflight and loop.time() < deadline and not (self._hurry and self._hurry.is_set()):
+            await asyncio.sleep(0.05)
+        scheduler = self.app.scheduler
         left = scheduler.active + scheduler.queue_depth
         await asyncio.to_thread(scheduler.stop)  # answers whatever is left 503
         if left:
             log.info("answered %d unfinished requests 503", left)
-        tasks = list(self._tasks.values())
+        tasks = list(self._tasks)
         if tasks:
             await asyncio.wait(tasks, timeout=REPLY_GRACE_SECONDS)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        if self._server is not None:
-            await self._server.wait_closed()
 
-    def _evict(self, conn: Connection) -> None:
-        self.connections.remove(conn)
-        conn.abort()
-        task = self._tasks.get(conn)
-        if task is not None:
-            task.cancel()
+    # ---------------------------------------------------------------- connections
 
-    async def _on_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _accept_loop(self, listener: socket.socket) -> None:
+        """Accept one connection at a time and give it a slot before anything else runs, so that the slots (and
+        file descriptors) in use never exceed the cap by more than the connection being accepted."""
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                client, address = await loop.sock_accept(listener)
+            except OSError as e:
+                if e.errno not in RESOURCE_ERRNOS:
+                    raise
+                self._errors.resource_error("accept() failed", e)
+                await asyncio.sleep(ACCEPT_RETRY_SECONDS)
+                continue
+            ip = str(address[0]) if isinstance(address, tuple) else str(address)
+            victims = None if self.draining else self.connections.make_room(ip)
+            for victim in victims or ():
+                self._evict(victim)
+            task = asyncio.create_task(self._connection(client, admitted=victims is not None))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            if victims is not None:
+                self.connections.add(task, ip)
+                self.app.metrics.observe_connection(evicted=len(victims))
+
+    def _evict(self, task: Task) -> None:
+        self.connections.remove(task)
+        conn = self._streams.get(task)
+        if conn is not None:
+            conn.abort()
+        task.cancel()
+
+    async def _open(self, client: socket.socket) -> Connection:
+        """Streams over an accepted socket (the TLS handshake, when configured, happens here)."""
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(loop=loop)
+        protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+        tls: dict[str, Any] = {"ssl": self._ssl, "ssl_handshake_timeout": self.config.header_timeout}
+        transport, _ = await loop.connect_accepted_socket(lambda: protocol, client, **(tls if self._ssl else {}))
+        return Connection(reader, asyncio.StreamWriter(transport, protocol, reader, loop), self.limits)
+
+    async def _connection(self, client: socket.socket, admitted: bool) -> None:
         task = asyncio.current_task()
         assert task is not None
-        conn = Connection(reader, writer, self.limits)
-        victims = None if self.draining else self.connections.make_room(conn.ip)
-        if victims is None:
-            await self._refuse(conn)
-            return
-        for victim in victims:
-            self._evict(victim)
-        self.app.metrics.observe_connection(evicted=len(victims))
-        self.connections.add(conn, conn.ip)
-        self._tasks[conn] = task
-        self.app.connections += 1
+        conn: Connection | None = None
         try:
-            await self._serve_connection(conn)
+            conn = await self._open(client)
+            if not admitted:
+                await self._refuse(conn)
+                return
+            self._streams[task] = conn
+            self.app.connections += 1
+            try:
+                await self._serve_connection(conn, task)
+            finally:
+                self.app.connections -= 1
         except asyncio.CancelledError:
-            pass  # evicted, or server shutdown; ending normally keeps asyncio's stream callback quiet
+            pass  # evicted, or server shutdown
         except Exception as e:
             if not is_disconnect(e):  # a client that went away or stalled: its requests are already cancelled
-                log.exception("connection %s failed", conn.peer)
+                log.exception("connection %s failed", conn.peer if conn else client)
         finally:
-            self.app.connections -= 1
-            self.connections.remove(conn)
-            self._tasks.pop(conn, None)
-            await conn.close()
+            self.connections.remove(task)
+            self._streams.pop(task, None)
+            if conn is not None:
+                await conn.close()
 
     async def _refuse(self, conn: Connection) -> None:
         """Every slot is busy with a request (or the server is stopping): a canned 503, never a request read."""
@@ -229,16 +270,15 @@ class Server:
         with contextlib.suppress(Exception):
             async with asyncio.timeout(1.0):
                 await conn.send(response, keep_alive=False)
-        await conn.close()
 
-    async def _serve_connection(self, conn: Connection) -> None:
+    async def _serve_connection(self, conn: Connection, task: Task) -> None:
         while not self.draining:
-            self.connections.waiting(conn, True)
+            self.connections.waiting(task, True)
             try:
                 request = await conn.read_head()
                 if request is None:
                     return
-                self.connections.waiting(conn, False)
+                self.connections.waiting(task, False)
                 if self.draining:
                     raise HttpError(503, "the server is stopping", request.path, RETRY_AFTER_SECONDS)
                 try:
@@ -247,7 +287,7 @@ class Server:
                     raise HttpError(e.status, e.message, request.path, e.retry_after) from None
                 await conn.read_body(request)
             except HttpError as e:
-                self.connections.waiting(conn, False)
+                self.connections.waiting(task, False)
                 await self._reject(conn, e)
                 return
             response = await self.app.handle(request, conn, route)
