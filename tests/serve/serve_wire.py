@@ -132,14 +132,10 @@ class ServeProcess:
 
 
 @contextmanager
-def serve_process(
-    model: Path, *args: str, preexec_fn: Callable[[], None] | None = None
-) -> Iterator[ServeProcess]:
+def serve_process(model: Path, *args: str, preexec_fn: Callable[[], None] | None = None) -> Iterator[ServeProcess]:
     """Start ``python -m engine.cli serve --model MODEL --port 0 ARGS`` and wait until it listens."""
     cmd = [sys.executable, "-m", "engine.cli", "serve", "--model", str(model), "--port", "0", *args]
-    proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=preexec_fn
-    )
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=preexec_fn)
     assert proc.stderr is not None
     lines: list[str] = []
     url = None
