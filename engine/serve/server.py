@@ -263,13 +263,15 @@ class Server:
                 await conn.close()
 
     async def _refuse(self, conn: Connection) -> None:
-        """Every slot is busy with a request (or the server is stopping): a canned 503, never a request read."""
+        """Every slot is busy with a request (or the server is stopping): a canned 503, never a request read (the
+        lingering close drops what the client sent, so that the reply is not destroyed by a reset)."""
         self.app.metrics.observe_connection(refused=1)
         body = dump_json(error_body(503, "the server is at its connection limit or stopping; retry later"))
         response = Response(503, body, headers=[("Retry-After", str(int(RETRY_AFTER_SECONDS)))])
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(1.0):
+        with contextlib.suppress(OSError, TimeoutError, ssl.SSLError):
+            async with asyncio.timeout(LINGER_SECONDS):
                 await conn.send(response, keep_alive=False)
+                await conn.discard_input(LINGER_SECONDS)
 
     async def _serve_connection(self, conn: Connection, task: Task) -> None:
         while not self.draining:
