@@ -33,10 +33,21 @@ class SampleOptions:
     temperature: float = 0.8
     seed: int = 0
     early_exit: bool = True
+    # Diffusion canvases start this long and grow by as much only while the middle has not ended inside them
+    # (the last position is not <eos>); None = the whole canvas from the first step. Each growth gets `steps`
+    # steps of its own. Most single-line middles end within 16 tokens (docs/speed.md).
+    initial_canvas: int | None = None
+    # Steps the greedy candidate runs alone before the other candidates branch off its canvas (0 = all
+    # candidates from the first step): early steps commit what every candidate would agree on anyway.
+    branch_after: int = 0
 
     def __post_init__(self) -> None:
         if self.steps < 1:
             raise ValueError(f"steps must be >= 1, got {self.steps}")
+        if self.initial_canvas is not None and self.initial_canvas < 1:
+            raise ValueError(f"initial_canvas must be >= 1, got {self.initial_canvas}")
+        if self.branch_after < 0:
+            raise ValueError(f"branch_after must be >= 0, got {self.branch_after}")
         if not 0.0 <= self.threshold <= 1.0:
             raise ValueError(f"threshold must be in [0, 1], got {self.threshold}")
         if self.temperature < 0:

@@ -279,8 +279,10 @@ class DiffillModel(nn.Module):
         cache.length = start + T
         return self.lm_head(self.norm(x[:, -1]))
 
-    def denoise(self, canvas: Tensor, cache: KVCache) -> Tensor:
-        """One denoising step: canvas tokens (B, L) against the cached context (batch 1). Returns (B, L, V)."""
+    def denoise(self, canvas: Tensor, cache: KVCache, columns: Tensor | None = None) -> Tensor:
+        """One denoising step: canvas tokens (B, L) against the cached context (batch 1). Returns (B, L, V), or
+        with `columns` (L',) the logits of those canvas positions only, (B, L', V): the vocabulary projection is
+        the largest matmul of a small model, and committed positions need none."""
         B, L = canvas.shape
         C = cache.length
         if C + L > self.config.max_seq_len:
@@ -289,11 +291,14 @@ class DiffillModel(nn.Module):
         x = self.embed(canvas)  # (B, L, C)
         for i, block in enumerate(self.blocks):
             x = block.denoise(x, cos, sin, cache, i, self.config.causal_canvas)
-        return self.lm_head(self.norm(x))
+        return self.lm_head(self.norm(x if columns is None else x[:, columns]))
 
-    def denoise_packed(self, canvases: list[Tensor], caches: list[KVCache]) -> list[Tensor]:
+    def denoise_packed(
+        self, canvases: list[Tensor], caches: list[KVCache], columns: list[Tensor | None] | None = None
+    ) -> list[Tensor]:
         """One denoising step for several requests at once (continuous batching): canvases[i] (n_i, L_i) against
-        caches[i] (batch 1). Returns logits (n_i, L_i, V) per request, equal to ``denoise`` on each alone."""
+        caches[i] (batch 1). Returns logits (n_i, L_i, V) per request (or of `columns[i]` only), equal to
+        ``denoise`` on each alone."""
         segments = []
         for canvas, cache in zip(canvases, caches, strict=True):
             n, L = canvas.shape
@@ -305,6 +310,10 @@ class DiffillModel(nn.Module):
         x = self.embed(torch.cat([c.reshape(-1) for c in canvases]))  # (T_total, C)
         for i, block in enumerate(self.blocks):
             x = block.denoise_packed(x, segments, caches, i, self.config.causal_canvas)
-        logits = self.lm_head(self.norm(x))  # (T_total, V)
         sizes = [n * L for n, L, _, _ in segments]
-        return [chunk.view(n, L, -1) for chunk, (n, L, _, _) in zip(logits.split(sizes), segments, strict=True)]
+        hidden = [h.view(n, L, -1) for h, (n, L, _, _) in zip(x.split(sizes), segments, strict=True)]
+        if columns is not None:
+            hidden = [h if cols is None else h[:, cols] for h, cols in zip(hidden, columns, strict=True)]
+        logits = self.lm_head(self.norm(torch.cat([h.reshape(-1, h.shape[-1]) for h in hidden])))  # (T', V)
+        rows = [h.shape[0] * h.shape[1] for h in hidden]
+        return [chunk.view(h.shape[0], h.shape[1], -1) for chunk, h in zip(logits.split(rows), hidden, strict=True)]

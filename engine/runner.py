@@ -10,7 +10,7 @@ scheduler that owns queues, a runner that runs steps, one state object per reque
   the family has an exact one) and set up the request's ``DenoiseState``.
 * ``forward(states) -> logits``: ONE model step for every state given, packed into one batch where the family can
   (the server's continuous batching); ``LocalEngine`` calls it with a single state.
-* ``state.step(logits)``: the family's commit rule; ``state.finished(open)``: whether it is done;
+* ``state.step(logits)``: the family's commit rule; ``state.advance(state.open_flag())``: whether it is done;
   ``completions(state)``: the decoded candidates.
 
 ``LocalEngine`` (``engine.api``) drives one state until it is finished; the batch scheduler
@@ -32,7 +32,7 @@ from engine.cache import ContextCache, KVCache
 from engine.contract import Completion, CompletionRequest, SampleOptions, fit_canvas
 from engine.layout import N_CONTEXT_TAGS, context_tokens
 from engine.model import DiffillModel
-from engine.sample import candidate_scores, denoise_step, predict, row_temperatures, strip_eos
+from engine.sample import Prediction, candidate_scores, denoise_step, predict, row_temperatures, strip_eos
 from engine.tokenizer import CodeTokenizer
 
 
@@ -58,25 +58,33 @@ class DenoiseState(Protocol):
         ...
 
     def open_flag(self) -> Tensor:
-        """0-d bool tensor: positions are still open (no host sync; the driver syncs many flags at once)."""
+        """0-d int tensor, 0 when nothing is left to do (no host sync; the driver syncs many flags at once)."""
         ...
+
+    def advance(self, flag: int) -> bool:
+        """Given ``open_flag``'s value after a step: True when the request is finished. A state may change shape
+        here (grow its canvas, branch its candidates) before the next step."""
+        ...
+
+
+class StepBudget:
+    """``advance`` of a state that is done when its step budget is spent or nothing is left open."""
+
+    options: SampleOptions
 
     @property
     def exhausted(self) -> bool:
-        """The step budget is spent (known on the host)."""
-        ...
+        raise NotImplementedError
 
-
-def finished(state: DenoiseState, is_open: bool) -> bool:
-    """Done when the step budget is spent, or nothing is left open and early exit is on."""
-    return state.exhausted or (state.options.early_exit and not is_open)
+    def advance(self, flag: int) -> bool:
+        return self.exhausted or (self.options.early_exit and not flag)
 
 
 def run_to_end(state: DenoiseState, forward: Callable[[list[Any]], list[Tensor]]) -> None:
     """Drive one state with single-request steps until it is finished (``LocalEngine``'s loop)."""
     while True:
         state.step(forward([state])[0])
-        if finished(state, bool(state.open_flag())):  # the one host sync per step
+        if state.advance(int(state.open_flag())):  # the one host sync per step
             return
 
 
@@ -118,40 +126,112 @@ class TokenizedRunner:
 # ---------------------------------------------------------------- Diffill's own model
 
 
+_UNUSED = (0, 0.0, 0, 0.0)  # Prediction fields at committed positions (tokens, conf, content, content_conf)
+
+
 class DiffusionState:
-    """The loop variables of confidence-threshold unmasking (``engine.sample``) for one request."""
+    """The loop variables of confidence-threshold unmasking (``engine.sample``) for one request.
+
+    Work is spent only where it can change the answer (measured in docs/speed.md): the canvas starts at
+    ``options.initial_canvas`` positions and grows by as many, up to the request's canvas, only while the greedy
+    row's last position is not <eos> (its middle did not end inside the canvas); each growth gets
+    ``options.steps`` steps of its own; only positions still masked in some row get logits. With
+    ``options.branch_after = k`` the greedy candidate runs alone for k steps, then the other candidates branch off
+    its canvas and sample their own continuations.
+    """
 
     def __init__(self, prompt: Prompt, cache: KVCache, *, mask_id: int, eos_id: int, banned: Tensor) -> None:
         req, device = prompt.request, cache.k.device
-        self.options, self.cache, self.eos_id, self.banned = req.options, cache, eos_id, banned
-        self.generator = torch.Generator(device=device).manual_seed(req.options.seed)
-        n, length = req.num_candidates, prompt.canvas_length
-        self.canvas = torch.full((n, length), mask_id, dtype=torch.long, device=device)  # (N, L)
+        opts = req.options
+        self.options, self.cache, self.mask_id, self.eos_id, self.banned = opts, cache, mask_id, eos_id, banned
+        self.generator = torch.Generator(device=device).manual_seed(opts.seed)
+        self.candidates, self.target = req.num_candidates, prompt.canvas_length
+        self.grow_by = min(opts.initial_canvas or self.target, self.target)
+        rows = 1 if opts.branch_after and self.candidates > 1 else self.candidates
+        self.canvas = torch.full((rows, self.grow_by), mask_id, dtype=torch.long, device=device)  # (N, L)
         self.masked = torch.ones_like(self.canvas, dtype=torch.bool)
         self.logp = torch.zeros(self.canvas.shape, device=device)
-        self.temps = row_temperatures(n, req.options.temperature, device)
+        self.temps = row_temperatures(rows, opts.temperature, device)
         self.steps_done = 0
+        self.segment_steps = 0  # steps since the canvas last grew
+        self.step_columns: Tensor | None = None
+
+    def columns(self) -> Tensor | None:
+        """Canvas positions still masked in some row: the only logits the next step needs (None = every position).
+        The forward asks once per step; ``step`` then reads logits of these positions."""
+        self.step_columns = None
+        if self.segment_steps > 0:  # a fresh canvas or growth is open everywhere
+            open_columns = self.masked.any(dim=0)
+            if not bool(open_columns.all()):  # a host sync, like the step's own early-exit check
+                self.step_columns = open_columns.nonzero().squeeze(1)
+        return self.step_columns
 
     def step(self, logits: Tensor) -> None:
-        opts = self.options
+        """One step from the logits of ``step_columns`` (all canvas positions unless ``columns`` narrowed them)."""
+        opts, columns = self.options, self.step_columns
+        self.step_columns = None
         pred = predict(logits, self.temps, self.banned, self.generator, self.eos_id)
-        denoise_step(
-            self.canvas, self.masked, self.logp, pred, opts.steps - self.steps_done, opts.threshold, self.eos_id
-        )
+        if columns is not None:  # positions outside `columns` are committed in every row: denoise_step skips them
+            pred = Prediction(*(self._spread(part, columns, fill) for part, fill in zip(pred, _UNUSED, strict=True)))
+        left = max(opts.steps - self.segment_steps, 1)
+        denoise_step(self.canvas, self.masked, self.logp, pred, left, opts.threshold, self.eos_id)
         self.steps_done += 1
+        self.segment_steps += 1
+        if self.canvas.shape[0] < self.candidates and self.steps_done >= opts.branch_after:
+            self._branch()
+
+    def _spread(self, part: Tensor, columns: Tensor, fill: float) -> Tensor:
+        full = part.new_full(self.canvas.shape, fill)
+        full[:, columns] = part
+        return full
 
     def open_flag(self) -> Tensor:
-        return self.masked.any()
+        """Bit 0: positions still masked; bit 1: the canvas may have to grow (the greedy row's last position is
+        not <eos>: the model's best guess did not end inside the canvas; sampled rows that did not end are cut)."""
+        flag = self.masked.any().long()
+        if self.canvas.shape[1] < self.target:
+            flag = flag | 2 * (self.canvas[0, -1] != self.eos_id).long()
+        return flag
 
-    @property
-    def exhausted(self) -> bool:
-        return self.steps_done >= self.options.steps
+    def advance(self, flag: int) -> bool:
+        opts = self.options
+        if not (self.segment_steps >= opts.steps or (opts.early_exit and not flag & 1)):
+            return False
+        if flag & 2:
+            self._grow()
+            return False
+        if self.canvas.shape[0] < self.candidates:  # finished before branching: every candidate is the greedy one
+            self._branch()
+        return True
+
+    def _grow(self) -> None:
+        n, length = self.canvas.shape
+        more = min(self.grow_by, self.target - length)
+        self.canvas = torch.cat([self.canvas, self.canvas.new_full((n, more), self.mask_id)], dim=1)
+        self.masked = torch.cat([self.masked, self.masked.new_ones((n, more))], dim=1)
+        self.logp = torch.cat([self.logp, self.logp.new_zeros((n, more))], dim=1)
+        self.segment_steps = 0
+
+    def _branch(self) -> None:
+        n = self.candidates
+        self.canvas = self.canvas.expand(n, -1).clone()
+        self.masked = self.masked.expand(n, -1).clone()
+        self.logp = self.logp.expand(n, -1).clone()
+        self.temps = row_temperatures(n, self.options.temperature, self.canvas.device)
 
     def tokens(self) -> tuple[Tensor, Tensor]:
-        return self.canvas, self.logp
+        """Canvas tokens and commit log-probabilities (N, L), padded with <eos> to the request's canvas."""
+        n, length = self.canvas.shape
+        pad = self.target - length
+        if pad == 0:
+            return self.canvas, self.logp
+        return (
+            torch.cat([self.canvas, self.canvas.new_full((n, pad), self.eos_id)], dim=1),
+            torch.cat([self.logp, self.logp.new_zeros((n, pad))], dim=1),
+        )
 
 
-class AutoregressiveState:
+class AutoregressiveState(StepBudget):
     """Left-to-right decoding for the AR twin: one position per step for all candidates at once.
 
     The context cache (batch 1) is copied per candidate, so the session's cache stays reusable. Step i reads the
@@ -185,7 +265,7 @@ class AutoregressiveState:
         self.steps_done += 1
 
     def open_flag(self) -> Tensor:
-        return ~self.done.all()
+        return (~self.done.all()).long()
 
     @property
     def exhausted(self) -> bool:
@@ -235,9 +315,10 @@ class DiffillRunner(TokenizedRunner):
     def forward(self, states: list[Any]) -> list[Tensor]:
         if self.autoregressive:  # per-candidate caches of different lengths: one extend per request
             return [state.next_logits(self.model) for state in states]
+        columns = [s.columns() for s in states]
         if len(states) == 1:
-            return [self.model.denoise(states[0].canvas, states[0].cache)]
-        return self.model.denoise_packed([s.canvas for s in states], [s.cache for s in states])
+            return [self.model.denoise(states[0].canvas, states[0].cache, columns[0])]
+        return self.model.denoise_packed([s.canvas for s in states], [s.cache for s in states], columns)
 
     def completions(self, state: DiffusionState | AutoregressiveState) -> list[Completion]:
         tok = self.tokenizer

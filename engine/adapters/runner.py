@@ -50,7 +50,7 @@ from engine.config import read_config
 from engine.contract import Completion, CompletionRequest, SampleOptions, fit_canvas
 from engine.errors import CheckpointError
 from engine.layout import fit_context
-from engine.runner import Prompt, TokenizedRunner, run_to_end
+from engine.runner import Prompt, StepBudget, TokenizedRunner, run_to_end
 from engine.sample import row_temperatures
 
 
@@ -69,7 +69,7 @@ def middle_and_score(row: list[int], logp: list[float], end_ids: frozenset[int])
     return row[:end] if end is not None else row, sum(scored) / max(1, len(scored))
 
 
-class AdapterState:
+class AdapterState(StepBudget):
     """The loop variables of the family's reference sampler (``engine.adapters.sampler``) for one request.
 
     Blocks (LLaDA's semi-autoregressive schedule; one block otherwise) are filled left to right; within a block,
@@ -128,7 +128,7 @@ class AdapterState:
             self._allowed = self._block_mask()
 
     def open_flag(self) -> Tensor:
-        return torch.tensor(self.block < len(self.blocks))
+        return torch.tensor(int(self.block < len(self.blocks)))
 
     @property
     def exhausted(self) -> bool:

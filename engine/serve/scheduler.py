@@ -44,7 +44,7 @@ import torch
 from engine.api import LocalEngine, pin_threads
 from engine.cache import ContextCache
 from engine.contract import CompletionRequest, CompletionResult, CompletionStats
-from engine.runner import Prompt, finished
+from engine.runner import Prompt
 from engine.serve.metrics import Metrics
 from engine.serve.protocol import ProtocolError
 from engine.sessions import SessionStore
@@ -351,7 +351,7 @@ class Scheduler:
         open_flags = torch.stack([r.state.open_flag() for r in stepping]).tolist()  # the one host sync per step
         self.metrics.observe_step(time.perf_counter() - t0, len(stepping), sum(r.job.rows for r in stepping))
         for r, is_open in zip(stepping, open_flags, strict=True):
-            if finished(r.state, is_open):
+            if r.state.advance(is_open):
                 self._running.remove(r)
                 self._finish(r)
 
