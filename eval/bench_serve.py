@@ -90,6 +90,8 @@ class Tally:
     latencies_ms: dict[str, list[float]] = field(default_factory=dict)
     sent: int = 0
     cancelled: int = 0
+    unfinished: int = 0  # still waited for when the phase ended (cancelled then, not counted as 499 stale)
+    closing: bool = False  # the phase ended: replies to cancelled leftovers (499, 503) are not errors
     errors: dict[str, int] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -97,7 +99,7 @@ class Tally:
         with self.lock:
             if status == 200:
                 self.latencies_ms.setdefault(size, []).append(ms)
-            elif status == 499:
+            elif status == 499 or (self.closing and status == 503):
                 self.cancelled += 1
             else:
                 self.errors[str(status)] = self.errors.get(str(status), 0) + 1
@@ -124,10 +126,11 @@ def cancel(url: str, rid: str, tally: Tally) -> None:
 
 
 def typing_spot(text: str, rng: random.Random) -> tuple[str, str, int, int]:
-    """A cursor in `text` with the next ~200 characters removed: (prefix start, suffix, cursor, end of the hole)."""
+    """A cursor in `text` with the next ~200 characters removed: (prefix start, suffix, cursor, end of the hole).
+    The window (1,500 characters before, 500 after) fits every preset's context, as the language server's does."""
     cursor = rng.randrange(len(text) // 4, len(text) // 2)
     hole_end = min(cursor + 200, len(text) - 1)
-    return text[max(0, cursor - 3000) : cursor], text[hole_end : hole_end + 1000], cursor, hole_end
+    return text[max(0, cursor - 1500) : cursor], text[hole_end : hole_end + 500], cursor, hole_end
 
 
 def editor(url: str, index: int, deadline: float, think_ms: float, tally: Tally, texts: list[str]) -> None:
@@ -135,7 +138,8 @@ def editor(url: str, index: int, deadline: float, think_ms: float, tally: Tally,
     text = texts[index % len(texts)]
     head, suffix, cursor, hole_end = typing_spot(text, rng)
     typed, session = 0, f"editor-{index}"
-    pending: list[tuple[str, threading.Thread]] = []
+    latest: tuple[str, threading.Thread] | None = None  # the request the editor waits for
+    threads: list[threading.Thread] = []
 
     def send(prefix: str, rid: str, size: str, candidates: int, canvas: int) -> None:
         t0 = time.perf_counter()
@@ -151,22 +155,26 @@ def editor(url: str, index: int, deadline: float, think_ms: float, tally: Tally,
             if cursor + typed >= hole_end:  # done with this spot: jump elsewhere (a cold cache)
                 head, suffix, cursor, hole_end = typing_spot(text, rng)
                 typed = 1
-            for rid, thread in pending:
-                if thread.is_alive():  # stale: queued ones are superseded by the server, running ones cancelled
-                    threading.Thread(target=cancel, args=(url, rid, tally), daemon=True).start()
-            pending = [(rid, t) for rid, t in pending if t.is_alive()]
+            if latest is not None and latest[1].is_alive():  # stale: a queued one is superseded by the server,
+                threads.append(threading.Thread(target=cancel, args=(url, latest[0], tally), daemon=True))
+                threads[-1].start()  # a running one is cancelled (once)
             rid = secrets.token_hex(6)
             _, size, candidates, canvas = rng.choices(SIZES, weights=[w for w, *_ in SIZES])[0]
             request = (head + text[cursor : cursor + typed], rid, size, candidates, canvas)
-            thread = threading.Thread(target=send, args=request, daemon=True)
+            latest = (rid, threading.Thread(target=send, args=request, daemon=True))
+            threads.append(latest[1])
             with tally.lock:
                 tally.sent += 1
-            thread.start()
-            pending.append((rid, thread))
+            latest[1].start()
+            threads = [t for t in threads if t.is_alive()]
             time.sleep(rng.uniform(0.06, 0.18))
         time.sleep(rng.uniform(0, 2 * think_ms) / 1e3)
-    for _, thread in pending:
-        thread.join(timeout=300)
+    if latest is not None and latest[1].is_alive():  # the session ends: what is still out is cancelled
+        with tally.lock:
+            tally.unfinished += 1
+        cancel(url, latest[0], tally)
+    for thread in threads:
+        thread.join(timeout=60)
 
 
 # ---------------------------------------------------------------- the server process
@@ -255,8 +263,10 @@ def run_editors(server: ServerProcess, args: argparse.Namespace, texts: list[str
     ]
     for t in threads:
         t.start()
+    time.sleep(seconds)
+    tally.closing = True
     for t in threads:
-        t.join(timeout=seconds + 600)
+        t.join(timeout=120)
     return tally
 
 
@@ -270,6 +280,7 @@ def load_row(label: str, server: ServerProcess, tally: Tally, elapsed: float) ->
         "sent": tally.sent,
         "done": len(done),
         "cancelled": tally.cancelled,
+        "unfinished": tally.unfinished,
         "errors": sum(tally.errors.values()),
         "error_kinds": dict(tally.errors),
         "rps": len(done) / elapsed,
@@ -355,7 +366,7 @@ def head_of_line(model: Path, args: argparse.Namespace, text: str) -> list[dict[
 
 
 def print_load(rows: list[dict[str, Any]], extra: bool = False) -> None:
-    head = "| mode | sent | completed | cancelled (stale) | errors | completed/s | p50 ms | p95 ms "
+    head = "| mode | sent | completed | cancelled (stale) | open at the end | errors | completed/s | p50 ms | p95 ms "
     head += "| single-line p50 ms | single-line p95 ms | requests per step | step p50 ms |"
     if extra:
         head += " connections | RSS MB | open files | cache MB |"
@@ -363,7 +374,8 @@ def print_load(rows: list[dict[str, Any]], extra: bool = False) -> None:
     print("|" + "---|" * (head.count("|") - 1))
     for r in rows:
         line = (
-            f"| {r['mode']} | {r['sent']} | {r['done']} | {r['cancelled']} | {r['errors']} | {r['rps']:.2f} "
+            f"| {r['mode']} | {r['sent']} | {r['done']} | {r['cancelled']} | {r['unfinished']} | {r['errors']} "
+            f"| {r['rps']:.2f} "
             f"| {r['p50']:.0f} | {r['p95']:.0f} | {r['p50_single']:.0f} | {r['p95_single']:.0f} "
             f"| {r['per_step']:.2f} | {r['step_p50']:.1f} |"
         )

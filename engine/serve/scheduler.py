@@ -2,7 +2,8 @@
 
 Each loop iteration of the worker (Orca-style iteration-level scheduling, Yu et al. 2022):
 
-1. admit waiting requests that fit (batch size, canvas tokens per step, one request per session at a time):
+1. admit waiting requests that fit (batch size, canvas tokens per step, one request per session at a time, about
+   ``PREFILL_TOKENS_PER_ROUND`` context tokens a round, so that a burst of new requests cannot starve running ones):
    prefill each one through its runner (``engine.runner``: ``Runner.start`` reuses the session's context cache
    where the family keeps one) and take its ``DenoiseState``;
 2. drop requests that were cancelled (a cancel message, the client went away, or a newer request of the same
@@ -52,6 +53,7 @@ from engine.sessions import SessionStore
 log = logging.getLogger(__name__)
 
 
+PREFILL_TOKENS_PER_ROUND = 2048  # context tokens new requests may prefill between two steps (at least one request)
 RETRY_AFTER_SECONDS = 1.0  # what a 503 from a full queue or a stopping server tells clients to wait
 
 
@@ -290,6 +292,7 @@ class Scheduler:
         for it without blocking the jobs behind it. Caller holds the lock."""
         taken: list[Job] = []
         count, rows = len(self._running), sum(r.job.rows for r in self._running)
+        prefill = 0  # context tokens of the jobs taken (an upper bound: a warm session computes only its new ones)
         busy = set()
         for job in list(self._pending):
             sid = job.request.session_id
@@ -302,9 +305,11 @@ class Scheduler:
                 continue
             if count >= self.max_batch or (count and rows + job.rows > self.max_batch_rows):
                 break
+            if taken and prefill + len(job.prompt.tokens) > PREFILL_TOKENS_PER_ROUND:
+                break  # the rest join after the next step: a burst of new requests cannot starve the running ones
             self._pending.remove(job)
             taken.append(job)
-            count, rows = count + 1, rows + job.rows
+            count, rows, prefill = count + 1, rows + job.rows, prefill + len(job.prompt.tokens)
             if sid is not None:
                 busy.add(sid)
         return taken
