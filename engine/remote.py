@@ -41,18 +41,20 @@ _HINTS = {
     413: "the request is larger than the server accepts",
     415: "the server did not accept the body's format",
     422: "the request exceeds the server's limits",
-    429: "too many concurrent requests for this token; retry later",
+    429: "too many requests for this token; retry after the server's Retry-After",
     499: "the request was cancelled",
     503: "the server is overloaded or stopping; retry later",
 }
 
 
 class RemoteError(DiffillError):
-    """A remote completion failed; `status` is the HTTP status when the server answered."""
+    """A remote completion failed; `status` is the HTTP status when the server answered, `retry_after` the seconds
+    its ``Retry-After`` header asked to wait (429, 503) -- a caller that retries should wait that long first."""
 
-    def __init__(self, message: str, status: int | None = None) -> None:
+    def __init__(self, message: str, status: int | None = None, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.retry_after = retry_after
 
 
 class RemoteEngine:
@@ -104,7 +106,7 @@ class RemoteEngine:
         if time.monotonic() - checked < 2.0:
             return ok
         try:
-            status, _, body = self._request("GET", "/health", timeout=min(self.timeout, 2.0))
+            status, _, body, _ = self._request("GET", "/health", timeout=min(self.timeout, 2.0))
             ok = status == 200 and bool(json.loads(body).get("ready"))
         except (RemoteError, ValueError, AttributeError):
             ok = False
@@ -113,8 +115,8 @@ class RemoteEngine:
 
     def describe(self) -> dict[str, Any]:
         """The server's model and limits (``max_context``, ``max_canvas`` ...), plus ``remote``: the URL."""
-        status, ctype, body = self._request("GET", "/v1/info")
-        self._check(status, ctype, body)
+        status, ctype, body, retry_after = self._request("GET", "/v1/info")
+        self._check(status, ctype, body, retry_after)
         try:
             info = json.loads(body)
         except ValueError as e:
@@ -157,8 +159,8 @@ class RemoteEngine:
             request_id=secrets.token_hex(8),
         )
         body = msgpack.packb(request, use_bin_type=True)
-        status, ctype, reply = self._request("POST", "/v1/fim", body=body, content_type=MSGPACK)
-        self._check(status, ctype, reply)
+        status, ctype, reply, retry_after = self._request("POST", "/v1/fim", body=body, content_type=MSGPACK)
+        self._check(status, ctype, reply, retry_after)
         try:
             result = parse_native_reply(msgpack.unpackb(reply, raw=False))
         except Exception as e:  # msgpack's decode errors have no common base besides Exception
@@ -207,8 +209,8 @@ class RemoteEngine:
         body: bytes | None = None,
         content_type: str | None = None,
         timeout: float | None = None,
-    ) -> tuple[int, str, bytes]:
-        """(status, content type, body) of one exchange; transport failures become RemoteError."""
+    ) -> tuple[int, str, bytes, float | None]:
+        """(status, content type, body, Retry-After seconds) of one exchange; transport failures become RemoteError."""
         headers = {"Accept": f"{MSGPACK}, application/json"}
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
@@ -240,7 +242,8 @@ class RemoteEngine:
                 conn.close()
             else:
                 self._release(conn)
-            return response.status, response.getheader("Content-Type", "") or "", data
+            ctype = response.getheader("Content-Type", "") or ""
+            return response.status, ctype, data, _retry_after(response.getheader("Retry-After"))
         raise AssertionError("unreachable")
 
     def _transport_error(self, e: BaseException) -> BaseException:
@@ -258,11 +261,20 @@ class RemoteEngine:
             return RemoteError(f"cannot reach {self.url}: {e}")
         return e  # KeyboardInterrupt and friends go up unchanged
 
-    def _check(self, status: int, content_type: str, body: bytes) -> None:
+    def _check(self, status: int, content_type: str, body: bytes, retry_after: float | None = None) -> None:
         if status == 200:
             return
         hint = _HINTS.get(status, "server error" if status >= 500 else "request refused")
-        raise RemoteError(f"{self.url}: {hint} ({status}): {_server_message(content_type, body)}", status=status)
+        message = f"{self.url}: {hint} ({status}): {_server_message(content_type, body)}"
+        raise RemoteError(message, status=status, retry_after=retry_after)
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` header (the server sends delta-seconds; an HTTP date is ignored)."""
+    try:
+        return max(0.0, float(value)) if value else None
+    except ValueError:
+        return None
 
 
 def _server_message(content_type: str, body: bytes) -> str:

@@ -1,10 +1,12 @@
 """Routes of ``diffill serve``: authentication, limits, and the glue between HTTP requests and the scheduler.
 
-Every route is a small coroutine ``(request, connection, owner) -> Response``. The event loop never runs the
-model: tokenization goes to a worker thread (``asyncio.to_thread``) and sampling to the scheduler's model thread;
-while a request waits for its result the connection is watched, and a client that goes away has its request
-cancelled between two denoising steps. Errors become replies (msgpack on the native routes, JSON elsewhere),
-never exceptions that end the server.
+Every route is a small coroutine ``(request, connection, owner) -> Response``; ``route`` picks it and checks the
+token from the request head alone, before the server reads a body. The event loop never runs the model and never
+tokenizes: a request's size is checked on characters first (``Limits.admit``: a multi-megabyte prompt is refused
+in microseconds), tokenization goes to a worker thread (``asyncio.to_thread``) and sampling to the scheduler's
+model thread; while a request waits for its result the connection is watched, and a client that goes away has its
+request cancelled between two denoising steps. Errors become replies (msgpack on the native routes, JSON
+elsewhere), never exceptions that end the server; temporary refusals (429, 503) carry ``Retry-After``.
 """
 
 from __future__ import annotations
@@ -13,10 +15,9 @@ import asyncio
 import hashlib
 import hmac
 import logging
+import math
 import time
-from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,10 +25,12 @@ from engine.api import LocalEngine
 from engine.contract import CompletionRequest, CompletionResult
 from engine.runner import Prompt
 from engine.serve import compat
+from engine.serve.guard import TokenQuota
 from engine.serve.http import Connection, Request, Response
 from engine.serve.metrics import Metrics
 from engine.serve.protocol import (
     JSON,
+    MAX_STEPS,
     MSGPACK,
     MSGPACK_TYPES,
     PROTOCOL_VERSION,
@@ -62,10 +65,20 @@ class ServeConfig:
     max_context: int | None = None  # tokens a request may send (None: 4x the model's context, which trims)
     max_canvas: int | None = None  # None: the model's max_canvas
     max_candidates: int = 16
+    max_steps: int | None = None  # step budget per request, clamped; None: the canvas limit (>= 1 commit per step)
+    max_chars: int = 0  # prefix + suffix characters; 0: max_context x MAX_CHARS_PER_TOKEN (refused before tokenizing)
     max_concurrent_per_token: int = 16
+    rate_per_token: float = 0.0  # completion requests per second per token (token bucket); 0: unlimited
+    burst_per_token: int = 0  # the bucket's size; 0: max_concurrent_per_token
     cache_budget_mb: float = 512.0
     batching: bool = True
     max_batch: int = 16
+    bulk_tokens: int = 256  # requests with more canvas tokens (candidates x length) yield to smaller ones
+    max_queue: int = 256
+    max_connections: int = 0  # 0: what the open-file limit allows (guard.default_max_connections)
+    max_connections_per_ip: int = 256  # 0: no separate per-address cap
+    header_timeout: float = 10.0  # seconds to deliver a request head (from connecting, for a new connection)
+    drain_seconds: float = 10.0  # on SIGTERM/SIGINT: how long running requests may take to finish
 
 
 class ClientGone(Exception):
@@ -81,22 +94,28 @@ class App:
     def __init__(self, engine: LocalEngine, config: ServeConfig) -> None:
         runner = engine.runner
         self.engine, self.config = engine, config
+        max_canvas = min(config.max_canvas or runner.max_canvas, runner.max_canvas)
         self.limits = Limits(
             max_context=config.max_context or 4 * runner.max_context,
-            max_canvas=min(config.max_canvas or runner.max_canvas, runner.max_canvas),
+            max_canvas=max_canvas,
             max_candidates=config.max_candidates,
+            max_steps=min(config.max_steps or max_canvas, MAX_STEPS),
+            max_chars=config.max_chars,
         )
         self.metrics = Metrics()
         self.scheduler = Scheduler(
             engine,
             batching=config.batching,
             max_batch=config.max_batch,
+            bulk_tokens=config.bulk_tokens,
+            max_queue=config.max_queue,
             cache_budget_bytes=int(config.cache_budget_mb * 2**20),
             metrics=self.metrics,
         )
+        self.quota = TokenQuota(config.max_concurrent_per_token, config.rate_per_token, config.burst_per_token)
         self._tokens = [_token_digest(t) for t in config.tokens]
-        self._inflight: Counter[str] = Counter()
         self.connections = 0
+        self.draining = False  # set by the server on SIGTERM: /health answers 503 so balancers move on
         self.routes: dict[str, dict[str, Handler]] = {
             "/v1/fim": {"POST": self.fim},
             "/v1/cancel": {"POST": self.cancel},
@@ -108,26 +127,36 @@ class App:
             "/metrics": {"GET": self.prometheus},
         }
 
+    @property
+    def inflight(self) -> int:
+        """Completion requests being handled (from their size check to their reply)."""
+        return sum(self.quota.inflight.values())
+
     # ---------------------------------------------------------------- dispatch
 
-    async def handle(self, request: Request, conn: Connection) -> Response:
+    def route(self, request: Request) -> tuple[Handler, str]:
+        """The handler and the caller's identity, from the request head alone (ProtocolError: 404, 405, 401)."""
+        methods = self.routes.get(request.path)
+        if methods is None:
+            raise ProtocolError(404, f"no route {request.path}")
+        handler = methods.get(request.method)
+        if handler is None:
+            raise ProtocolError(405, f"{request.method} is not allowed on {request.path}; use {', '.join(methods)}")
+        owner = "" if request.path == "/health" else self.authorize(request)
+        return handler, owner
+
+    async def handle(self, request: Request, conn: Connection, route: tuple[Handler, str] | None = None) -> Response:
         t0 = time.perf_counter()
         endpoint = request.path if request.path in self.routes else "other"
         try:
-            methods = self.routes.get(request.path)
-            if methods is None:
-                raise ProtocolError(404, f"no route {request.path}")
-            handler = methods.get(request.method)
-            if handler is None:
-                raise ProtocolError(405, f"{request.method} is not allowed on {request.path}; use {', '.join(methods)}")
-            owner = "" if request.path == "/health" else self.authorize(request)
+            handler, owner = route or self.route(request)
             response = await handler(request, conn, owner)
         except ProtocolError as e:
-            response = self.error(request.path, e.status, e.message)
+            response = self.error(request.path, e.status, e.message, e.retry_after)
         except ClientGone:
             response = self.error(request.path, 499, "client closed the connection")
         except Cancelled as e:
-            response = self.error(request.path, e.status, str(e))
+            response = self.error(request.path, e.status, str(e), e.retry_after)
         except Exception as e:
             log.exception("request %s %s failed", request.method, request.path)
             response = self.error(request.path, 500, f"internal error: {type(e).__name__}: {e}")
@@ -135,9 +164,11 @@ class App:
         self.metrics.observe_request(endpoint, response.status, seconds)
         return response
 
-    def error(self, path: str, status: int, message: str) -> Response:
+    def error(self, path: str, status: int, message: str, retry_after: float | None = None) -> Response:
         body = error_body(status, message)
         headers = [("WWW-Authenticate", 'Bearer realm="diffill"')] if status == 401 else []
+        if retry_after is not None:
+            headers.append(("Retry-After", str(max(1, math.ceil(retry_after)))))  # whole seconds (RFC 9110 10.2.3)
         if path in NATIVE_ROUTES:
             return Response(status, pack(body), MSGPACK, headers)
         return Response(status, dump_json(body), JSON, headers)
@@ -158,17 +189,6 @@ class App:
 
     # ---------------------------------------------------------------- completion plumbing
 
-    @contextmanager
-    def _slot(self, owner: str) -> Iterator[None]:
-        limit = self.config.max_concurrent_per_token
-        if self._inflight[owner] >= limit:
-            raise ProtocolError(429, f"too many concurrent requests for this token (limit {limit})")
-        self._inflight[owner] += 1
-        try:
-            yield
-        finally:
-            self._inflight[owner] -= 1
-
     def prepare(self, request: CompletionRequest) -> Prompt:
         """Tokenize and lay out the prompt through the model's runner (exactly as LocalEngine does), then check the
         server's size limit on what the client sent."""
@@ -182,7 +202,8 @@ class App:
         return prompt
 
     async def complete(self, request: CompletionRequest, conn: Connection, owner: str) -> CompletionResult:
-        with self._slot(owner):
+        request = self.limits.admit(request)  # lengths only: nothing big is ever tokenized
+        with self.quota.slot(owner):
             prompt = await asyncio.to_thread(self.prepare, request)
             job = self.scheduler.submit(prompt, owner)
             return await self._wait(job, conn)
@@ -237,6 +258,9 @@ class App:
         return decode_json(request.body)
 
     async def health(self, request: Request, conn: Connection, owner: str) -> Response:
+        if self.draining:
+            body = {"status": "draining", "ready": False, "model": self.engine.name}
+            return Response(503, dump_json(body), headers=[("Retry-After", "1")])
         return Response(200, dump_json({"status": "ok", "ready": True, "model": self.engine.name}))
 
     def description(self) -> dict[str, Any]:
@@ -246,7 +270,9 @@ class App:
             "protocol": PROTOCOL_VERSION,
             "batching": self.scheduler.max_batch > 1,
             "max_candidates": self.limits.max_candidates,
+            "max_steps": self.limits.max_steps,
             "max_request_context": self.limits.max_context,
+            "max_request_chars": self.limits.char_limit,
             "max_body_bytes": self.config.max_body_bytes,
         }
 
@@ -262,7 +288,7 @@ class App:
         gauges = {
             "diffill_queue_depth": ("Requests waiting to join the batch.", sched.queue_depth),
             "diffill_active_requests": ("Requests in the running batch.", sched.active),
-            "diffill_inflight_requests": ("Completion requests being handled.", sum(self._inflight.values())),
+            "diffill_inflight_requests": ("Completion requests being handled.", self.inflight),
             "diffill_cache_bytes": ("Bytes held by context caches.", sched.sessions.nbytes),
             "diffill_cache_sessions": ("Sessions with a context cache.", sched.sessions.count),
             "diffill_open_connections": ("Open client connections.", self.connections),

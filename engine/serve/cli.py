@@ -1,12 +1,15 @@
 """``diffill serve``: load a checkpoint and serve it over HTTP (see docs/serving.md).
 
     diffill serve [--model DIR] [--preset fast|reference] [--host 127.0.0.1] [--port 8711] [--token-file F | --token T]
-                  [--tls-cert PEM --tls-key PEM] [--max-body-bytes N] [--max-context N] [--max-canvas N]
-                  [--max-candidates N] [--max-concurrent-per-token N] [--cache-budget-mb MB] [--max-batch N]
-                  [--no-batching] [--device auto] [--log-level INFO]
+                  [--tls-cert PEM --tls-key PEM] [--max-body-bytes N] [--max-context N] [--max-chars N]
+                  [--max-canvas N] [--max-candidates N] [--max-steps N] [--max-concurrent-per-token N]
+                  [--rate-per-token R] [--burst-per-token N] [--cache-budget-mb MB] [--max-batch N]
+                  [--bulk-tokens N] [--max-queue N] [--max-connections N] [--max-connections-per-ip N]
+                  [--header-timeout S] [--drain-seconds S] [--no-batching] [--device auto] [--log-level INFO]
 
-The configuration is checked before the model loads, so a refused start (a public address without a token,
-half-configured TLS) costs nothing. Logs go to stderr; the process exits on SIGINT/SIGTERM.
+The configuration is checked and the port bound before the model loads, so a refused start (a public address
+without a token, half-configured TLS, a busy port) costs nothing. The soft open-file limit is raised to the hard
+one first. Logs go to stderr; on SIGINT/SIGTERM the server drains (docs/serving.md) and exits 0.
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ from pathlib import Path
 from engine.cli import add_preset_argument
 from engine.errors import DiffillError
 from engine.serve.app import ServeConfig
-from engine.serve.server import ServeConfigError, check_config, is_loopback, serve_forever
+from engine.serve.guard import raise_fd_limit
+from engine.serve.server import ServeConfigError, bind, check_config, is_loopback, serve_forever
 
 TOKEN_ENV = "DIFFILL_SERVE_TOKEN"
 
@@ -41,11 +45,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tls-key", help="PEM private key")
     p.add_argument("--max-body-bytes", type=int, default=ServeConfig.max_body_bytes)
     p.add_argument("--max-context", type=int, help="most context tokens a request may send (default 4x the model's)")
+    p.add_argument("--max-chars", type=int, default=0, help="most prefix+suffix characters (default 32 per token)")
     p.add_argument("--max-canvas", type=int, help="longest canvas a request may ask for (default: the model's)")
     p.add_argument("--max-candidates", type=int, default=ServeConfig.max_candidates)
+    p.add_argument("--max-steps", type=int, help="step budget per request, clamped (default: the canvas limit)")
     p.add_argument("--max-concurrent-per-token", type=int, default=ServeConfig.max_concurrent_per_token)
+    p.add_argument("--rate-per-token", type=float, default=0.0, help="requests/s per token (default: unlimited)")
+    p.add_argument("--burst-per-token", type=int, default=0, help="rate bucket size (default: the concurrency)")
     p.add_argument("--cache-budget-mb", type=float, default=ServeConfig.cache_budget_mb, help="session KV caches")
     p.add_argument("--max-batch", type=int, default=ServeConfig.max_batch, help="requests sharing one step")
+    p.add_argument(
+        "--bulk-tokens",
+        type=int,
+        default=ServeConfig.bulk_tokens,
+        help="requests with more canvas tokens (candidates x length) yield to smaller ones",
+    )
+    p.add_argument("--max-queue", type=int, default=ServeConfig.max_queue, help="requests waiting for the model")
+    p.add_argument("--max-connections", type=int, default=0, help="open connections (default: from ulimit -n)")
+    p.add_argument("--max-connections-per-ip", type=int, default=ServeConfig.max_connections_per_ip)
+    p.add_argument("--header-timeout", type=float, default=ServeConfig.header_timeout, help="seconds")
+    p.add_argument("--drain-seconds", type=float, default=ServeConfig.drain_seconds, help="on SIGTERM")
     p.add_argument("--no-batching", action="store_true", help="one request at a time (for comparison)")
     p.add_argument("--log-level", default="INFO")
     return p
@@ -76,12 +95,22 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
         tls_key=args.tls_key,
         max_body_bytes=args.max_body_bytes,
         max_context=args.max_context,
+        max_chars=args.max_chars,
         max_canvas=args.max_canvas,
         max_candidates=args.max_candidates,
+        max_steps=args.max_steps,
         max_concurrent_per_token=args.max_concurrent_per_token,
+        rate_per_token=args.rate_per_token,
+        burst_per_token=args.burst_per_token,
         cache_budget_mb=args.cache_budget_mb,
         batching=not args.no_batching,
         max_batch=args.max_batch,
+        bulk_tokens=args.bulk_tokens,
+        max_queue=args.max_queue,
+        max_connections=args.max_connections,
+        max_connections_per_ip=args.max_connections_per_ip,
+        header_timeout=args.header_timeout,
+        drain_seconds=args.drain_seconds,
     )
 
 
@@ -93,12 +122,14 @@ def main(argv: list[str] | None = None) -> int:
         check_config(config)
         if not is_loopback(config.host) and not config.tls_cert:
             logging.warning("serving with a token but without TLS: the token crosses the network in clear text")
+        logging.info("open-file limit %d", raise_fd_limit())
+        sock = bind(config.host, config.port)  # a busy port fails here, before seconds of model loading
         from engine.api import load_engine
 
         t0 = time.perf_counter()
         engine = load_engine(args.model, device=args.device, preset=args.preset)
         logging.info("loaded %s in %.2fs", engine.describe(), time.perf_counter() - t0)
-        asyncio.run(serve_forever(engine, config))
+        asyncio.run(serve_forever(engine, config, sock))
     except DiffillError as e:
         print(f"diffill serve: error: {e}", file=sys.stderr)
         return 2

@@ -8,7 +8,10 @@ are read one after another, never in parallel; no HTTP/2, no compression.
 
 ``Connection`` keeps its own read buffer so that, while a request is being computed, the server can watch the
 socket for the client going away (EOF) without losing bytes of a next request the client may already have sent.
-Every read has a deadline, so a slow or silent client only ever holds its own connection.
+Every read has a deadline, so a slow or silent client only ever holds its own connection, and only briefly before
+its first request: a new connection must deliver a request head within ``header_timeout`` of connecting. The head
+and the body are read in two calls (``read_head``, ``read_body``) so that the server can refuse a request (route,
+token) before accepting any of its body.
 """
 
 from __future__ import annotations
@@ -26,11 +29,12 @@ MAX_HEADERS = 100
 class HttpError(Exception):
     """A request that cannot be parsed or accepted; answered with `status` and the connection closed."""
 
-    def __init__(self, status: int, message: str, path: str = "") -> None:
+    def __init__(self, status: int, message: str, path: str = "", retry_after: float | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.path = path  # the request's path when the head was read, for the error's format and metrics
+        self.retry_after = retry_after
 
 
 @dataclass
@@ -67,9 +71,11 @@ class Response:
 @dataclass(frozen=True)
 class HttpLimits:
     max_body_bytes: int = 4 * 2**20
-    header_timeout: float = 30.0  # to read a request's head once its first byte arrived
-    idle_timeout: float = 120.0  # keep-alive: how long an idle connection stays open
-    body_timeout: float = 60.0
+    # To read a request's head: from connecting for the first request (a silent socket holds its slot no longer),
+    # from its first byte on a kept-alive connection. A real client sends its head in one packet.
+    header_timeout: float = 10.0
+    idle_timeout: float = 120.0  # keep-alive: how long a connection that was served may idle
+    body_timeout: float = 30.0  # to read a body once its head was accepted (route and token checked)
     write_timeout: float = 60.0
 
 
@@ -78,11 +84,27 @@ class Connection:
         self.reader, self.writer, self.limits = reader, writer, limits
         self.buf = bytearray()
         self.eof = False
+        self.requests = 0  # heads read so far
+        self.opened = asyncio.get_running_loop().time()
 
     @property
     def peer(self) -> str:
         peer = self.writer.get_extra_info("peername")
         return f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+
+    @property
+    def ip(self) -> str:
+        peer = self.writer.get_extra_info("peername")
+        return str(peer[0]) if isinstance(peer, tuple) else str(peer)
+
+    def abort(self) -> None:
+        """Close without waiting (to free the slot of a connection waiting for a request): at once when nothing is
+        left to write, else once the last reply is flushed."""
+        transport = self.writer.transport
+        if transport.get_write_buffer_size():
+            transport.close()
+        else:
+            transport.abort()
 
     async def _fill(self) -> None:
         data = await self.reader.read(65536)
@@ -90,7 +112,7 @@ class Connection:
             self.eof = True
         self.buf += data
 
-    async def _read_until(self, marker: bytes, limit: int, timeout: float) -> bytes | None:
+    async def _read_until(self, marker: bytes, limit: int, timeout: float | None) -> bytes | None:
         """Bytes up to and including `marker`; None on EOF before any byte; HttpError past `limit`."""
         async with asyncio.timeout(timeout):
             while (end := self.buf.find(marker)) < 0:
@@ -117,27 +139,39 @@ class Connection:
         del self.buf[:n]
         return out
 
-    async def read_request(self) -> Request | None:
-        """The next request; None when the client closed (or idled out) cleanly between requests."""
+    async def read_head(self) -> Request | None:
+        """The next request's head (no body yet); None when the client closed, idled out between requests, or
+        never sent a byte of its first request in time."""
+        loop = asyncio.get_running_loop()
+        if self.requests:
+            try:
+                async with asyncio.timeout(self.limits.idle_timeout):
+                    while not self.buf and not self.eof:
+                        await self._fill()
+            except TimeoutError:
+                return None
+            deadline = loop.time() + self.limits.header_timeout
+        else:
+            deadline = self.opened + self.limits.header_timeout
         try:
-            async with asyncio.timeout(self.limits.idle_timeout):
-                while not self.buf and not self.eof:
-                    await self._fill()
+            async with asyncio.timeout_at(deadline):
+                head = await self._read_until(b"\r\n\r\n", MAX_HEADER_BYTES, None)
         except TimeoutError:
-            return None
-        try:
-            head = await self._read_until(b"\r\n\r\n", MAX_HEADER_BYTES, self.limits.header_timeout)
-        except TimeoutError:
+            if not self.buf:
+                return None  # a silent socket: nobody to answer
             raise HttpError(408, "timed out reading the request head") from None
         if head is None:
             return None
-        request = parse_head(head)
+        self.requests += 1
+        return parse_head(head)
+
+    async def read_body(self, request: Request) -> None:
+        """Read `request`'s body into ``request.body`` (within the body limit and timeout)."""
         try:
             request.body = await self._read_body(request)
         except HttpError as e:
             e.path = request.path
             raise
-        return request
 
     async def _read_body(self, request: Request) -> bytes:
         headers, limit = request.headers, self.limits.max_body_bytes
@@ -194,8 +228,9 @@ class Connection:
     async def discard_input(self, seconds: float) -> None:
         """Half-close, then drop what the client still sends until it closes or `seconds` pass (lingering
         close: closing with unread input would reset the connection and could destroy the reply in flight)."""
-        if self.writer.can_write_eof():
-            self.writer.write_eof()
+        with contextlib.suppress(OSError):  # ENOTCONN: the client already shut the connection down
+            if self.writer.can_write_eof():
+                self.writer.write_eof()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(seconds):
                 while not self.eof:

@@ -12,10 +12,12 @@ import threading
 from collections import Counter, deque
 from dataclasses import dataclass, field
 
-# Seconds: a tiny-model step on CPU is ~1 ms, a 20M-model step with a full batch tens of ms, a request 10 ms to 2 s.
-STEP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
-REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# Seconds: a tiny-model step on CPU is ~1 ms, a 20M-model step with a full batch tens of ms, a request 10 ms to 2 s
+# when the box keeps up -- and up to a minute when it does not (a saturated CPU box), which must not all land in +Inf.
+STEP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
+TOKEN_BUCKETS = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 RECENT = 1024  # steps kept for the p50/p95 summary
 
 
@@ -61,25 +63,36 @@ class Metrics:
         self.steps_total = 0
         self.prefill_tokens_total = 0
         self.cancelled_total = 0
+        self.superseded_total = 0
+        self.connections_evicted_total = 0
+        self.connections_refused_total = 0
         self.step_seconds = Histogram(STEP_BUCKETS)
         self.batch_size = Histogram(BATCH_BUCKETS)
+        self.step_tokens = Histogram(TOKEN_BUCKETS)
         self.request_seconds = Histogram(REQUEST_BUCKETS)
         self._recent_steps: deque[float] = deque(maxlen=RECENT)
 
-    def observe_step(self, seconds: float, batch: int) -> None:
+    def observe_step(self, seconds: float, batch: int, tokens: int = 0) -> None:
         with self._lock:
             self.steps_total += 1
             self.step_seconds.observe(seconds)
             self.batch_size.observe(batch)
+            self.step_tokens.observe(tokens)
             self._recent_steps.append(seconds)
 
     def observe_prefill(self, tokens: int) -> None:
         with self._lock:
             self.prefill_tokens_total += tokens
 
-    def observe_cancel(self) -> None:
+    def observe_cancel(self, superseded: bool = False) -> None:
         with self._lock:
             self.cancelled_total += 1
+            self.superseded_total += superseded
+
+    def observe_connection(self, evicted: int = 0, refused: int = 0) -> None:
+        with self._lock:
+            self.connections_evicted_total += evicted
+            self.connections_refused_total += refused
 
     def observe_request(self, endpoint: str, status: int, seconds: float | None = None) -> None:
         with self._lock:
@@ -102,6 +115,21 @@ class Metrics:
             lines += _counter("diffill_steps_total", "Denoising steps run (one packed forward each).", self.steps_total)
             lines += _counter("diffill_prefill_tokens_total", "Context tokens prefilled.", self.prefill_tokens_total)
             lines += _counter("diffill_cancelled_total", "Requests cancelled before finishing.", self.cancelled_total)
+            lines += _counter(
+                "diffill_superseded_total",
+                "Queued requests replaced by a newer one of their session.",
+                self.superseded_total,
+            )
+            lines += _counter(
+                "diffill_connections_evicted_total",
+                "Connections waiting for a request that were closed to make room for new ones.",
+                self.connections_evicted_total,
+            )
+            lines += _counter(
+                "diffill_connections_refused_total",
+                "Connections refused (503) because every slot was busy with a request.",
+                self.connections_refused_total,
+            )
             lines += _header("diffill_requests_total", "HTTP requests by endpoint and status.", "counter")
             for (endpoint, code), n in sorted(self.requests.items()):
                 lines.append(f'diffill_requests_total{{endpoint="{endpoint}",code="{code}"}} {n}')
@@ -113,6 +141,7 @@ class Metrics:
             lines += [f'diffill_request_errors_total{{code="{code}"}} {n}' for code, n in sorted(errors.items())]
             lines += self.step_seconds.render("diffill_step_seconds", "Time of one denoising step.")
             lines += self.batch_size.render("diffill_step_batch_requests", "Requests sharing one step.")
+            lines += self.step_tokens.render("diffill_step_tokens", "Canvas tokens (candidates x length) in one step.")
             lines += self.request_seconds.render("diffill_request_seconds", "Latency of successful requests.")
         lines += _header("diffill_step_seconds_recent", "p50/p95 of the last 1024 denoising steps.", "gauge")
         lines += [

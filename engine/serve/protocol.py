@@ -16,7 +16,7 @@ import json
 import math
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import msgpack
@@ -38,24 +38,51 @@ JSON = "application/json"
 MAX_STEPS = 1024  # steps beyond the canvas length do nothing (at least one position commits per step)
 MAX_CANVAS_ASKED = 2**20  # a canvas is an upper bound, clamped to the server's limit; this only bounds the number
 MAX_SEED = 2**63 - 1
+# Characters per token no tokenizer reaches on average (BPE tokens of code average 3-4 characters; even runs of
+# indentation merge into tokens of a few dozen at most): a text longer than `max_context` x this many characters
+# is over the token limit for sure, so it is refused before any tokenizing.
+MAX_CHARS_PER_TOKEN = 32
 
 
 class ProtocolError(DiffillError):
-    """A request the server refuses; `status` is the HTTP status it is answered with."""
+    """A request the server refuses; `status` is the HTTP status it is answered with, `retry_after` (seconds)
+    goes out as a ``Retry-After`` header when the refusal is temporary (429, 503)."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.retry_after = retry_after
 
 
 @dataclass(frozen=True)
 class Limits:
-    """What one request may ask for; `max_context` counts tokens before the model's own trimming."""
+    """What one request may ask for; `max_context` counts tokens before the model's own trimming. A canvas or a
+    step budget over the limit is clamped (both are upper bounds); a text over `max_chars` is refused."""
 
     max_context: int
     max_canvas: int
     max_candidates: int = 16
+    max_steps: int = MAX_STEPS
+    max_chars: int = 0  # prefix + suffix characters; 0: max_context x MAX_CHARS_PER_TOKEN
+
+    @property
+    def char_limit(self) -> int:
+        return self.max_chars or self.max_context * MAX_CHARS_PER_TOKEN
+
+    def admit(self, request: CompletionRequest) -> CompletionRequest:
+        """The server's checks on a parsed request before any tokenizing (cheap: lengths only), on every route:
+        refuse a text no token limit could accept, clamp the step budget."""
+        chars = len(request.prefix) + len(request.suffix)
+        if chars > self.char_limit:
+            raise ProtocolError(
+                422,
+                f"prefix + suffix of {chars} characters exceeds the server's limit of {self.char_limit} characters "
+                f"(--max-context {self.max_context} tokens); send a smaller window around the cursor",
+            )
+        if request.options.steps > self.max_steps:
+            request = replace(request, options=replace(request.options, steps=self.max_steps))
+        return request
 
 
 # ---------------------------------------------------------------- decoding helpers

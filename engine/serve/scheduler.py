@@ -2,19 +2,31 @@
 
 Each loop iteration of the worker (Orca-style iteration-level scheduling, Yu et al. 2022):
 
-1. admit waiting requests that fit (batch size, canvas tokens per step, one request per session at a time):
+1. admit waiting requests that fit (batch size, canvas tokens per step, one request per session at a time, about
+   ``PREFILL_TOKENS_PER_ROUND`` context tokens a round, so that a burst of new requests cannot starve running ones):
    prefill each one through its runner (``engine.runner``: ``Runner.start`` reuses the session's context cache
    where the family keeps one) and take its ``DenoiseState``;
-2. drop requests that were cancelled (a cancel message, or the client went away);
-3. run ONE ``Runner.forward`` over every running request's state (packed into one batch where the family can),
-   then each state's own commit rule (``state.step``);
+2. drop requests that were cancelled (a cancel message, the client went away, or a newer request of the same
+   session superseded a queued one);
+3. pick who steps this round (``pick_round``: bulk requests yield to interactive ones, see below), run ONE
+   ``Runner.forward`` over their states (packed into one batch where the family can), then each state's own
+   commit rule (``state.step``);
 4. finish requests that are done (one host sync for all of them).
+
+Fair rounds. A step costs roughly a fixed overhead plus a share per canvas token (candidates x canvas length), so a
+request of 16 x 64 tokens batched with one of 2 x 16 would make every step of the small one ~20x dearer. A request
+with more canvas tokens than ``bulk_tokens`` is *bulk*: while interactive (smaller) requests run, it sits rounds
+out and steps only once the interactive requests have stepped at least as many tokens as it costs (deficit round
+robin with the interactive rounds as the quantum). Bulk work thus takes at most half of the machine while
+interactive requests run, which bounds their slowdown at 2x (less when a step's overhead dominates), and all of
+it otherwise; requests are never starved. Skipping rounds changes nothing in a request's result: each state
+steps only on its own logits with its own generator.
 
 The states, commit rules and forward are exactly those ``LocalEngine`` drives one request at a time, so a
 request's completions equal ``LocalEngine.complete`` with the same seed, for every family. The packed forward
 equals the per-request one to float rounding (tested at 1e-5 in ``tests/engine``); on CPU it is bit-identical
 whenever each request has at least ~12 canvas rows (candidates x canvas length), see docs/serving.md.
-The scheduler itself owns only queueing, batching and cancellation.
+The scheduler itself owns only queueing, batching, fairness and cancellation.
 """
 
 from __future__ import annotations
@@ -41,12 +53,21 @@ from engine.sessions import SessionStore
 log = logging.getLogger(__name__)
 
 
+PREFILL_TOKENS_PER_ROUND = 2048  # context tokens new requests may prefill between two steps (at least one request)
+RETRY_AFTER_SECONDS = 1.0  # what a 503 from a full queue or a stopping server tells clients to wait
+
+
 class Cancelled(Exception):
     """The request was cancelled (by its client, or because the server is stopping) before it finished."""
 
-    def __init__(self, message: str, status: int = 499) -> None:
+    def __init__(self, message: str, status: int = 499, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.status = status  # 499: the client cancelled (nginx's code); 503: the server is stopping
+        self.retry_after = retry_after
+
+
+def stopping() -> Cancelled:
+    return Cancelled("the server is stopping; retry on another replica or later", 503, RETRY_AFTER_SECONDS)
 
 
 @dataclass(eq=False)
@@ -83,6 +104,29 @@ class Running:
     admitted: float
     prefilled: float
     batch_max: int = 1
+    credit: int = 0  # bulk requests: interactive tokens stepped since this one last stepped
+
+
+def pick_round(running: list[Running], bulk_tokens: int) -> list[Running]:
+    """Who steps this round: every interactive request (at most `bulk_tokens` canvas tokens); a bulk request when
+    no interactive one runs, or when the interactive ones stepped at least its own tokens since its last step.
+    Updates the bulk requests' credit. Order is kept (the packed forward's order does not change results)."""
+    interactive = [r for r in running if r.job.rows <= bulk_tokens]
+    if not interactive:
+        for r in running:
+            r.credit = 0
+        return list(running)
+    quantum = sum(r.job.rows for r in interactive)
+    chosen = []
+    for r in running:
+        if r.job.rows <= bulk_tokens:
+            chosen.append(r)
+        elif r.credit >= r.job.rows:
+            r.credit = 0
+            chosen.append(r)
+        else:
+            r.credit += quantum
+    return chosen
 
 
 class Scheduler:
@@ -93,6 +137,7 @@ class Scheduler:
         batching: bool = True,
         max_batch: int = 16,
         max_batch_rows: int = 4096,
+        bulk_tokens: int = 256,
         max_queue: int = 256,
         cache_budget_bytes: int = 512 * 2**20,
         metrics: Metrics | None = None,
@@ -101,6 +146,7 @@ class Scheduler:
         self.name = engine.name
         self.max_batch = max_batch if batching else 1
         self.max_batch_rows = max_batch_rows
+        self.bulk_tokens = bulk_tokens
         self.max_queue = max_queue
         self.metrics = metrics or Metrics()
         self.sessions = SessionStore(self.runner.new_cache, cache_budget_bytes)  # the worker thread's own
@@ -127,7 +173,7 @@ class Scheduler:
         self._thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Stop the worker after its current step; waiting and running requests fail with ``Cancelled``."""
+        """Stop the worker after its current step; waiting and running requests fail with ``Cancelled`` (503)."""
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
@@ -136,22 +182,34 @@ class Scheduler:
         with self._cond:
             pending, self._pending = list(self._pending), deque()
         for job in pending:
-            self._resolve(job, None, Cancelled("the server is stopping", status=503))
+            self._resolve(job, None, stopping())
 
     def submit(self, prompt: Prompt, owner: str = "") -> Job:
+        """Queue a request. A queued request of the same owner and session is superseded (answered 499): its
+        editor has moved on, and the newer request extends the same context cache."""
         job = Job(prompt=prompt, owner=owner)
         request = prompt.request
         key = (owner, request.request_id)
         with self._cond:
             if self._stopping:
-                raise ProtocolError(503, "the server is stopping")
-            if len(self._pending) >= self.max_queue:
-                raise ProtocolError(503, f"the queue is full ({self.max_queue} requests waiting); retry later")
+                raise ProtocolError(503, "the server is stopping", retry_after=RETRY_AFTER_SECONDS)
             if key in self._jobs:
                 raise ProtocolError(409, f"request id {request.request_id!r} is already in flight")
+            stale = [j for j in self._pending if _same_session(j, job)]
+            for old in stale:
+                self._pending.remove(old)
+            if len(self._pending) >= self.max_queue:
+                self._pending.extend(stale)
+                raise ProtocolError(
+                    503, f"the queue is full ({self.max_queue} requests waiting)", retry_after=RETRY_AFTER_SECONDS
+                )
             self._jobs[key] = job
             self._pending.append(job)
             self._cond.notify_all()
+        for old in stale:
+            self.metrics.observe_cancel(superseded=True)
+            message = f"request {old.request.request_id} was superseded by {request.request_id} of its session"
+            self._resolve(old, None, Cancelled(message))
         return job
 
     def cancel(self, job: Job) -> None:
@@ -206,7 +264,7 @@ class Scheduler:
         while self._wait_for_work():
             self.iterate()
         for state in self._running:
-            self._finish_error(state, Cancelled("the server is stopping", status=503))
+            self._finish_error(state, stopping())
         self._running = []
 
     def _wait_for_work(self) -> bool:
@@ -234,6 +292,7 @@ class Scheduler:
         for it without blocking the jobs behind it. Caller holds the lock."""
         taken: list[Job] = []
         count, rows = len(self._running), sum(r.job.rows for r in self._running)
+        prefill = 0  # context tokens of the jobs taken (an upper bound: a warm session computes only its new ones)
         busy = set()
         for job in list(self._pending):
             sid = job.request.session_id
@@ -246,9 +305,11 @@ class Scheduler:
                 continue
             if count >= self.max_batch or (count and rows + job.rows > self.max_batch_rows):
                 break
+            if taken and prefill + len(job.prompt.tokens) > PREFILL_TOKENS_PER_ROUND:
+                break  # the rest join after the next step: a burst of new requests cannot starve the running ones
             self._pending.remove(job)
             taken.append(job)
-            count, rows = count + 1, rows + job.rows
+            count, rows, prefill = count + 1, rows + job.rows, prefill + len(job.prompt.tokens)
             if sid is not None:
                 busy.add(sid)
         return taken
@@ -285,18 +346,18 @@ class Scheduler:
                 self._finish_error(state, e)
 
     def _step(self) -> None:
-        """One packed forward for every running request, then each request's own commit rule."""
+        """One packed forward for this round's requests (``pick_round``), then each request's own commit rule."""
         t0 = time.perf_counter()
-        running = self._running
-        logits = self.runner.forward([r.state for r in running])
-        for r, step_logits in zip(running, logits, strict=True):
+        stepping = pick_round(self._running, self.bulk_tokens)
+        logits = self.runner.forward([r.state for r in stepping])
+        for r, step_logits in zip(stepping, logits, strict=True):
             r.state.step(step_logits)
-            r.batch_max = max(r.batch_max, len(running))
-        open_flags = torch.stack([r.state.open_flag() for r in running]).tolist()  # the one host sync per step
-        self.metrics.observe_step(time.perf_counter() - t0, len(running))
-        for r, is_open in zip(list(running), open_flags, strict=True):
+            r.batch_max = max(r.batch_max, len(stepping))
+        open_flags = torch.stack([r.state.open_flag() for r in stepping]).tolist()  # the one host sync per step
+        self.metrics.observe_step(time.perf_counter() - t0, len(stepping), sum(r.job.rows for r in stepping))
+        for r, is_open in zip(stepping, open_flags, strict=True):
             if r.state.advance(is_open):
-                running.remove(r)
+                self._running.remove(r)
                 self._finish(r)
 
     def _finish(self, r: Running) -> None:
@@ -328,3 +389,8 @@ class Scheduler:
             r.ctx.cache.nbytes for r in self._running if r.ctx is not None and r.job.request.session_id is None
         )
         self.sessions.account(anonymous)
+
+
+def _same_session(old: Job, new: Job) -> bool:
+    sid = new.request.session_id
+    return sid is not None and old.owner == new.owner and old.request.session_id == sid

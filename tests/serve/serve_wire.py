@@ -1,13 +1,20 @@
-"""A raw HTTP client for the serving tests: shows exactly what went over the wire (status, headers, body)."""
+"""A raw HTTP client for the serving tests: shows exactly what went over the wire (status, headers, body); and
+`diffill serve` run as a real process."""
 
 from __future__ import annotations
 
 import http.client
 import json
+import re
+import signal
 import socket
-from collections.abc import Iterator
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -89,3 +96,62 @@ def read_reply(sock: socket.socket) -> Reply:
 
 def fim_body(**fields: Any) -> dict[str, Any]:
     return {"prefix": PREFIX, "suffix": SUFFIX, "language": "python", "canvas_length": 16, **fields}
+
+
+@dataclass
+class ServeProcess:
+    """`diffill serve` as a subprocess on an ephemeral loopback port; `stderr` collects its log as it runs."""
+
+    proc: subprocess.Popen[str]
+    url: str
+    lines: list[str]
+
+    @property
+    def stderr(self) -> str:
+        return "".join(self.lines)
+
+    def stop(self, timeout: float = 60.0) -> int:
+        """SIGTERM, then wait for the exit status (killed if it does not come)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=timeout)
+        finally:
+            self.kill()
+
+    @property
+    def stdout(self) -> str:
+        """What the process wrote on stdout (read once it exited)."""
+        assert self.proc.poll() is not None and self.proc.stdout is not None
+        return self.proc.stdout.read()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@contextmanager
+def serve_process(model: Path, *args: str, preexec_fn: Callable[[], None] | None = None) -> Iterator[ServeProcess]:
+    """Start ``python -m engine.cli serve --model MODEL --port 0 ARGS`` and wait until it listens."""
+    cmd = [sys.executable, "-m", "engine.cli", "serve", "--model", str(model), "--port", "0", *args]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=preexec_fn)
+    assert proc.stderr is not None
+    lines: list[str] = []
+    url = None
+    for line in proc.stderr:  # the process announces its address on stderr once it listens
+        lines.append(line)
+        if match := re.search(r"listening on (http://127\.0\.0\.1:\d+)", line):
+            url = match.group(1)
+            break
+    if url is None:
+        proc.wait(timeout=30)
+        raise AssertionError(f"the server never said where it listens:\n{''.join(lines)}")
+    reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)  # type: ignore[arg-type]
+    reader.start()
+    running = ServeProcess(proc, url, lines)
+    try:
+        yield running
+    finally:
+        running.kill()
+        reader.join(timeout=10)

@@ -118,6 +118,7 @@ def test_same_session_requests_run_in_turn_and_reuse_the_cache(serve_engine, ref
     scheduler = Scheduler(serve_engine)
     typed = {**REQUEST_A, "id": "typed", "prefix": PREFIX + "a +"}  # the user typed: same document, longer prefix
     first = scheduler.submit(_request(serve_engine, REQUEST_A, session="doc"))
+    scheduler.iterate()  # running (a queued one would be superseded by the next request of its session)
     second = scheduler.submit(_request(serve_engine, typed, session="doc"))
     scheduler.iterate()
     assert (scheduler.active, scheduler.queue_depth) == (1, 1)  # one request per session cache at a time

@@ -128,11 +128,11 @@ def test_client_disconnecting_mid_request_does_not_disturb_others(make_server, s
     in_step, proceed = threading.Event(), threading.Event()
     original = model.denoise_packed
 
-    def gated(canvases, caches):  # hold the first packed step until the leaving client is gone
+    def gated(*args, **kwargs):  # hold the first packed step until the leaving client is gone
         if not proceed.is_set():
             in_step.set()
             proceed.wait(timeout=30)
-        return original(canvases, caches)
+        return original(*args, **kwargs)
 
     other = fim_body(id="stays", canvas_length=16, num_candidates=2, seed=5, temperature=1.0)
     alone = call(server.url, "POST", "/v1/fim", other).data["completions"]
