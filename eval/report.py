@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from eval.plotting import pyplot
 from eval.showing import plot_curves
 from eval.suites.files import DataError
 
@@ -117,15 +117,11 @@ def _sortable(value: float) -> float:
 
 def plot(rows: Sequence[Row], path: Path) -> bool:
     """Quality against p50 latency; False (with a note on stderr) when matplotlib is not installed."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        import matplotlib.ticker
-    except ImportError:
-        print("matplotlib is not installed: no plot (pip install matplotlib)", file=sys.stderr)
+    plt = pyplot("plot")
+    if plt is None:
         return False
+    import matplotlib.ticker
+
     from eval.speed import minor_label
 
     fig, ax = plt.subplots(figsize=(7.5, 4.8))

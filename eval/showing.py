@@ -17,13 +17,13 @@ coefficients:
 from __future__ import annotations
 
 import math
-import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from eval.editor import FimTask
 from eval.metrics import edit_similarity, exact_match, first_line, mean
+from eval.plotting import pyplot
 from fim.confidence import Context, Signals, confidence, degenerate
 
 SIMILAR = 0.8  # first-line edit similarity that counts as right
@@ -167,13 +167,8 @@ def show_summary(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 def plot_curves(curves: Sequence[tuple[str, list[dict[str, Any]], Mapping[str, Any] | None]], path: Path) -> bool:
     """Precision (right) against show rate, one line per run, a cross where the run stood before
     show-or-stay-silent; False without matplotlib."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is not installed: no plot (pip install matplotlib)", file=sys.stderr)
+    plt = pyplot("plot")
+    if plt is None:
         return False
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for i, (name, points, before) in enumerate(curves):

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from eval.editor import GenConfig
 from eval.humaneval import ExecCache, Problem, evaluate
+from eval.plotting import pyplot
 
 if TYPE_CHECKING:
     from engine.contract import CompletionEngine
@@ -157,15 +158,11 @@ def minor_label(value: float, _: int) -> str:
 
 def plot(points: Sequence[Point], path: Path, title: str) -> bool:
     """pass@1 against p50 latency: a line per threshold (labelled by steps), a star for the AR twin."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        import matplotlib.ticker
-    except ImportError:
-        print("matplotlib is not installed: no speed.png (pip install matplotlib)", file=sys.stderr)
+    plt = pyplot("speed.png")
+    if plt is None:
         return False
+    import matplotlib.ticker
+
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for threshold in sorted({p.threshold for p in points if p.model == "diffusion"}):
         line = sorted((p for p in points if p.threshold == threshold), key=lambda p: p.p50_ms)
