@@ -12,7 +12,7 @@
 # (a finished stage is a no-op), so a CPU run can span several sittings. Sized by environment variables:
 #
 #   bash scripts/train_default.sh                       # the CPU recipe (~100M tokens: many sittings on 2 cores)
-#   BASE_STEPS=40 ADAPT_STEPS=20 bash scripts/train_default.sh   # a quick end-to-end check
+#   RUNS=runs/check EXPORT=runs/check/weights BASE_STEPS=40 ADAPT_STEPS=20 bash scripts/train_default.sh  # quick check
 #   one H200 (<= 9 min; untested here, sized by estimate -- the data pipeline is one CPU process, so raise BATCH
 #   first and check the first log lines' tok_s):
 #   THREADS=8 BATCH=64 CONTEXT=768 BASE_STEPS=2500 ADAPT_STEPS=800 SAVE_EVERY=250 MAX_MINUTES=4 bash ...
