@@ -25,20 +25,20 @@ PY=${PYTHON:-python}
 CORPUS=${CORPUS:-data/corpus}
 RUNS=${RUNS:-runs/default}
 EXPORT=${EXPORT:-engine/weights}
-PRESET=${PRESET:-cpu-7m}
+PRESET=${PRESET:-cpu-4m}
 VOCAB=${VOCAB:-8192}
 TOKENIZER_CHARS=${TOKENIZER_CHARS:-40000000}
 BATCH=${BATCH:-12}
 CONTEXT=${CONTEXT:-384}
-BASE_STEPS=${BASE_STEPS:-13000}     # 12 x ~440 tokens a step: ~69M tokens
-ADAPT_STEPS=${ADAPT_STEPS:-3000}    # ~16M more tokens for each twin
+BASE_STEPS=${BASE_STEPS:-14000}     # 12 rows x ~430 tokens a step: ~71M tokens
+ADAPT_STEPS=${ADAPT_STEPS:-3000}    # ~15M more tokens for each twin
 BASE_LR=${BASE_LR:-2e-3}
 ADAPT_LR=${ADAPT_LR:-1e-3}
 WARMUP=${WARMUP:-100}
 SHIFT=${SHIFT:-1}
 SAVE_EVERY=${SAVE_EVERY:-50}
 EVAL_EVERY=${EVAL_EVERY:-250}
-THREADS=${THREADS:-2}               # CPU threads for the base; each twin gets half (they run side by side)
+THREADS=${THREADS:-1}               # base threads (1 beat 2 on a busy 2-core VM); each twin gets half, min 1
 MAX_MINUTES=${MAX_MINUTES:-}
 mkdir -p "$RUNS"
 
