@@ -69,10 +69,19 @@ def test_few_hundred_cpu_steps_lower_heldout_loss_clearly(tmp_path, tokenizer_pa
     assert len(out) == 2
 
 
-def test_run_stopped_and_resumed_ends_exactly_as_an_uninterrupted_run(tmp_path, tokenizer_path) -> None:
+@pytest.mark.parametrize("data_workers", [0, pytest.param(2, marks=pytest.mark.slow)], ids=["in-process", "2-workers"])
+def test_run_stopped_and_resumed_ends_exactly_as_an_uninterrupted_run(tmp_path, tokenizer_path, data_workers) -> None:
     """Stop at a periodic checkpoint, re-run the same command: same weights, same losses, same token count."""
     torch.set_num_threads(1)
-    settings = dict(steps=12, save_every=4, log_every=1, save_dtype="float32", precision="bf16", batch_size=4)
+    settings = dict(
+        steps=12,
+        save_every=4,
+        log_every=1,
+        save_dtype="float32",
+        precision="bf16",
+        batch_size=4,
+        data_workers=data_workers,
+    )
     whole = train(small_run(tmp_path / "a", tokenizer_path, **settings))
     stopped = train(small_run(tmp_path / "b", tokenizer_path, stop_after=8, **settings))
     assert stopped["stopped_at_step"] == 8
