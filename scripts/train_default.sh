@@ -13,9 +13,11 @@
 #
 #   bash scripts/train_default.sh                       # the CPU recipe (~100M tokens: many sittings on 2 cores)
 #   RUNS=runs/check EXPORT=runs/check/weights BASE_STEPS=40 ADAPT_STEPS=20 bash scripts/train_default.sh  # quick check
-#   one H200 (<= 9 min; untested here, sized by estimate -- the data pipeline is one CPU process, so raise BATCH
-#   first and check the first log lines' tok_s):
-#   THREADS=8 BATCH=64 CONTEXT=768 BASE_STEPS=2500 ADAPT_STEPS=800 SAVE_EVERY=250 MAX_MINUTES=4 bash ...
+#   one H200 (<= 9 min; NOT run yet -- sized by estimate: measure tok_s in the first lines of base.log and adjust):
+#   THREADS=8 DATA_WORKERS=12 BATCH=64 CONTEXT=768 BASE_STEPS=2500 ADAPT_STEPS=800 SAVE_EVERY=250 MAX_MINUTES=3.5 \
+#     bash scripts/train_default.sh
+#   (one data process made ~92k tokens/s on the busy 2-core VM, so ~12 workers for ~1M tokens/s; PRESET=cpu-7m
+#   suits that budget better than cpu-4m.)
 #
 # MAX_MINUTES caps each stage's wall time (it stops with a checkpoint; re-run to continue). Weights are exported
 # (bf16, shards < 16 MiB) to $EXPORT/default and $EXPORT/default-ar once both twins have finished.
