@@ -38,6 +38,9 @@ class KVCache:
         self.k = torch.zeros(shape, dtype=dtype, device=device)
         self.v = torch.zeros(shape, dtype=dtype, device=device)
         self.length = 0
+        # Final hidden state (B, d_model) of position length - 1, set by ``DiffillModel.extend``: a shifted-logits
+        # diffusion model reads canvas position 0 from it. None when unknown (empty, or truncated).
+        self.last_hidden: Tensor | None = None
 
     @property
     def capacity(self) -> int:
@@ -78,6 +81,8 @@ class KVCache:
         """Forget positions >= length (their buffers are simply overwritten later)."""
         if not 0 <= length <= self.length:
             raise ValueError(f"cannot truncate a cache of length {self.length} to {length}")
+        if length != self.length:
+            self.last_hidden = None
         self.length = length
 
     def repeat(self, batch: int, capacity: int | None = None) -> KVCache:
@@ -96,6 +101,8 @@ class KVCache:
         out.k[:, :, :, :n] = self.k[:, :1, :, :n]
         out.v[:, :, :, :n] = self.v[:, :1, :, :n]
         out.length = n
+        if self.last_hidden is not None:
+            out.last_hidden = self.last_hidden[:1].expand(batch, -1).clone()
         return out
 
 

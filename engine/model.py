@@ -15,6 +15,11 @@ Three entry points share the blocks: ``forward`` (training: full sequence with a
 (append tokens to a ``KVCache`` causally: prefilling a context, growing it when the user types, and AR decoding)
 and ``denoise`` (one denoising step: canvas against the cached context). ``forward`` returns logits and never
 samples; sampling lives in ``engine.sample``.
+
+Logit shift (``ModelConfig.shift_logits``, diffusion adapted from AR as in Dream / DiffuCoder): canvas position i
+is read from the output at position i - 1, position 0 from the context's last position (whose final hidden state
+``extend`` keeps in the cache). ``forward`` returns every position's own logits (training places the targets);
+``denoise`` and ``denoise_packed`` apply the shift, so they always return logits per canvas position.
 """
 
 from __future__ import annotations
@@ -279,7 +284,15 @@ class DiffillModel(nn.Module):
         for i, block in enumerate(self.blocks):
             x = block.extend(x, cos, sin, cache, i)
         cache.length = start + T
+        cache.last_hidden = x[:, -1]
         return self.lm_head(self.norm(x[:, -1]))
+
+    def _shifted(self, x: Tensor, cache: KVCache) -> Tensor:
+        """Canvas hidden states (B, L, C) -> [h(context last), h(0), ..., h(L-2)]: the shifted-logits readout."""
+        if cache.last_hidden is None:
+            raise ValueError("a shifted-logits model needs the context's last hidden state: extend the cache first")
+        first = cache.last_hidden[:1, None].to(x.dtype).expand(x.shape[0], 1, -1)
+        return torch.cat((first, x[:, :-1]), dim=1)
 
     def denoise(self, canvas: Tensor, cache: KVCache, columns: Tensor | None = None) -> Tensor:
         """One denoising step: canvas tokens (B, L) against the cached context (batch 1). Returns (B, L, V), or
@@ -293,6 +306,8 @@ class DiffillModel(nn.Module):
         x = self.embed(canvas)  # (B, L, C)
         for i, block in enumerate(self.blocks):
             x = block.denoise(x, cos, sin, cache, i, self.config.causal_canvas)
+        if self.config.shift_logits:
+            x = self._shifted(x, cache)
         return self.lm_head(self.norm(x if columns is None else x[:, columns]))
 
     def denoise_packed(
@@ -314,6 +329,8 @@ class DiffillModel(nn.Module):
             x = block.denoise_packed(x, segments, caches, i, self.config.causal_canvas)
         sizes = [n * L for n, L, _, _ in segments]
         hidden = [h.view(n, L, -1) for h, (n, L, _, _) in zip(x.split(sizes), segments, strict=True)]
+        if self.config.shift_logits:
+            hidden = [self._shifted(h, cache) for h, cache in zip(hidden, caches, strict=True)]
         if columns is not None:
             hidden = [h if cols is None else h[:, cols] for h, cols in zip(hidden, columns, strict=True)]
         logits = self.lm_head(self.norm(torch.cat([h.reshape(-1, h.shape[-1]) for h in hidden])))  # (T', V)

@@ -10,9 +10,19 @@ the context's last position (<fim_middle>) predicts the first middle token. Loss
 first <eos>. Same data, batch and steps as the diffusion model: tokens seen match.
 
 The loop reads top to bottom like nanoGPT's: data -> forward -> loss -> backward -> clip -> step -> log ->
-evaluate / checkpoint. It runs unchanged on CPU, one GPU, or several (``accelerate launch``). Resuming restores
-model, optimizer, scheduler and step; the data stream is reseeded with (seed, step) so a resumed run sees fresh
-examples rather than replaying the ones before the interruption.
+evaluate / checkpoint. It runs unchanged on CPU, one GPU, or several (``accelerate launch``).
+
+Resuming: a run directory's ``train_state`` holds model, optimizer, RNG states, step and tokens seen, written every
+``save_every`` steps. The data stream and the noise generator are reseeded from (seed, step) at every one of those
+steps, so their state is a function of the step: a run stopped at any moment and resumed from its last periodic
+checkpoint continues exactly as the uninterrupted run would have (a ``--max-minutes`` / ``--stop-after`` stop
+between them saves too; resumed from there, the run draws fresh examples rather than replaying).
+
+Stages (issue 15): an autoregressive base, then the diffusion model adapted from it (``--init-from`` an AR
+checkpoint: same weights, bidirectional canvas, masked-diffusion loss, optionally ``--shift-logits``) and the AR
+twin continued from it with the same number of extra tokens. ``--schedule constant`` keeps the base's learning rate
+flat after warm-up (the "stable" phase of a warmup-stable-decay schedule), so any of its checkpoints can start the
+decaying second stages.
 """
 
 from __future__ import annotations
@@ -21,10 +31,11 @@ import argparse
 import json
 import math
 import random
+import shutil
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import torch
@@ -57,6 +68,7 @@ class TrainConfig:
     context_tokens: int = 768  # context budget per training row (the model supports up to max_context)
     lr: float = 1e-3
     min_lr_ratio: float = 0.1
+    schedule: str = "cosine"  # "cosine": warmup then cosine decay to min_lr_ratio; "constant": warmup then flat
     warmup: int = 100
     weight_decay: float = 0.1
     grad_clip: float = 1.0
@@ -65,6 +77,7 @@ class TrainConfig:
     eval_batches: int = 8
     save_every: int = 500
     max_minutes: float | None = None  # stop (with a checkpoint) once this much wall time has passed
+    stop_after: int | None = None  # stop (with a checkpoint) at this step; the schedule still spans `steps`
     log_every: int = 10
     # Weight of the next-token loss on context positions (both objectives; 0 = canvas loss only).
     context_lm_weight: float = 0.0
@@ -72,18 +85,28 @@ class TrainConfig:
     resume: bool = True
     # Start from this checkpoint's weights (its config and tokenizer; fresh optimizer and schedule) instead of a
     # random init: a second training stage. The run directory's own train_state still wins when resuming.
+    # A diffusion run may start from an AR checkpoint (adaptation); the reverse is refused.
     init_from: str | None = None
+    # Diffusion from scratch or adapted from AR: read canvas position i from the logits at i - 1 (ModelConfig).
+    shift_logits: bool = False
+    # Processes that cut and tokenize examples (torch DataLoader workers; 0 = in the training process). A GPU
+    # needs several: one process makes ~100k tokens/s on a busy 2-core VM.
+    data_workers: int = 0
     # "bf16": autocast matmuls to bfloat16 (the loss stays float32); "fp32"; "auto": bf16 on CUDA, fp32 on CPU.
     # On a CPU with AVX512-BF16, bf16 doubles the step rate of the cpu-8m preset (measured, see MODEL_CARD.md).
     precision: str = "auto"
 
     def __post_init__(self) -> None:
-        if self.steps < 1 or self.batch_size < 1:
-            raise ValueError("steps and batch_size must be positive")
+        if self.steps < 1 or self.batch_size < 1 or self.data_workers < 0:
+            raise ValueError("steps and batch_size must be positive, data_workers not negative")
         if self.save_dtype not in ("float32", "bfloat16", "float16"):
             raise ValueError(f"save_dtype must be float32, bfloat16 or float16, got {self.save_dtype}")
         if self.precision not in ("auto", "bf16", "fp32"):
             raise ValueError(f"precision must be auto, bf16 or fp32, got {self.precision}")
+        if self.schedule not in ("cosine", "constant"):
+            raise ValueError(f"schedule must be cosine or constant, got {self.schedule}")
+        if self.shift_logits and self.autoregressive:
+            raise ValueError("--shift-logits is for the diffusion model")
 
 
 # ---- objectives -------------------------------------------------------------------------------------------
@@ -140,7 +163,10 @@ def diffusion_loss(
     t: Tensor,
     generator: torch.Generator,
     context_weight: float = 0.0,
+    shift: bool = False,
 ) -> Tensor:
+    """With `shift`, canvas token i is scored at position C + i - 1 (the logits one position earlier), exactly
+    where the AR loss scores it; the inputs (what is masked) are the same."""
     C = batch.context_len
     tokens = batch.tokens
     target = tokens[:, C:]  # (B, L)
@@ -149,8 +175,9 @@ def diffusion_loss(
     noisy = tokens.clone()
     noisy[:, C:] = torch.where(masked, mask_id, target)
     weight = torch.zeros(tokens.shape, device=tokens.device)
-    weight[:, C:] = masked.float() / t[:, None] / target.numel()  # the 1/t ELBO weight, mean over canvas positions
-    targets, weight = _with_context_lm(batch, tokens, weight, context_weight)
+    at = slice(C - 1, -1) if shift else slice(C, None)
+    weight[:, at] = masked.float() / t[:, None] / target.numel()  # the 1/t ELBO weight, mean over canvas positions
+    targets, weight = _with_context_lm(batch, next_tokens(tokens) if shift else tokens, weight, context_weight)
     return weighted_cross_entropy(model, batch, targets, weight, inputs=noisy)
 
 
@@ -197,7 +224,9 @@ def to_device(batch: Batch, device: torch.device) -> Batch:
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, eval_set: list[Batch], tok: CodeTokenizer, autoregressive: bool) -> float:
+def evaluate(
+    model: torch.nn.Module, eval_set: list[Batch], tok: CodeTokenizer, autoregressive: bool, shift: bool = False
+) -> float:
     """Mean held-out loss; diffusion uses a fixed grid of t so the estimate is low-variance and repeatable."""
     model.eval()
     device = next(model.parameters()).device
@@ -209,7 +238,7 @@ def evaluate(model: torch.nn.Module, eval_set: list[Batch], tok: CodeTokenizer, 
             losses.append(autoregressive_loss(model, batch, tok.eos_id).item())
         else:
             t = ((torch.arange(len(batch.pad)) + 0.5) / len(batch.pad)).clamp(min=T_MIN)
-            losses.append(diffusion_loss(model, batch, tok.mask_id, t, generator).item())
+            losses.append(diffusion_loss(model, batch, tok.mask_id, t, generator, shift=shift).item())
     model.train()
     return sum(losses) / len(losses)
 
@@ -218,9 +247,11 @@ def evaluate(model: torch.nn.Module, eval_set: list[Batch], tok: CodeTokenizer, 
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Linear warmup, then cosine decay to min_lr_ratio * lr."""
+    """Linear warmup, then cosine decay to min_lr_ratio * lr (or flat, with schedule "constant")."""
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
+    if cfg.schedule == "constant":
+        return cfg.lr
     progress = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
@@ -245,15 +276,71 @@ def load_or_train_tokenizer(cfg: TrainConfig, out: Path) -> CodeTokenizer:
 
 
 def initial_model(cfg: TrainConfig) -> tuple[DiffillModel, CodeTokenizer]:
-    """The weights and tokenizer of `cfg.init_from`, in float32 for training; the objective must match."""
+    """The weights and tokenizer of `cfg.init_from`, in float32 for training.
+
+    An AR checkpoint may start a diffusion run (adaptation, as Dream / DiffuCoder adapted Qwen2.5): the same
+    weights with the canvas made bidirectional, and `cfg.shift_logits` deciding where canvas tokens are read.
+    A diffusion checkpoint cannot start an AR run.
+    """
     model, tok = load_checkpoint(cfg.init_from, device="cpu", dtype=torch.float32)
-    if model.config.causal_canvas != cfg.autoregressive:
-        kind = "an autoregressive" if model.config.causal_canvas else "a diffusion"
-        raise ValueError(f"--init-from {cfg.init_from} is {kind} checkpoint; it cannot start this run's objective")
+    if cfg.autoregressive and not model.config.causal_canvas:
+        raise ValueError(f"--init-from {cfg.init_from} is a diffusion checkpoint; it cannot start an AR run")
+    if not cfg.autoregressive and model.config.causal_canvas:
+        adapted = DiffillModel(replace(model.config, causal_canvas=False, shift_logits=cfg.shift_logits))
+        adapted.load_state_dict(model.state_dict())
+        print(f"adapting the AR checkpoint {cfg.init_from} to diffusion (shift {cfg.shift_logits})", file=sys.stderr)
+        model = adapted
     if cfg.tokenizer and CodeTokenizer.load(cfg.tokenizer).to_json() != tok.to_json():
         raise ValueError(f"--tokenizer {cfg.tokenizer} differs from the tokenizer of --init-from {cfg.init_from}")
     print(f"starting from the weights of {cfg.init_from}", file=sys.stderr)
     return model.train(), tok
+
+
+class _FimBatches(torch.utils.data.IterableDataset):
+    """The batch stream of one process, split over DataLoader workers: worker i of n reads every (world * n)-th
+    file from rank * n + i and draws its own canvas lengths; the DataLoader interleaves them in a fixed order, so
+    the stream is still a function of the seed. With no workers it is exactly ``batches`` in this process."""
+
+    def __init__(self, cfg: TrainConfig, tok: CodeTokenizer, max_canvas: int, seed: int, rank: int, world: int) -> None:
+        super().__init__()
+        self.cfg, self.tok, self.max_canvas, self.seed, self.rank, self.world = cfg, tok, max_canvas, seed, rank, world
+
+    def __iter__(self) -> Iterator[Batch]:
+        info = torch.utils.data.get_worker_info()
+        n, i = (info.num_workers, info.id) if info else (1, 0)
+        if info:
+            torch.set_num_threads(1)
+        examples = iter_fim_examples(
+            Path(self.cfg.corpus) / "train.jsonl",
+            seed=self.seed,
+            rank=self.rank * n + i,
+            world_size=self.world * n,
+        )
+        yield from batches(
+            examples, self.tok, self.cfg.batch_size, self.cfg.context_tokens, self.max_canvas, self.seed + i
+        )
+
+
+def _stream(
+    cfg: TrainConfig, tok: CodeTokenizer, max_canvas: int, step: int, rank: int, world: int
+) -> tuple[Iterator[Batch], torch.Generator]:
+    """Batches and noise generator for the segment starting at `step`: a function of (seed, step) only."""
+    data_seed = cfg.seed * 1_000_003 + step * 7919
+    dataset = _FimBatches(cfg, tok, max_canvas, data_seed, rank, world)
+    if cfg.data_workers:
+        loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=cfg.data_workers, prefetch_factor=4)
+        stream: Iterator[Batch] = iter(loader)
+    else:
+        stream = iter(dataset)
+    return stream, torch.Generator().manual_seed(data_seed)
+
+
+def _resume_dir(state_dir: Path) -> Path | None:
+    """The last complete training state: `state_dir`, or the previous one if a save was cut between renames."""
+    for path in (state_dir, state_dir.with_name(state_dir.name + ".old")):
+        if (path / "step.json").exists():
+            return path
+    return None
 
 
 def train(cfg: TrainConfig) -> dict[str, float]:
@@ -272,7 +359,9 @@ def train(cfg: TrainConfig) -> dict[str, float]:
         model_cfg = model.config
     else:
         tok = load_or_train_tokenizer(cfg, out)
-        model_cfg = preset(cfg.preset, vocab_size=tok.vocab_size, causal_canvas=cfg.autoregressive)
+        model_cfg = preset(
+            cfg.preset, vocab_size=tok.vocab_size, causal_canvas=cfg.autoregressive, shift_logits=cfg.shift_logits
+        )
         model = DiffillModel(model_cfg)
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
@@ -284,43 +373,61 @@ def train(cfg: TrainConfig) -> dict[str, float]:
     model, optimizer = accelerator.prepare(model, optimizer)
 
     state_dir = out / "train_state"
-    start = 0
-    if cfg.resume and (state_dir / "step.json").exists():
-        accelerator.load_state(str(state_dir))
-        start = json.loads((state_dir / "step.json").read_text())["step"]
-        accelerator.print(f"resumed from {state_dir} at step {start}")
+    start, tokens_before = 0, 0
+    resume_dir = _resume_dir(state_dir) if cfg.resume else None
+    if resume_dir is not None:
+        accelerator.load_state(str(resume_dir))
+        saved = json.loads((resume_dir / "step.json").read_text())
+        start, tokens_before = saved["step"], saved.get("tokens", 0)
+        accelerator.print(f"resumed from {resume_dir} at step {start} ({tokens_before:,} tokens)")
 
-    data_seed = cfg.seed * 1_000_003 + start * 7919
-    examples = iter_fim_examples(
-        Path(cfg.corpus) / "train.jsonl",
-        seed=data_seed,
-        rank=accelerator.process_index,
-        world_size=accelerator.num_processes,
-    )
-    stream = batches(examples, tok, cfg.batch_size, cfg.context_tokens, model_cfg.max_canvas, data_seed)
+    rank, world = accelerator.process_index, accelerator.num_processes
+    stream, generator = _stream(cfg, tok, model_cfg.max_canvas, start, rank, world)
     eval_set = fixed_eval_batches(cfg, tok, model_cfg.max_canvas)
-    generator = torch.Generator().manual_seed(data_seed)
+    shift = model_cfg.shift_logits
     metrics: dict[str, float] = {}
     log_path = out / "log.jsonl"
 
-    def checkpoint(step: int) -> None:
+    def log(record: dict) -> None:
+        if accelerator.is_main_process:
+            with log_path.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def checkpoint(step: int, tokens: int) -> None:
+        """Write the state beside the old one, then swap: a kill at any moment leaves one complete state."""
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
-            accelerator.save_state(str(state_dir))
-            (state_dir / "step.json").write_text(json.dumps({"step": step}) + "\n")
+            new, old = state_dir.with_name("train_state.new"), state_dir.with_name("train_state.old")
+            shutil.rmtree(new, ignore_errors=True)
+            accelerator.save_state(str(new))
+            (new / "step.json").write_text(json.dumps({"step": step, "tokens": tokens}) + "\n")
+            shutil.rmtree(old, ignore_errors=True)
+            if state_dir.exists():
+                state_dir.rename(old)
+            new.rename(state_dir)
+            shutil.rmtree(old, ignore_errors=True)
             raw = accelerator.unwrap_model(model)
             save_checkpoint(out / "model", raw, tok, dtype=getattr(torch, cfg.save_dtype))
 
+    def held_out(step: int, tokens: int) -> float:
+        loss = evaluate(model, eval_set, tok, cfg.autoregressive, shift)
+        accelerator.print(f"step {step}: held-out loss {loss:.4f}")
+        log({"step": step, "heldout_loss": loss, "tokens": tokens})
+        return loss
+
     n_params = accelerator.unwrap_model(model).num_parameters()
-    accelerator.print(f"model: {n_params / 1e6:.1f}M parameters, {'AR twin' if cfg.autoregressive else 'diffusion'}")
+    kind = "AR twin" if cfg.autoregressive else f"diffusion{' (shifted logits)' if shift else ''}"
+    accelerator.print(f"model: {n_params / 1e6:.2f}M parameters, {kind}")
     if start == 0:
-        metrics["initial_heldout_loss"] = evaluate(model, eval_set, tok, cfg.autoregressive)
-        accelerator.print(f"step 0: held-out loss {metrics['initial_heldout_loss']:.4f}")
+        metrics["initial_heldout_loss"] = held_out(0, 0)
     model.train()
     tokens_seen = 0
     t_start = time.perf_counter()
-    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, disable=not accelerator.is_main_process)
+    end = min(cfg.steps, cfg.stop_after or cfg.steps)
+    bar = tqdm(range(start, end), initial=start, total=cfg.steps, disable=not accelerator.is_main_process)
     for step in bar:
+        if step != start and step % cfg.save_every == 0:  # a new segment, exactly as a resume here would start
+            stream, generator = _stream(cfg, tok, model_cfg.max_canvas, step, rank, world)
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, cfg)
         batch = to_device(next(stream), accelerator.device)
@@ -329,32 +436,31 @@ def train(cfg: TrainConfig) -> dict[str, float]:
                 loss = autoregressive_loss(model, batch, tok.eos_id, cfg.context_lm_weight)
             else:
                 t = low_discrepancy_times(len(batch.pad), generator)
-                loss = diffusion_loss(model, batch, tok.mask_id, t, generator, cfg.context_lm_weight)
+                loss = diffusion_loss(model, batch, tok.mask_id, t, generator, cfg.context_lm_weight, shift)
         accelerator.backward(loss)
         accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        tokens_seen += batch.tokens.numel() * accelerator.num_processes
+        tokens_seen += batch.tokens.numel() * world
+        tokens = tokens_before + tokens_seen
         if step % cfg.log_every == 0 or step == cfg.steps - 1:
             loss_value = loss.item()  # host sync, only on logging steps
             elapsed = time.perf_counter() - t_start
             bar.set_postfix(loss=f"{loss_value:.3f}", tok_s=f"{tokens_seen / elapsed:.0f}")
-            record = {"step": step, "loss": loss_value, "lr": lr_at(step, cfg), "tokens": tokens_seen}
-            if accelerator.is_main_process:
-                with log_path.open("a") as f:
-                    f.write(json.dumps(record) + "\n")
+            log({"step": step, "loss": loss_value, "lr": lr_at(step, cfg), "tokens": tokens})
             metrics["train_loss"] = loss_value
         if (step + 1) % cfg.eval_every == 0 or step == cfg.steps - 1:
-            metrics["heldout_loss"] = evaluate(model, eval_set, tok, cfg.autoregressive)
-            accelerator.print(f"step {step + 1}: held-out loss {metrics['heldout_loss']:.4f}")
+            metrics["heldout_loss"] = held_out(step + 1, tokens)
         out_of_time = cfg.max_minutes is not None and time.perf_counter() - t_start > 60 * cfg.max_minutes
-        if (step + 1) % cfg.save_every == 0 or step == cfg.steps - 1 or out_of_time:
-            checkpoint(step + 1)
-        if out_of_time:
-            accelerator.print(f"stopping at step {step + 1}: --max-minutes {cfg.max_minutes} reached")
+        stop = out_of_time or step + 1 == cfg.stop_after
+        if (step + 1) % cfg.save_every == 0 or step == cfg.steps - 1 or stop:
+            checkpoint(step + 1, tokens)
+        if stop:
+            accelerator.print(f"stopping at step {step + 1} of {cfg.steps}; re-run the same command to resume")
             metrics["stopped_at_step"] = step + 1
             break
     metrics["tokens_seen_this_run"] = tokens_seen
+    metrics["tokens_seen"] = tokens_before + tokens_seen
     metrics["wall_s"] = time.perf_counter() - t_start
     if accelerator.is_main_process:
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
@@ -370,7 +476,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         elif f.name in ("corpus", "out"):
             parser.add_argument(flag, required=True)
         else:
-            kind = {"int": int, "float": float, "float | None": float}.get(str(f.type), str)
+            kind = {"int": int, "float": float, "float | None": float, "int | None": int}.get(str(f.type), str)
             parser.add_argument(flag, type=kind, default=f.default)
 
 

@@ -1,53 +1,97 @@
 #!/usr/bin/env bash
-# Reproduce the embedded default model (engine/weights/default) and its autoregressive twin (default-ar).
+# Train the embedded default model (engine/weights/default) and its autoregressive twin (default-ar) on one budget:
 #
-#   bash scripts/train_default.sh            # corpus, tokenizer, then both models side by side, two stages
+#   corpus -> tokenizer -> AR base -> { diffusion adapted from the base, AR twin continued from the base } -> export
 #
-# Same corpus, tokenizer, preset, batches and steps for both, so they have seen the same tokens. Two stages, as
-# the shipped pair was trained (see engine/weights/MODEL_CARD.md): stage 1 from random weights, then stage 2
-# from stage 1's weights with a fresh optimizer, a new learning-rate cycle and a new data seed. A stage whose
-# model is already in $RUNS is skipped. On a GPU box, raise --steps and --batch-size together for both runs
-# (--threads and OMP_NUM_THREADS are then irrelevant; precision auto is bf16 there).
+# The base trains next-token prediction with a flat learning rate after warm-up (the "stable" phase of a
+# warmup-stable-decay schedule). Both twins then start from its weights, with the same batches, steps and a
+# cosine decay: the diffusion one with a bidirectional canvas and the masked-diffusion loss (the one-position
+# logit shift of Dream / DiffuCoder when SHIFT=1), the AR one with more next-token training. Same tokens for both.
+#
+# Resumable: every stage checkpoints every SAVE_EVERY steps and re-running this script continues where it stopped
+# (a finished stage is a no-op), so a CPU run can span several sittings. Sized by environment variables:
+#
+#   bash scripts/train_default.sh                       # the CPU recipe (~100M tokens: many sittings on 2 cores)
+#   RUNS=runs/check EXPORT=runs/check/weights BASE_STEPS=40 ADAPT_STEPS=20 bash scripts/train_default.sh  # quick check
+#   one H200 (<= 9 min; NOT run yet -- sized by estimate: measure tok_s in the first lines of base.log and adjust):
+#   THREADS=8 DATA_WORKERS=12 BATCH=64 CONTEXT=768 BASE_STEPS=2500 ADAPT_STEPS=800 SAVE_EVERY=250 MAX_MINUTES=3.5 \
+#     bash scripts/train_default.sh
+#   (one data process made ~92k tokens/s on the busy 2-core VM, so ~12 workers for ~1M tokens/s; PRESET=cpu-7m
+#   suits that budget better than cpu-4m.)
+#
+# MAX_MINUTES caps each stage's wall time (it stops with a checkpoint; re-run to continue). Weights are exported
+# (bf16, shards < 16 MiB) to $EXPORT/default and $EXPORT/default-ar once both twins have finished.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-RUNS=${RUNS:-runs}
-STAGE2_STEPS=${STAGE2_STEPS:-1650}
+PY=${PYTHON:-python}
+CORPUS=${CORPUS:-data/corpus}
+RUNS=${RUNS:-runs/default}
+EXPORT=${EXPORT:-engine/weights}
+PRESET=${PRESET:-cpu-4m}
+VOCAB=${VOCAB:-8192}
+TOKENIZER_CHARS=${TOKENIZER_CHARS:-40000000}
+BATCH=${BATCH:-12}
+CONTEXT=${CONTEXT:-384}
+BASE_STEPS=${BASE_STEPS:-14000}     # 12 rows x ~430 tokens a step: ~71M tokens
+ADAPT_STEPS=${ADAPT_STEPS:-3000}    # ~15M more tokens for each twin
+BASE_LR=${BASE_LR:-2e-3}
+ADAPT_LR=${ADAPT_LR:-1e-3}
+WARMUP=${WARMUP:-100}
+SHIFT=${SHIFT:-1}
+SAVE_EVERY=${SAVE_EVERY:-50}
+EVAL_EVERY=${EVAL_EVERY:-250}
+THREADS=${THREADS:-1}               # base threads (1 beat 2 on a busy 2-core VM); each twin gets half, min 1
+DATA_WORKERS=${DATA_WORKERS:-0}   # processes cutting and tokenizing examples (a GPU needs ~12)
+MAX_MINUTES=${MAX_MINUTES:-}
 mkdir -p "$RUNS"
-[ -f data/corpus/train.jsonl ] || diffill corpus --out data/corpus --benchmarks ../shared/benchmarks/humaneval-infilling
-[ -f "$RUNS/tokenizer.json" ] || python -c "
+
+if [ ! -f "$CORPUS/train.jsonl" ]; then
+  BENCH=${BENCHMARKS:-}
+  for candidate in shared/benchmarks/humaneval-infilling ../shared/benchmarks/humaneval-infilling; do
+    [ -z "$BENCH" ] && [ -d "$candidate" ] && BENCH=$candidate
+  done
+  [ -n "$BENCH" ] || { echo "set BENCHMARKS to the HumanEval-Infilling directory (decontamination)" >&2; exit 2; }
+  $PY -m engine.cli corpus --out "$CORPUS" --benchmarks "$BENCH"
+fi
+[ -f "$RUNS/tokenizer.json" ] || $PY -c "
 from pathlib import Path
 from engine.tokenizer import train_tokenizer
 from engine.train import corpus_sample
-train_tokenizer(corpus_sample(Path('data/corpus/train.jsonl'), 40_000_000), 12288).save('$RUNS/tokenizer.json')"
-common=(--corpus data/corpus --batch-size 12 --context-tokens 384 --warmup 50 --eval-every 150 --eval-batches 8
-        --context-lm-weight 0.5)
+tok = train_tokenizer(corpus_sample(Path('$CORPUS/train.jsonl'), $TOKENIZER_CHARS), $VOCAB, show_progress=False)
+tok.save('$RUNS/tokenizer.json')"
 
-# Both objectives side by side, one CPU thread each (two threads per process on a 2-core machine stall in OpenMP).
-side_by_side() {  # stage, the stage whose weights to start from ("" = random), then the shared arguments
-  local stage=$1 from=$2
-  shift 2
-  local run objective
-  for run in diffusion ar; do
-    objective=()
-    [ "$run" = ar ] && objective=(--autoregressive)
-    [ -n "$from" ] && objective+=(--init-from "$RUNS/$from-$run/model")
-    OMP_NUM_THREADS=1 diffill train "$@" "${objective[@]}" --out "$RUNS/$stage-$run" > "$RUNS/$stage-$run.log" 2>&1 &
-  done
-  wait
+common=(--corpus "$CORPUS" --batch-size "$BATCH" --context-tokens "$CONTEXT" --context-lm-weight 0.5
+        --eval-every "$EVAL_EVERY" --eval-batches 8 --save-every "$SAVE_EVERY" --precision bf16
+        --data-workers "$DATA_WORKERS")
+[ -n "$MAX_MINUTES" ] && common+=(--max-minutes "$MAX_MINUTES")
+finished() {  # run directory, steps: has that run checkpointed its last step?
+  [ -f "$1/train_state/step.json" ] && grep -q "\"step\": $2," "$1/train_state/step.json"
 }
 
-# Stage 1: 900 steps from random weights, fp32, lr 2e-3 (the shipped stage 1 stopped at step 804 of this
-# schedule, by its 115-minute wall-clock guard on a busy CPU).
-[ -f "$RUNS/stage1-diffusion/model/config.json" ] && [ -f "$RUNS/stage1-ar/model/config.json" ] ||
-  side_by_side stage1 "" "${common[@]}" --preset cpu-8m --tokenizer "$RUNS/tokenizer.json" --steps 900 --lr 2e-3 \
-    --save-every 100 --precision fp32
+# Stage 1: the AR base, float32 export (the twins start from it).
+echo "AR base: $RUNS/base ($BASE_STEPS steps)" >&2
+finished "$RUNS/base" "$BASE_STEPS" || OMP_NUM_THREADS=$THREADS $PY -m engine.cli train "${common[@]}" --out "$RUNS/base" --autoregressive \
+  --preset "$PRESET" --tokenizer "$RUNS/tokenizer.json" --steps "$BASE_STEPS" --schedule constant \
+  --lr "$BASE_LR" --warmup "$WARMUP" --save-dtype float32 >> "$RUNS/base.log" 2>&1
+finished "$RUNS/base" "$BASE_STEPS" || { echo "AR base stopped before its last step; re-run to continue" >&2; exit 3; }
 
-# Stage 2: continue each model from its stage-1 weights, bf16 autocast (2x the step rate on AVX512-BF16 CPUs).
-# The shipped stage 2 ran 1,650 steps (restarted from its step-200 checkpoint, see the model card).
-side_by_side stage2 stage1 "${common[@]}" --seed 1 --steps "$STAGE2_STEPS" --lr 1.5e-3 --save-every 100 \
-  --precision bf16 --max-minutes 110
+# Stage 2: both twins from the base, side by side, same batches (seed 1: data the base's stream did not start on).
+twin_threads=$(( THREADS > 1 ? THREADS / 2 : 1 ))
+shift_flag=(--no-shift-logits)
+[ "$SHIFT" = 1 ] && shift_flag=(--shift-logits)
+stage2=(--init-from "$RUNS/base/model" --seed 1 --steps "$ADAPT_STEPS" --lr "$ADAPT_LR" --warmup 20)
+echo "twins: $RUNS/diffusion and $RUNS/ar ($ADAPT_STEPS steps each)" >&2
+finished "$RUNS/diffusion" "$ADAPT_STEPS" || OMP_NUM_THREADS=$twin_threads $PY -m engine.cli train "${common[@]}" \
+  "${stage2[@]}" "${shift_flag[@]}" --out "$RUNS/diffusion" >> "$RUNS/diffusion.log" 2>&1 &
+finished "$RUNS/ar" "$ADAPT_STEPS" || OMP_NUM_THREADS=$twin_threads $PY -m engine.cli train "${common[@]}" \
+  "${stage2[@]}" --autoregressive --out "$RUNS/ar" >> "$RUNS/ar.log" 2>&1 &
+wait
+for run in diffusion ar; do
+  finished "$RUNS/$run" "$ADAPT_STEPS" || { echo "$run stopped before its last step; re-run to continue" >&2; exit 3; }
+done
 
-rm -rf engine/weights/default engine/weights/default-ar
-cp -r "$RUNS/stage2-diffusion/model" engine/weights/default
-cp -r "$RUNS/stage2-ar/model" engine/weights/default-ar
-echo "shipped: engine/weights/default engine/weights/default-ar" >&2
+mkdir -p "$EXPORT"
+rm -rf "$EXPORT/default" "$EXPORT/default-ar"
+cp -r "$RUNS/diffusion/model" "$EXPORT/default"
+cp -r "$RUNS/ar/model" "$EXPORT/default-ar"
+echo "exported: $EXPORT/default $EXPORT/default-ar" >&2

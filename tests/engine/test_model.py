@@ -10,9 +10,10 @@ from engine.config import preset
 from engine.model import DiffillModel, sequence_mask
 
 
-def tiny(causal_canvas: bool = False) -> DiffillModel:
+def tiny(causal_canvas: bool = False, shift_logits: bool = False) -> DiffillModel:
     torch.manual_seed(0)
-    return DiffillModel(preset("tiny", vocab_size=300, causal_canvas=causal_canvas)).eval()
+    cfg = preset("tiny", vocab_size=300, causal_canvas=causal_canvas, shift_logits=shift_logits)
+    return DiffillModel(cfg).eval()
 
 
 def full_forward_canvas_logits(model: DiffillModel, context: list[int], canvas: torch.Tensor) -> torch.Tensor:
@@ -35,6 +36,39 @@ def test_cached_denoise_step_equals_full_forward(causal_canvas: bool) -> None:
         cached = model.denoise(canvas, ctx.cache)
         full = full_forward_canvas_logits(model, context, canvas)
     torch.testing.assert_close(cached, full, atol=1e-4, rtol=1e-4)
+
+
+def test_shifted_model_reads_each_canvas_position_from_the_one_before() -> None:
+    """Shifted logits: the cached denoise of canvas position i equals the training forward's logits at i - 1
+    (for i = 0, <fim_middle>'s position, the context's last), alone and packed with another request."""
+    model = tiny(shift_logits=True)
+    g = torch.Generator().manual_seed(3)
+    context = torch.randint(0, 300, (41,), generator=g).tolist()
+    canvas = torch.randint(0, 300, (3, 12), generator=g)
+    C = len(context)
+    with torch.inference_mode():
+        ctx = ContextCache(model.new_cache())
+        ctx.update(model, context[:30])
+        ctx.update(model, context)  # grown incrementally, as when the user types
+        cached = model.denoise(canvas, ctx.cache)
+        tokens = torch.cat([torch.tensor(context).expand(3, -1), canvas], dim=1)
+        full = model(tokens, torch.zeros(3, dtype=torch.long), C)
+        other = ContextCache(model.new_cache())
+        other.update(model, context[5:])
+        packed = model.denoise_packed([canvas[:1], canvas], [other.cache, ctx.cache])
+    torch.testing.assert_close(cached, full[:, C - 1 : -1], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(packed[1], cached, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(cached, full[:, C:], atol=1e-2)  # the shift is real
+
+
+def test_shifted_model_refuses_a_cache_without_the_last_hidden_state() -> None:
+    model = tiny(shift_logits=True)
+    with torch.inference_mode():
+        ctx = ContextCache(model.new_cache())
+        ctx.update(model, list(range(10, 30)))
+        ctx.cache.truncate(15)
+        with pytest.raises(ValueError, match="last hidden state"):
+            model.denoise(torch.zeros(1, 4, dtype=torch.long), ctx.cache)
 
 
 def test_context_logits_do_not_depend_on_canvas() -> None:

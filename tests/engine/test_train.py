@@ -71,6 +71,36 @@ def test_few_hundred_cpu_steps_lower_heldout_loss_clearly(tmp_path, tokenizer_pa
     assert len(out) == 2
 
 
+@pytest.mark.parametrize("data_workers", [0, pytest.param(2, marks=pytest.mark.slow)], ids=["in-process", "2-workers"])
+def test_run_stopped_and_resumed_ends_exactly_as_an_uninterrupted_run(tmp_path, tokenizer_path, data_workers) -> None:
+    """Stop at a periodic checkpoint, re-run the same command: same weights, same losses, same token count."""
+    torch.set_num_threads(1)
+    settings = dict(
+        steps=12,
+        save_every=4,
+        log_every=1,
+        save_dtype="float32",
+        precision="bf16",
+        batch_size=4,
+        data_workers=data_workers,
+    )
+    whole = train(small_run(tmp_path / "a", tokenizer_path, **settings))
+    stopped = train(small_run(tmp_path / "b", tokenizer_path, stop_after=8, **settings))
+    assert stopped["stopped_at_step"] == 8
+    resumed = train(small_run(tmp_path / "b", tokenizer_path, **settings))
+    assert resumed["tokens_seen"] == whole["tokens_seen"]
+    a, _ = load_checkpoint(tmp_path / "a" / "run" / "model", device="cpu")
+    b, _ = load_checkpoint(tmp_path / "b" / "run" / "model", device="cpu")
+    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
+        assert torch.equal(x, y), name
+
+    def losses(run: Path) -> list[tuple[int, float]]:
+        rows = [json.loads(line) for line in (run / "run" / "log.jsonl").read_text().splitlines()]
+        return [(r["step"], r["loss"]) for r in rows if "loss" in r]
+
+    assert losses(tmp_path / "a") == losses(tmp_path / "b")
+
+
 def test_interrupted_run_resumes_from_saved_step(tmp_path, tokenizer_path) -> None:
     first = small_run(tmp_path, tokenizer_path, steps=20, save_every=10)
     train(first)
@@ -80,7 +110,8 @@ def test_interrupted_run_resumes_from_saved_step(tmp_path, tokenizer_path) -> No
     assert json.loads((tmp_path / "run" / "train_state" / "step.json").read_text())["step"] == 30
     assert "initial_heldout_loss" not in resumed  # it did not start over
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
-    assert log[-1]["step"] == 29
+    assert [r["step"] for r in log if "loss" in r][-1] == 29
+    assert log[-1] == {"step": 30, "heldout_loss": resumed["heldout_loss"], "tokens": resumed["tokens_seen"]}
 
 
 def test_diffusion_loss_weights_masked_tokens_by_inverse_t(small_tokenizer) -> None:
@@ -132,6 +163,60 @@ def test_second_stage_starts_from_the_first_stages_weights(tmp_path, tokenizer_p
     after, _ = load_checkpoint(tmp_path / "stage2" / "model", device="cpu")
     assert after.config == before.config
     assert not torch.equal(after.embed.weight, before.embed.weight)  # the bf16 steps did update the weights
+
+
+@pytest.mark.parametrize("shift", [False, True], ids=["unshifted", "shifted"])
+def test_diffusion_run_adapts_an_autoregressive_checkpoint(tmp_path, tokenizer_path, shift) -> None:
+    torch.set_num_threads(1)
+    train(small_run(tmp_path, tokenizer_path, autoregressive=True, steps=6, save_dtype="float32"))
+    base, _ = load_checkpoint(tmp_path / "run" / "model", device="cpu")
+    adapted_run = small_run(
+        tmp_path,
+        tokenizer_path,
+        out=str(tmp_path / "diff"),
+        init_from=str(tmp_path / "run" / "model"),
+        steps=3,
+        shift_logits=shift,
+        save_dtype="float32",
+        lr=1e-9,
+        warmup=1,
+    )
+    metrics = train(adapted_run)
+    assert torch.isfinite(torch.tensor(metrics["heldout_loss"]))
+    model, tok = load_checkpoint(tmp_path / "diff" / "model", device="cpu")
+    assert model.config.causal_canvas is False and model.config.shift_logits is shift
+    assert model.config.d_model == base.config.d_model  # the AR base's architecture, not the preset's
+    torch.testing.assert_close(model.embed.weight, base.embed.weight, atol=1e-6, rtol=1e-5)  # lr ~0: same weights
+    # The engine serves it as it is: the shift is inside the model's denoise.
+    engine = LocalEngine(model, tok)
+    for prefix in ("import os\n", "import os\nimport sys\n"):  # the second request extends the cached context
+        assert len(engine.complete(prefix, "", language="python", canvas_length=8, num_candidates=2)) == 2
+
+
+def test_shifted_diffusion_loss_scores_canvas_tokens_where_the_ar_loss_does(small_tokenizer) -> None:
+    """With t = 1 every canvas token is masked; a model that only sees position indices shows where each
+    canvas token is scored: one position earlier with the shift."""
+    tok = small_tokenizer
+    batch = collate(tok, [(tok.encode("x = 1\n"), tok.encode("y = 2"), tok.encode("\n"), "python")], 8, 64)
+
+    class Oracle(torch.nn.Module):
+        """Logits that put all mass on the token `offset` positions after each position."""
+
+        def __init__(self, offset: int) -> None:
+            super().__init__()
+            self.offset = offset
+
+        def forward(self, tokens, pad, context_len, select=None):
+            clean = batch.tokens
+            ahead = torch.cat([clean[:, self.offset :], clean[:, : self.offset]], dim=1)
+            logits = torch.nn.functional.one_hot(ahead, tok.vocab_size).float() * 100
+            return logits if select is None else logits[select]
+
+    g = torch.Generator().manual_seed(0)
+    one = torch.tensor([1.0])
+    assert diffusion_loss(Oracle(0), batch, tok.mask_id, one, g).item() < 1e-3
+    assert diffusion_loss(Oracle(1), batch, tok.mask_id, one, g, shift=True).item() < 1e-3
+    assert diffusion_loss(Oracle(0), batch, tok.mask_id, one, g, shift=True).item() > 1.0
 
 
 def test_second_stage_refuses_the_other_objective(tmp_path, tokenizer_path) -> None:
