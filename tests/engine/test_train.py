@@ -188,7 +188,7 @@ def test_diffusion_run_adapts_an_autoregressive_checkpoint(tmp_path, tokenizer_p
     assert model.config.d_model == base.config.d_model  # the AR base's architecture, not the preset's
     torch.testing.assert_close(model.embed.weight, base.embed.weight, atol=1e-6, rtol=1e-5)  # lr ~0: same weights
     # The engine serves it as it is: the shift is inside the model's denoise.
-    engine = LocalEngine(model, tok)
+    engine = LocalEngine(DiffillRunner(model, tok))
     for prefix in ("import os\n", "import os\nimport sys\n"):  # the second request extends the cached context
         assert len(engine.complete(prefix, "", language="python", canvas_length=8, num_candidates=2)) == 2
 
