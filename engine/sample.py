@@ -21,11 +21,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from engine.contract import SampleOptions
-
 __all__ = [
     "Prediction",
-    "SampleOptions",
     "candidate_scores",
     "denoise_step",
     "predict",
