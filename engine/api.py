@@ -22,6 +22,7 @@ import torch
 from engine.checkpoint import load_checkpoint
 from engine.contract import (
     DEFAULT_PRESET,
+    DTYPES,
     Completion,
     CompletionRequest,
     CompletionStats,
@@ -154,28 +155,40 @@ def load_engine(
     autoregressive: bool = False,
     threads: int | None = None,
     preset: str = DEFAULT_PRESET,
+    dtype: str | None = None,
 ) -> LocalEngine:
     """Load a checkpoint directory into an engine; None = the embedded default model shipped with Diffill.
 
     A Diffill checkpoint gives a LocalEngine. A directory whose config.json names another architecture (Dream,
     Dream-Coder, DiffuCoder, Open-dCoder, CoDA, Tiny-A2D, LLaDA) loads through ``engine.adapters``; an unknown one is
     a CheckpointError naming config.json and the value. `threads`: CPU threads the engine runs the model with
-    (`editor_threads` for an editor-side engine); None keeps torch's setting. `preset`: see ``load_runner``.
+    (`editor_threads` for an editor-side engine); None keeps torch's setting. `preset`, `dtype`: see
+    ``load_runner``.
     """
     pin_threads(threads)  # loading runs torch ops too
-    return LocalEngine(load_runner(path, device, autoregressive=autoregressive, preset=preset), threads=threads)
+    runner = load_runner(path, device, autoregressive=autoregressive, preset=preset, dtype=dtype)
+    return LocalEngine(runner, threads=threads)
 
 
 def load_runner(
-    path: str | Path | None = None, device: str = "auto", *, autoregressive: bool = False, preset: str = DEFAULT_PRESET
+    path: str | Path | None = None,
+    device: str = "auto",
+    *,
+    autoregressive: bool = False,
+    preset: str = DEFAULT_PRESET,
+    dtype: str | None = None,
 ) -> Runner:
     """The runner of a checkpoint directory (None = the embedded default model): Diffill's own, or an adapter's.
 
     `preset` ("fast" or "reference", ``engine.contract.PRESETS``) picks a released coder's sampling: the request's
     options with the family's ordering, or the settings its release was evaluated with. Diffill's own model samples
-    one way (its reference is its defaults), so it accepts either name and ignores it.
+    one way (its reference is its defaults), so it accepts either name and ignores it. `dtype` (``DTYPES``): what
+    the model runs in; None = float32 on CPU, bfloat16 on GPU.
     """
     check_preset(preset)
+    if dtype is not None and dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    torch_dtype = getattr(torch, dtype) if dtype is not None else None
     if path is None:
         path = DEFAULT_AR_MODEL if autoregressive else DEFAULT_MODEL
         if not (path / "config.json").exists():
@@ -184,6 +197,6 @@ def load_runner(
         from engine.adapters import is_external, load_adapter_runner  # torch-heavy; only when asked for
 
         if is_external(path):
-            return load_adapter_runner(path, device=device, preset=preset)
-    model, tokenizer = load_checkpoint(path, device=device)
+            return load_adapter_runner(path, device=device, preset=preset, dtype=torch_dtype)
+    model, tokenizer = load_checkpoint(path, device=device, dtype=torch_dtype)
     return DiffillRunner(model, tokenizer, name=Path(path).name)

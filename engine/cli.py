@@ -22,6 +22,7 @@ import sys
 import time
 from pathlib import Path
 
+from engine.contract import DTYPES
 from engine.errors import DiffillError
 
 # name -> (module, help): subcommands implemented elsewhere, each module exposing main(argv) -> int.
@@ -89,7 +90,12 @@ def cmd_complete(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     threads = editor_threads(args.threads)
     engine = load_engine(
-        args.model, device=args.device, autoregressive=args.autoregressive, threads=threads, preset=args.preset
+        args.model,
+        device=args.device,
+        autoregressive=args.autoregressive,
+        threads=threads,
+        preset=args.preset,
+        dtype=args.dtype,
     )
     print(f"loaded {engine.describe()} in {time.perf_counter() - t0:.2f}s ({threads} CPU threads)", file=sys.stderr)
     description = engine.describe()
@@ -184,6 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_preset_argument(p)
     p.add_argument("--language", help="language id (default: from the file extension)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
+    p.add_argument("--dtype", choices=DTYPES, help="what the model runs in (default: float32 on CPU; docs/speed.md)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: half the cores, 1..4)")
     p.add_argument("--steps", type=int, default=8)
     p.add_argument("--threshold", type=float, default=0.9)

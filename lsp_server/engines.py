@@ -57,7 +57,10 @@ def create_engine(settings: Settings, default_model: str | None = None) -> Compl
     threads = editor_threads(settings.model.threads)
     log.info("loading model %s on %s (%d CPU threads)", path or "(embedded default)", settings.model.device, threads)
     model = Path(path).expanduser() if path else None
-    return load_engine(model, device=settings.model.device, threads=threads, preset=settings.model.preset)
+    model_settings = settings.model
+    return load_engine(
+        model, device=model_settings.device, threads=threads, preset=model_settings.preset, dtype=model_settings.dtype
+    )
 
 
 def describe(engine: CompletionEngine) -> dict[str, Any]:

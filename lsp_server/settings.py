@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from engine.contract import DEFAULT_PRESET, PRESETS
+from engine.contract import DEFAULT_PRESET, DTYPES, PRESETS
 from fim.confidence import DEFAULT_MIN_CONFIDENCE
 
 __all__ = [
@@ -126,6 +126,9 @@ class ModelSettings:
     # A released coder's sampling (engine.adapters.presets): "fast" runs the completion.* knobs, "reference" what
     # its authors evaluated with (e.g. one token per step: slow, for comparing). Diffill's own model ignores it.
     preset: str = _setting(DEFAULT_PRESET, _choice(*PRESETS))
+    # What the local model runs in: "bfloat16" halves a completion's CPU time on CPUs with AMX / AVX512-BF16
+    # (docs/speed.md); float32 stays the default until bf16's quality is measured.
+    dtype: str = _setting("float32", _choice(*DTYPES))
 
 
 @dataclass(frozen=True)
@@ -178,7 +181,7 @@ class Settings:
     def engine_key(self) -> tuple[Any, ...]:
         """What selects the engine: a change here means loading another one."""
         model = self.model
-        return (model.path, model.device, model.threads, model.preset, self.remote.url, self.remote.token)
+        return (model.path, model.device, model.threads, model.preset, model.dtype, self.remote.url, self.remote.token)
 
 
 def _camel(name: str) -> str:

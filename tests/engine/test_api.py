@@ -34,3 +34,13 @@ def test_the_engine_pins_its_threads_in_whichever_thread_runs_the_model(tiny_che
 
     with ThreadPoolExecutor(max_workers=1) as pool:
         assert pool.submit(complete_in_a_used_thread).result() == 1
+
+
+def test_a_local_model_runs_in_bfloat16_when_asked_and_refuses_unknown_types(tiny_checkpoint) -> None:
+    engine = load_engine(tiny_checkpoint, device="cpu", dtype="bfloat16")
+    assert engine.describe()["dtype"] == "bfloat16"
+    out = engine.complete("def f(x):\n    return ", "\n", language="python", canvas_length=8, num_candidates=2)
+    assert len(out) == 2 and all(c.tokens <= 8 for c in out)
+    assert load_engine(tiny_checkpoint, device="cpu").describe()["dtype"] == "float32"  # the CPU default
+    with pytest.raises(ValueError, match="dtype"):
+        load_engine(tiny_checkpoint, device="cpu", dtype="int3")
