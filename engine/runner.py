@@ -161,9 +161,9 @@ class DiffusionState:
         The forward asks once per step; ``step`` then reads logits of these positions."""
         self.step_columns = None
         if self.segment_steps > 0:  # a fresh canvas or growth is open everywhere
-            open_columns = self.masked.any(dim=0)
-            if not bool(open_columns.all()):  # a host sync, like the step's own early-exit check
-                self.step_columns = open_columns.nonzero().squeeze(1)
+            open_columns = self.masked.any(dim=0).nonzero().squeeze(1)  # one host sync (the result's length)
+            if len(open_columns) < self.canvas.shape[1]:
+                self.step_columns = open_columns
         return self.step_columns
 
     def step(self, logits: Tensor) -> None:
