@@ -79,19 +79,23 @@ finished "$RUNS/base" "$BASE_STEPS" || { echo "AR base stopped before its last s
 twin_threads=$(( THREADS > 1 ? THREADS / 2 : 1 ))
 shift_flag=(--no-shift-logits)
 [ "$SHIFT" = 1 ] && shift_flag=(--shift-logits)
+# The twins live under a directory named after the base step they branch from: raising BASE_STEPS later continues
+# the base (flat learning rate, so nothing is lost) and then adapts fresh twins from the longer base.
+TWINS=$RUNS/twins-$BASE_STEPS
+mkdir -p "$TWINS"
 stage2=(--init-from "$RUNS/base/model" --seed 1 --steps "$ADAPT_STEPS" --lr "$ADAPT_LR" --warmup 20)
-echo "twins: $RUNS/diffusion and $RUNS/ar ($ADAPT_STEPS steps each)" >&2
-finished "$RUNS/diffusion" "$ADAPT_STEPS" || OMP_NUM_THREADS=$twin_threads $PY -m engine.cli train "${common[@]}" \
-  "${stage2[@]}" "${shift_flag[@]}" --out "$RUNS/diffusion" >> "$RUNS/diffusion.log" 2>&1 &
-finished "$RUNS/ar" "$ADAPT_STEPS" || OMP_NUM_THREADS=$twin_threads $PY -m engine.cli train "${common[@]}" \
-  "${stage2[@]}" --autoregressive --out "$RUNS/ar" >> "$RUNS/ar.log" 2>&1 &
+echo "twins: $TWINS/diffusion and $TWINS/ar ($ADAPT_STEPS steps each)" >&2
+finished "$TWINS/diffusion" "$ADAPT_STEPS" || OMP_NUM_THREADS=$twin_threads $PY -m engine.cli train "${common[@]}" \
+  "${stage2[@]}" "${shift_flag[@]}" --out "$TWINS/diffusion" >> "$TWINS/diffusion.log" 2>&1 &
+finished "$TWINS/ar" "$ADAPT_STEPS" || OMP_NUM_THREADS=$twin_threads $PY -m engine.cli train "${common[@]}" \
+  "${stage2[@]}" --autoregressive --out "$TWINS/ar" >> "$TWINS/ar.log" 2>&1 &
 wait
 for run in diffusion ar; do
-  finished "$RUNS/$run" "$ADAPT_STEPS" || { echo "$run stopped before its last step; re-run to continue" >&2; exit 3; }
+  finished "$TWINS/$run" "$ADAPT_STEPS" || { echo "$run stopped before its last step; re-run to continue" >&2; exit 3; }
 done
 
 mkdir -p "$EXPORT"
 rm -rf "$EXPORT/default" "$EXPORT/default-ar"
-cp -r "$RUNS/diffusion/model" "$EXPORT/default"
-cp -r "$RUNS/ar/model" "$EXPORT/default-ar"
+cp -r "$TWINS/diffusion/model" "$EXPORT/default"
+cp -r "$TWINS/ar/model" "$EXPORT/default-ar"
 echo "exported: $EXPORT/default $EXPORT/default-ar" >&2

@@ -44,9 +44,20 @@ def test_recipe_trains_and_exports_both_twins_from_one_base(tmp_path: Path) -> N
     assert diffusion.config.shift_logits and not diffusion.config.causal_canvas
     assert ar.config.causal_canvas
     assert tok.to_json() == ar_tok.to_json() and tok.vocab_size == 400
-    logs = {run: (tmp_path / "runs" / f"{run}.log").read_text() for run in ("base", "diffusion", "ar")}
+    runs = tmp_path / "runs"
+    paths = {
+        "base": runs / "base.log",
+        "diffusion": runs / "twins-4" / "diffusion.log",
+        "ar": runs / "twins-4" / "ar.log",
+    }
+    logs = {run: path.read_text() for run, path in paths.items()}
     assert "adapting the AR checkpoint" in logs["diffusion"]
     # Finished: a second run trains nothing (no stage log grows) and exports the same weights again.
     subprocess.run(["bash", str(SCRIPT)], env=env, check=True, capture_output=True, timeout=120)
     for run, text in logs.items():
-        assert (tmp_path / "runs" / f"{run}.log").read_text() == text, run
+        assert paths[run].read_text() == text, run
+    # A longer base later: the base resumes from its step 4 (it does not start over) and fresh twins branch from it.
+    subprocess.run(["bash", str(SCRIPT)], env={**env, "BASE_STEPS": "6"}, check=True, capture_output=True, timeout=300)
+    assert "resumed from" in paths["base"].read_text().removeprefix(logs["base"])
+    assert (runs / "twins-6" / "diffusion" / "model" / "config.json").is_file()
+    assert paths["diffusion"].read_text() == logs["diffusion"]
