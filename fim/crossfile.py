@@ -42,6 +42,8 @@ HEADER_TOKENS = 8  # the path comment the engine puts above each chunk, about (#
 MAX_READ_BYTES = 1_000_000  # a larger file is generated or data: never read for context
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
 
+_IMPORT_LINE = re.compile(r"[ \t]*(?:import|from)[ \t]")
+
 Reader = Callable[[Path], "str | None"]
 
 
@@ -193,6 +195,9 @@ def _near_names(text: str, offset: int) -> dict[str, int]:
             break
     found: dict[str, int] = {}
     for match in _NAME.finditer(text, start, end):
+        line_start = text.rfind("\n", 0, match.start()) + 1
+        if _IMPORT_LINE.match(text, line_start):  # naming a name in its import is not using it
+            continue
         distance = offset - match.end() if match.end() <= offset else match.start() - offset
         parts = match.group().split(".")
         for i in range(1, len(parts) + 1):  # `a.b.c` uses a, a.b and a.b.c

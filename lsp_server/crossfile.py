@@ -120,9 +120,14 @@ class CrossFile:
             return []
         disk = self._reader(root)
 
+        open_paths = {p.resolve() for uri in list(workspace.text_documents) if (p := _fs_path(uri)) is not None}
+
         def read(target: Path) -> str | None:
-            text = self._open_text(workspace, target)
+            text = self._open_text(workspace, target) if target.resolve() in open_paths else None
             return text if text is not None else disk(target)
+
+        def exists(target: Path) -> bool:  # an open document not saved yet counts
+            return target.resolve() in open_paths or target.is_file()
 
         found = collect(
             document.text,
@@ -134,6 +139,7 @@ class CrossFile:
             read=read,
             language=normalize_language(document.language_id),
             recent=self.ring.snippets(exclude=document.uri),
+            exists=exists,
         )
         self.last = found
         return found
