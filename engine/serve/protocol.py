@@ -199,10 +199,13 @@ def get_chunks(data: Mapping[str, Any], key: str, path_key: str) -> tuple[Contex
     for item in items:
         if not isinstance(item, dict):
             raise ProtocolError(400, f"each item of {key!r} must be a map with {path_key!r} and 'text'")
-        path = get_str(item, path_key, "")
+        try:
+            path, text = get_str(item, path_key, ""), get_str(item, "text")
+        except ProtocolError as e:
+            raise ProtocolError(e.status, f"an item of {key!r}: {e.message}") from None
         if len(path) > MAX_CHUNK_PATH:
             raise ProtocolError(400, f"a {path_key!r} in {key!r} is longer than {MAX_CHUNK_PATH} characters")
-        chunks.append(ContextChunk(path=path, text=get_str(item, "text")))
+        chunks.append(ContextChunk(path=path, text=text))
     return tuple(chunks)
 
 
