@@ -119,7 +119,11 @@ def _candidates(module: str, level: int, current: Path, root: Path) -> list[Path
             base = base.parent
         bases = [base]
     else:
-        ancestors = [d for d in current.parents if d == root or root in d.parents]
+        try:
+            inside = current.parent.relative_to(root).parts
+        except ValueError:
+            inside = ()
+        ancestors = [root.joinpath(*inside[:i]) for i in range(len(inside), 0, -1)]  # nearest first
         bases = list(dict.fromkeys([root, root / "src", *ancestors]))
     out = []
     for base in bases:
@@ -133,12 +137,12 @@ def module_file(
 ) -> Path | None:
     """The file under `root` that `module` (imported from `current`) resolves to, or None (a package outside the
     workspace, the standard library, a path escaping the root through `..` or a symlink)."""
-    root = root.resolve()
-    for path in _candidates(module, level, current.resolve(), root):
+    root, current = root.resolve(), current.resolve()
+    for path in _candidates(module, level, current, root):
         if not exists(path):
             continue
         real = path.resolve()
-        if real.is_relative_to(root) and real != current.resolve():
+        if real.is_relative_to(root) and real != current:
             return path
     return None
 

@@ -163,7 +163,7 @@ class CrossFileSettings:
     max_tokens: int = _setting(512, _int_in(0, 65536))
     # Regions of other documents the ring buffer keeps (the oldest go first), and their length in lines.
     ring_chunks: int = _setting(16, _int_in(0, 256))
-    chunk_lines: int = _setting(64, _int_in(4, 1024))
+    chunk_lines: int = _setting(16, _int_in(4, 1024))
 
 
 @dataclass(frozen=True)
