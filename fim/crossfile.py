@@ -34,7 +34,7 @@ from pathlib import Path
 from fim.definitions import Definition, Import, imports, module_file, outline
 from fim.request import TokenCounter, approx_tokens
 
-__all__ = ["DiskReader", "RecentChunks", "Snippet", "collect", "relative_path", "workspace_reader"]
+__all__ = ["DiskReader", "Imported", "RecentChunks", "Snippet", "collect", "relative_path", "resolve_imports"]
 
 NEAR_LINES_BEFORE = 40  # lines above the cursor whose names count as "used near the cursor"
 NEAR_LINES_AFTER = 10
@@ -214,29 +214,56 @@ class _Candidate:
     group: int  # the import's position: definitions are shown per file in import order
 
 
-def _definitions(
-    imported: Iterable[Import], current: Path, root: Path, read: Reader, near: dict[str, int], exists: Callable
-) -> list[_Candidate]:
-    out: list[_Candidate] = []
-    for group, imp in enumerate(imported):
-        target: Path | None = None
-        names: list[str] | None = None  # None: every definition of the module
+@dataclass(frozen=True)
+class Imported:
+    """What one import binding names in a workspace file: a definition (`uses` is the binding, ``from m import
+    f``) or a module (`uses` are ``binding.attr`` for each public definition, ``import m`` / ``from pkg import m``)."""
+
+    binding: Import
+    path: str  # the defining file, relative to the root
+    definitions: dict[str, Definition]  # name -> definition, as the binding exposes them
+    module: bool
+
+    def uses(self) -> dict[str, Definition]:
+        """How code of the importing file names each definition: ``f`` or ``m.f``."""
+        if self.module:
+            return {f"{self.binding.binding}.{name}": d for name, d in self.definitions.items()}
+        (definition,) = self.definitions.values()  # `from m import name` names one definition
+        return {self.binding.binding: definition}
+
+
+def resolve_imports(
+    text: str, current: Path, root: Path, read: Reader, exists: Callable[[Path], bool] = Path.is_file
+) -> list[Imported]:
+    """The import bindings of a Python file that resolve to definitions in workspace files, in import order."""
+    out: list[Imported] = []
+    for imp in imports(text):
+        names: list[str] | None = None  # None: the module's public definitions
         if imp.name is not None:  # from m import name: name's definition, or the submodule m.name
-            sub = module_file(f"{imp.module}.{imp.name}".strip("."), imp.level, current, root, exists)
-            if sub is not None:
-                target = sub
-            else:
+            target = module_file(f"{imp.module}.{imp.name}".strip("."), imp.level, current, root, exists)
+            if target is None:
                 target, names = module_file(imp.module, imp.level, current, root, exists), [imp.name]
         else:
             target = module_file(imp.module, imp.level, current, root, exists)
-        if target is None or (text := read(target)) is None or (path := relative_path(target, root)) is None:
+        if target is None or (source := read(target)) is None or (path := relative_path(target, root)) is None:
             continue
-        for name, definition in outline(text).items():
-            if (name not in names) if names is not None else name.startswith("_"):  # a module's private names
-                continue
-            used = near.get(imp.binding) if names is not None else near.get(f"{imp.binding}.{name}")
+        defined = outline(source)
+        if names is None:
+            found = {name: d for name, d in defined.items() if not name.startswith("_")}  # its public names
+        else:
+            found = {name: defined[name] for name in names if name in defined}
+        if found:
+            out.append(Imported(imp, path, found, module=names is None))
+    return out
+
+
+def _definitions(imported: list[Imported], near: dict[str, int]) -> list[_Candidate]:
+    out: list[_Candidate] = []
+    for group, item in enumerate(imported):
+        for use, definition in item.uses().items():
+            used = near.get(use)
             rank = (0, float(used)) if used is not None else (2, float(group * 1000 + definition.order))
-            out.append(_Candidate(rank, path, definition, group))
+            out.append(_Candidate(rank, item.path, definition, group))
     best: dict[tuple[str, str], _Candidate] = {}  # one candidate per definition, however often it is imported
     for c in out:
         key = (c.path, c.definition.name)
@@ -269,7 +296,7 @@ def collect(
         return []
     definitions: list[_Candidate] = []
     if path is not None and root is not None and read is not None and language == "python":
-        definitions = _definitions(imports(text), path, root, read, _near_names(text, offset), exists)
+        definitions = _definitions(resolve_imports(text, path, root, read, exists), _near_names(text, offset))
     regions = list(recent)
     # (rank, index): definitions by their rank, recent regions in tier 1, newest first
     ranked = sorted(
@@ -298,14 +325,3 @@ def collect(
     for file_path, stubs in by_file.items():
         out.append(Snippet(file_path, "".join(stub for _, stub in sorted(stubs.items())), "definitions"))
     return out
-
-
-def workspace_reader(root: Path, documents: Callable[[Path], str | None]) -> Reader:
-    """A reader that prefers the editor's open document (unsaved edits) and else reads the file from disk."""
-    disk = DiskReader(root)
-
-    def read(path: Path) -> str | None:
-        text = documents(path)
-        return text if text is not None else disk(path)
-
-    return read
