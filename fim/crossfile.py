@@ -38,10 +38,8 @@ __all__ = ["DiskReader", "Imported", "RecentChunks", "Snippet", "collect", "rela
 
 NEAR_LINES_BEFORE = 40  # lines above the cursor whose names count as "used near the cursor"
 NEAR_LINES_AFTER = 10
-HEADER_TOKENS = 8  # the path comment the engine puts above each chunk, about (# path: pkg/sub/module.py)
 MAX_READ_BYTES = 1_000_000  # a larger file is generated or data: never read for context
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
-
 _IMPORT_LINE = re.compile(r"[ \t]*(?:import|from)[ \t]")
 
 Reader = Callable[[Path], "str | None"]
@@ -273,6 +271,7 @@ def _definitions(imported: list[Imported], near: dict[str, int]) -> list[_Candid
 
 
 def _header_tokens(path: str, count: TokenCounter) -> int:
+    """The path comment the engine writes above a chunk (``engine.layout.chunk_text``; "//" is as long as "#")."""
     return count(f"# path: {path}\n")
 
 
