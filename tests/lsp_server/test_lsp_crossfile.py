@@ -14,7 +14,7 @@ import pytest_asyncio
 from lsprotocol import types
 from pytest_lsp import LanguageClient
 
-from engine.layout import chunk_text
+from engine.layout import N_CONTEXT_TAGS, chunk_text
 from engine.tokenizer import CodeTokenizer
 from tests.lsp_server.helpers import inline, lsp_session, open_document, stats, wait_for_model
 
@@ -79,7 +79,9 @@ async def complete_at(client: LanguageClient, uri: str, line: int, character: in
     return await stats(client)
 
 
-async def test_a_completion_sees_a_definition_from_another_open_file(client: LanguageClient, project: Path):
+async def test_a_completion_sees_a_definition_from_another_open_file(
+    client: LanguageClient, project: Path, checkpoint: Path
+):
     # pkg/util.py exists only in the editor (never saved): the import resolves to the open document.
     open_document(client, (project / "pkg" / "util.py").as_uri(), UTIL)
     main = (project / "pkg" / "main.py").as_uri()
@@ -91,7 +93,12 @@ async def test_a_completion_sees_a_definition_from_another_open_file(client: Lan
     assert "return left * right" not in chunks["pkg/util.py"]["text"]  # stubs: no bodies
     assert "class Square:" in chunks["pkg/shapes.py"]["text"]  # read from disk under the root
     assert chunks["pkg/util.py"]["kind"] == "definitions"
-    assert status["lastCompletion"]["context_tokens"] > 0
+    # The engine's prompt is exactly the window (the whole small file) plus these chunks and the four FIM tags.
+    tok = CodeTokenizer.load(checkpoint)
+    cursor = MAIN.index("y = frob") + len("y = frob")
+    window = len(tok.encode(MAIN[:cursor])) + len(tok.encode(MAIN[cursor:]))
+    sent = sum(len(tok.encode(chunk_text(c["path"], c["text"], "python"))) for c in last_chunks(status))
+    assert status["lastCompletion"]["context_tokens"] == N_CONTEXT_TAGS + window + sent
 
 
 async def test_chunks_stay_within_the_token_budget(client: LanguageClient, project: Path, checkpoint: Path):
