@@ -54,6 +54,9 @@ class SampleOptions:
     # Steps the greedy candidate runs alone before the other candidates branch off its canvas (0 = all
     # candidates from the first step): early steps commit what every candidate would agree on anyway.
     branch_after: int = 0
+    # Stop a candidate once its text holds this many line breaks (0 = no limit): the editor shows one line in
+    # single-line mode, so nothing after the first line break is worth a step (fim's ``FimRequest.max_lines``).
+    max_lines: int = 0
 
     def __post_init__(self) -> None:
         if self.steps < 1:
@@ -62,6 +65,8 @@ class SampleOptions:
             raise ValueError(f"initial_canvas must be >= 1, got {self.initial_canvas}")
         if self.branch_after < 0:
             raise ValueError(f"branch_after must be >= 0, got {self.branch_after}")
+        if self.max_lines < 0:
+            raise ValueError(f"max_lines must be >= 0, got {self.max_lines}")
         if not 0.0 <= self.threshold <= 1.0:
             raise ValueError(f"threshold must be in [0, 1], got {self.threshold}")
         if self.temperature < 0:
