@@ -18,9 +18,10 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-# Weight/activation types a local model can run in: float32 (the default on CPU), or bfloat16 -- on a CPU with
-# AMX / AVX512-BF16 a warm single-line request took 368 instead of 825 CPU-ms (docs/speed.md).
-DTYPES = ("float32", "bfloat16")
+# Weight/activation types a local model can run in. "auto" (engine.checkpoint.default_dtype): bfloat16 on GPUs and
+# on CPUs with AMX / AVX512-BF16 (a warm single-line request took 368 instead of 825 CPU-ms, docs/speed.md), else
+# float32.
+DTYPES = ("auto", "float32", "bfloat16")
 
 MAX_CANDIDATES = 64  # one batch of candidates per request; more is a client error, not a bigger batch
 # How a released coder samples (engine.adapters.presets): "fast" for typing (the request's steps, threshold and

@@ -49,7 +49,7 @@ from engine.adapters.sampler import (
 from engine.adapters.tokenizer import AdapterTokenizer
 from engine.adapters.weights import load_tensors, tensor_locations
 from engine.cache import ContextCache
-from engine.checkpoint import resolve_device
+from engine.checkpoint import default_dtype, resolve_device
 from engine.config import read_config
 from engine.contract import DEFAULT_PRESET, Completion, CompletionRequest, SampleOptions, fit_canvas
 from engine.errors import CheckpointError
@@ -304,7 +304,7 @@ def load_adapter_runner(
     family = detect_family(config, directory / "config.json")
     tokenizer = AdapterTokenizer.load(directory, family, config)
     dev = resolve_device(device)
-    dtype = dtype or (torch.bfloat16 if dev.type == "cuda" else torch.float32)
+    dtype = dtype or default_dtype(dev)
     model = load_model(directory, family, config, dev, dtype, limits, progress)
     if tokenizer.mask_id >= model.spec.vocab_size:
         raise CheckpointError(
