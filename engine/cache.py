@@ -61,6 +61,15 @@ class KVCache:
         self.v[layer, :, :, start:end] = v
         return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
 
+    def scratch(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Keys/values (H, N, D) of batch row 0 placed after the filled positions, without making them part of the
+        cache (``length`` stays): views (1, H, length + N, D) of context + these, for one attention call. The
+        caller reserves the room first. The next scratch or write overwrites them."""
+        end = self.length + k.shape[1]
+        self.k[layer, 0, :, self.length : end] = k
+        self.v[layer, 0, :, self.length : end] = v
+        return self.k[layer, :1, :, :end], self.v[layer, :1, :, :end]
+
     def view(self, layer: int) -> tuple[Tensor, Tensor]:
         """The filled part of one layer: (B, H, length, D) keys and values."""
         return self.k[layer, :, :, : self.length], self.v[layer, :, :, : self.length]

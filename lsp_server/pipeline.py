@@ -49,8 +49,12 @@ def run(job: Job) -> list[str]:
         budget = job.fim.cross_file_tokens
         found = job.cross_file.snippets(job.workspace, document, cursor.offset, budget, job.engine.count_tokens)
         chunks = [ContextChunk(s.path, s.text) for s in found]
+    sampling = job.sampling
     options = SampleOptions(
-        steps=job.sampling.steps, threshold=job.sampling.threshold, temperature=job.sampling.temperature
+        steps=sampling.steps,
+        threshold=sampling.threshold,
+        temperature=sampling.temperature,
+        max_lines=request.max_lines,
     )
     completions = job.engine.complete(
         request.prefix,
