@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,9 @@ from engine.contract import (
     Completion,
     CompletionRequest,
     CompletionStats,
+    ContextChunk,
     SampleOptions,
+    check_chunks,
     check_preset,
     check_request_sizes,
 )
@@ -93,9 +96,12 @@ class LocalEngine:
         num_candidates: int,
         options: SampleOptions = SampleOptions(),  # noqa: B008 - frozen dataclass, safe as a default
         session_id: str | None = None,
+        chunks: Sequence[ContextChunk] = (),
     ) -> list[Completion]:
         check_request_sizes(canvas_length, num_candidates)
-        request = CompletionRequest(prefix, suffix, language, canvas_length, num_candidates, options, session_id)
+        request = CompletionRequest(
+            prefix, suffix, language, canvas_length, num_candidates, options, session_id, chunks=check_chunks(chunks)
+        )
         prompt = self.runner.prepare(request)
         runner = self.runner
         with self._lock, torch.inference_mode():

@@ -4,7 +4,8 @@ This module sits at the bottom of ``engine`` and imports neither torch nor any o
 (the language server, ``eval``, ``diffill serve``, ``engine.remote``) can name the types without loading a model.
 
 * ``CompletionRequest``: what to fill (prefix, suffix, language), how big (canvas length, candidates), how to
-  sample (``SampleOptions``), and which editor session's context cache to reuse.
+  sample (``SampleOptions``), which editor session's context cache to reuse, and ``ContextChunk``s: text from other
+  files of the project (cross-file context, docs/context.md) that the prompt places before the current file.
 * ``Completion`` / ``CompletionStats`` / ``CompletionResult``: what comes back.
 * ``CompletionEngine``: the protocol of ``LocalEngine`` (a model in this process, whatever its family) and
   ``RemoteEngine`` (a ``diffill serve`` box). Callers use these methods only, never ``getattr`` past them.
@@ -15,6 +16,7 @@ This module sits at the bottom of ``engine`` and imports neither torch nor any o
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -28,6 +30,10 @@ MAX_CANDIDATES = 64  # one batch of candidates per request; more is a client err
 # temperature), "reference" = the sampling its release was evaluated with. Diffill's own model has one way.
 PRESETS = ("fast", "reference")
 DEFAULT_PRESET = "fast"
+
+
+# Cross-file chunks one request may carry (llama.vscode sends up to 16 by default); more is a client error.
+MAX_CHUNKS = 64
 
 
 def check_preset(name: str) -> str:
@@ -75,8 +81,18 @@ class SampleOptions:
 
 
 @dataclass(frozen=True)
+class ContextChunk:
+    """Text from another file of the project (a definition, a region the user edited), tagged with its path."""
+
+    path: str  # as the model sees it: relative to the workspace root, "/" separated
+    text: str
+
+
+@dataclass(frozen=True)
 class CompletionRequest:
-    """One fill-in-the-middle request. `prefix + suffix` is the window fim cut around the cursor."""
+    """One fill-in-the-middle request. `prefix + suffix` is the window fim cut around the cursor; `chunks` come
+    least relevant first (the layout places the last nearest the file and drops from the front when over budget,
+    as llama.cpp does with ``input_extra``)."""
 
     prefix: str
     suffix: str
@@ -86,6 +102,7 @@ class CompletionRequest:
     options: SampleOptions = SampleOptions()
     session_id: str | None = None  # the editor document whose context cache to reuse; None = a private one
     request_id: str = field(default_factory=lambda: secrets.token_hex(8))
+    chunks: tuple[ContextChunk, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -120,6 +137,16 @@ def check_request_sizes(canvas_length: int, num_candidates: int) -> None:
         raise ValueError(f"num_candidates must be in [1, {MAX_CANDIDATES}], got {num_candidates}")
 
 
+def check_chunks(chunks: Sequence[ContextChunk]) -> tuple[ContextChunk, ...]:
+    """The chunks as a tuple, or a ValueError for more than ``MAX_CHUNKS`` or an item that is not a chunk."""
+    chunks = tuple(chunks)
+    if len(chunks) > MAX_CHUNKS:
+        raise ValueError(f"at most {MAX_CHUNKS} context chunks, got {len(chunks)}")
+    if not all(isinstance(c, ContextChunk) for c in chunks):
+        raise ValueError("chunks must be ContextChunk(path, text) items")
+    return chunks
+
+
 def fit_canvas(canvas_length: int, max_canvas: int) -> int:
     """A longer canvas than the model supports gets the longest it supports (the canvas is an upper bound)."""
     return min(canvas_length, max_canvas)
@@ -149,6 +176,7 @@ class CompletionEngine(Protocol):
         num_candidates: int,
         options: SampleOptions = ...,
         session_id: str | None = None,
+        chunks: Sequence[ContextChunk] = (),
     ) -> list[Completion]: ...
 
     def forget(self, session_id: str) -> None:

@@ -3,7 +3,8 @@
 The span is chosen the way an editor asks (design.md), with the kinds and weights of `FIM_KIND_WEIGHTS`;
 prefix + middle + suffix is always one contiguous slice of the file, trimmed at line boundaries to
 `max_context_chars` of context, nearer text kept. `iter_fim_examples` streams them from a corpus file,
-deterministically per seed.
+deterministically per seed; with `cross_file_rate` > 0 that fraction of examples carries chunks of related files
+of the same package (``engine.related``), as the language server sends them.
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ import math
 import random
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import NamedTuple
 
+from engine.related import PackageIndex, related_chunks
 from fim.spans import syntax_spans
 
 # --- fill-in-the-middle examples ---
@@ -44,6 +46,7 @@ class FimExample:
     suffix: str
     language: str
     kind: str
+    chunks: tuple[tuple[str, str], ...] = ()  # cross-file context: (path, text), least relevant first
 
 
 class _Line(NamedTuple):
@@ -203,6 +206,8 @@ def iter_fim_examples(
     max_context_chars: int = 8000,
     rank: int = 0,
     world_size: int = 1,
+    cross_file_rate: float = 0.0,
+    cross_file_tokens: int = 256,
 ) -> Iterator[FimExample]:
     """FIM examples from a corpus file: endless when `epochs` is None, the same stream for the same seed.
 
@@ -210,6 +215,8 @@ def iter_fim_examples(
     or DataLoader workers numbered globally) takes every world_size-th file. A file yields
     len(text) / chars_per_example examples in expectation (stochastically rounded, so a short file yields
     one now and then). A shuffle buffer mixes examples of neighbouring files so a batch is not one file.
+    `cross_file_rate`: the fraction of examples given chunks of related files (``engine.related``), estimated at
+    most `cross_file_tokens` tokens (the batch's collate cuts them to their share of the row).
     """
     path = Path(corpus_path)
     offsets = _record_offsets(path)
@@ -220,9 +227,12 @@ def iter_fim_examples(
     sample = functools.partial(
         sample_fim_example, max_middle_chars=max_middle_chars, max_context_chars=max_context_chars
     )
+    if not 0.0 <= cross_file_rate <= 1.0:
+        raise ValueError(f"cross_file_rate must be in [0, 1], got {cross_file_rate}")
     buffer: list[FimExample] = []
     epoch = 0
-    with path.open("rb") as corpus:
+    with path.open("rb") as corpus, path.open("rb") as related_file:
+        index = PackageIndex(related_file) if cross_file_rate > 0 else None
         while epochs is None or epoch < epochs:
             order = offsets.copy()
             order_rng.shuffle(order)
@@ -233,6 +243,17 @@ def iter_fim_examples(
                 chars += len(record["text"])
                 for _ in range(math.floor(len(record["text"]) / chars_per_example + rng.random())):
                     example = sample(record["text"], record["language"], rng)
+                    if index is not None and rng.random() < cross_file_rate:
+                        chunks = related_chunks(
+                            index,
+                            record["path"],
+                            example.prefix,
+                            example.suffix,
+                            example.language,
+                            rng,
+                            cross_file_tokens,
+                        )
+                        example = replace(example, chunks=chunks)
                     if len(buffer) < shuffle_buffer:
                         buffer.append(example)
                         continue

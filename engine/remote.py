@@ -23,12 +23,13 @@ import socket
 import ssl
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
 import msgpack
 
-from engine.contract import Completion, CompletionStats, SampleOptions
+from engine.contract import Completion, CompletionStats, ContextChunk, SampleOptions, check_chunks
 from engine.errors import DiffillError
 from engine.serve.protocol import MSGPACK, native_request, parse_native_reply
 from fim.request import approx_tokens  # torch-free
@@ -147,6 +148,7 @@ class RemoteEngine:
         num_candidates: int,
         options: SampleOptions = SampleOptions(),  # noqa: B008 - frozen dataclass, safe as a default
         session_id: str | None = None,
+        chunks: Sequence[ContextChunk] = (),
     ) -> list[Completion]:
         request = native_request(
             prefix,
@@ -157,6 +159,7 @@ class RemoteEngine:
             options=options,
             session_id=session_id,
             request_id=secrets.token_hex(8),
+            chunks=check_chunks(chunks),
         )
         body = msgpack.packb(request, use_bin_type=True)
         status, ctype, reply, retry_after = self._request("POST", "/v1/fim", body=body, content_type=MSGPACK)

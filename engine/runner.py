@@ -31,7 +31,7 @@ from torch import Tensor
 
 from engine.cache import ContextCache, KVCache
 from engine.contract import Completion, CompletionRequest, SampleOptions, fit_canvas
-from engine.layout import N_CONTEXT_TAGS, context_tokens
+from engine.layout import N_CONTEXT_TAGS, context_tokens, encode_chunks
 from engine.model import DiffillModel
 from engine.sample import (
     Prediction,
@@ -323,7 +323,8 @@ class DiffillRunner(TokenizedRunner):
     def prepare(self, request: CompletionRequest) -> Prompt:
         tok = self.tokenizer
         prefix, suffix = tok.encode(request.prefix), tok.encode(request.suffix)
-        context = context_tokens(tok, prefix, suffix, request.language, self.max_context)
+        chunks = encode_chunks(tok.encode, request.chunks, request.language)
+        context = context_tokens(tok, prefix, suffix, request.language, self.max_context, chunks)
         return Prompt(
             request=request,
             tokens=context,

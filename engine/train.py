@@ -45,9 +45,10 @@ from tqdm import tqdm
 
 from engine.checkpoint import load_checkpoint, save_checkpoint
 from engine.config import preset
+from engine.contract import ContextChunk
 from engine.corpus import iter_corpus
 from engine.data import FimExample, iter_fim_examples
-from engine.layout import Batch, collate, draw_canvas_len
+from engine.layout import Batch, collate, draw_canvas_len, encode_chunks
 from engine.model import DiffillModel
 from engine.tokenizer import CodeTokenizer, train_tokenizer
 
@@ -95,6 +96,9 @@ class TrainConfig:
     # "bf16": autocast matmuls to bfloat16 (the loss stays float32); "fp32"; "auto": bf16 on CUDA, fp32 on CPU.
     # On a CPU with AVX512-BF16, bf16 doubles the step rate of the cpu-8m preset (measured, see MODEL_CARD.md).
     precision: str = "auto"
+    # Fraction of training examples that carry cross-file chunks of related files of their package (engine.related,
+    # docs/context.md); 0 = off. Costs data-pipeline time (measured in docs/context.md), not model time per row.
+    cross_file_rate: float = 0.0
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch_size < 1 or self.data_workers < 0:
@@ -198,8 +202,11 @@ def autoregressive_loss(model: torch.nn.Module, batch: Batch, eos_id: int, conte
 # ---- data ---------------------------------------------------------------------------------------------------
 
 
-def tokenize_example(tok: CodeTokenizer, ex: FimExample) -> tuple[list[int], list[int], list[int], str]:
-    return tok.encode(ex.prefix), tok.encode(ex.middle), tok.encode(ex.suffix), ex.language
+def tokenize_example(tok: CodeTokenizer, ex: FimExample) -> tuple:
+    row = (tok.encode(ex.prefix), tok.encode(ex.middle), tok.encode(ex.suffix), ex.language)
+    if not ex.chunks:
+        return row
+    return (*row, encode_chunks(tok.encode, [ContextChunk(p, t) for p, t in ex.chunks], ex.language))
 
 
 def batches(
@@ -315,6 +322,7 @@ class _FimBatches(torch.utils.data.IterableDataset):
             seed=self.seed,
             rank=self.rank * n + i,
             world_size=self.world * n,
+            cross_file_rate=self.cfg.cross_file_rate,
         )
         yield from batches(
             examples, self.tok, self.cfg.batch_size, self.cfg.context_tokens, self.max_canvas, self.seed + i

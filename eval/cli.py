@@ -3,7 +3,7 @@
     diffill eval humaneval-infilling --set single-line [BACKEND] [--limit N] [--out DIR]
     diffill eval safim --data DIR --split {block,control,api} [--lang python,java,cpp,csharp] [BACKEND]
     diffill eval santacoder-fim --data FILE [--lang python,javascript,java] [BACKEND]
-    diffill eval repo PATH [--languages python,go] [--n N] [--seed S] [BACKEND]
+    diffill eval repo PATH [--languages python,go] [--n N] [--seed S] [--cross-file] [BACKEND]
     diffill eval jsonl --data FILE [--half calibration|held-out] [--limit N] [BACKEND]
     diffill eval calibrate RUN_DIR... [--held-out RUN_DIR...] [--out DIR]
     diffill eval report RUN_DIR... [--out DIR]
@@ -135,6 +135,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=300, help="tasks to cut (rest of line, whole line, block, in turn)")
     p.add_argument("--seed", type=int, default=0, help="seed of the task cut (and of sampling)")
     p.add_argument("--max-file-kb", type=int, default=256, help="skip larger files")
+    p.add_argument(
+        "--cross-file",
+        action="store_true",
+        help="tasks whose middle uses a name defined in another file, each without and with cross-file context",
+    )
+    p.add_argument("--cross-file-tokens", type=int, default=512, help="the cross-file budget (crossFile.maxTokens)")
     add_run_arguments(p, limit=False)
     add_sampling_arguments(p, sweep=False, seed=False)
     add_backend_arguments(p)
@@ -337,16 +343,25 @@ def cmd_santacoder(args: argparse.Namespace) -> int:
 
 
 def cmd_repo(args: argparse.Namespace) -> int:
-    from eval.suites.repo import RepoSuite, cut_tasks
+    from eval.suites.repo import RepoSuite, cut_cross_file_tasks, cut_tasks
 
-    if args.n < 1:
-        raise UsageError("--n must be >= 1")
+    if args.n < 1 or args.cross_file_tokens < 1:
+        raise UsageError("--n and --cross-file-tokens must be >= 1")
     langs = languages(args.languages)
-    tasks = cut_tasks(args.path, args.n, args.seed, langs, args.max_file_kb)
+    if args.cross_file:
+        if langs and langs != ["python"]:
+            raise UsageError("--cross-file resolves Python imports: leave --languages out or pass python")
+        tasks = cut_cross_file_tasks(args.path, args.n, args.seed, args.max_file_kb, args.cross_file_tokens)
+        if not tasks:
+            raise UsageError(f"no Python file under {args.path} uses a name defined in another of its files")
+    else:
+        tasks = cut_tasks(args.path, args.n, args.seed, langs, args.max_file_kb)
     if not tasks:
         raise UsageError(f"no source files to cut tasks from under {args.path}")
     suite = RepoSuite(args.path, tasks)
     identity = {"path": str(Path(args.path).resolve()), "languages": langs, "n": args.n, "seed": args.seed}
+    if args.cross_file:
+        identity |= {"cross_file_tokens": args.cross_file_tokens}
     return run_command(args, suite, backend_spec(args), gen_config(args), identity, out_dir(args, args.path.name))
 
 

@@ -7,6 +7,11 @@ picks the mode (``fim_request`` is the one place that calls it), the engine samp
 ``fim.validate.postprocess`` truncates, validates, filters and ranks them (``GenConfig.min_confidence`` is the
 editor's show-or-stay-silent threshold, ``completion.minConfidence``).
 
+A task may ask for cross-file context (``FimTask.root``: the repository its file is in): the chunks are then
+collected as the language server collects them (``fim.crossfile.collect``: imported definitions resolved in the
+repository, read from disk), within the room ``FimSettings.fitted`` reserves for ``cross_file_tokens``, and the
+collection is part of the timed request (``latency_ms``).
+
 Three completions per task come back: ``editor`` (the top post-processed candidate, "" when all were rejected: the
 editor shows nothing), ``fallback`` (editor, else the raw top candidate cut to the line limit) and ``raw`` (the
 best candidate as the model wrote it). With ``n > 1`` an extra, untimed request draws n + 1 candidates at the
@@ -16,22 +21,25 @@ configured temperature, drops the greedy first row (the engine's convention) and
 from __future__ import annotations
 
 import dataclasses
+import functools
 import secrets
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
 from eval.metrics import mean, spread
 from fim.confidence import DEFAULT_MIN_CONFIDENCE
+from fim.crossfile import DiskReader, collect
 from fim.request import FimRequest, FimSettings, Mode, build_request
 from fim.validate import Assessed, Candidate, assess, postprocess, select
 
 if TYPE_CHECKING:
-    from engine.contract import Completion, CompletionEngine, SampleOptions
+    from engine.contract import Completion, CompletionEngine, ContextChunk, SampleOptions
 
 
 @dataclass(frozen=True)
@@ -44,6 +52,11 @@ class FimTask:
     cursor: int
     middle: str
     mode: Mode | None = None  # the suite's mode for this task; None: what the editor picks at the cursor
+    # Cross-file context: the repository root holding the task's file (`path`, relative to it) and the token budget
+    # the editor would reserve for chunks (crossFile.maxTokens); None / 0: the file alone.
+    root: str | None = None
+    path: str | None = None
+    cross_file_tokens: int = 0
 
     def __post_init__(self) -> None:
         if not 0 <= self.cursor <= len(self.text):
@@ -73,9 +86,10 @@ def fim_request(
     return build_request(text, offset, language, settings, count)
 
 
-def settings_for(description: dict[str, Any]) -> FimSettings:
+def settings_for(description: dict[str, Any], cross_file_tokens: int = 0) -> FimSettings:
     """fim's sizes fitted to what the engine accepts, as the language server does."""
-    return FimSettings().fitted(description.get("max_text_tokens"), description.get("max_canvas"))
+    settings = FimSettings(cross_file_tokens=cross_file_tokens)
+    return settings.fitted(description.get("max_text_tokens"), description.get("max_canvas"))
 
 
 @dataclass(frozen=True)
@@ -147,8 +161,14 @@ def cut_lines(text: str, request: FimRequest) -> str:
 
 
 def _complete(
-    engine: CompletionEngine, request: FimRequest, options: SampleOptions, n: int, session: str
+    engine: CompletionEngine,
+    request: FimRequest,
+    options: SampleOptions,
+    n: int,
+    session: str,
+    chunks: Sequence[ContextChunk] = (),
 ) -> list[Completion]:
+    extra = {"chunks": chunks} if chunks else {}  # backends without cross-file support keep working
     return engine.complete(
         request.prefix,
         request.suffix,
@@ -157,14 +177,17 @@ def _complete(
         num_candidates=n,
         options=dataclasses.replace(options, max_lines=request.max_lines),  # the editor shows no more lines
         session_id=session,
+        **extra,
     )
 
 
-def _samples(engine: CompletionEngine, request: FimRequest, config: GenConfig, session: str) -> tuple[str, ...]:
+def _samples(
+    engine: CompletionEngine, request: FimRequest, config: GenConfig, session: str, chunks: Sequence[ContextChunk]
+) -> tuple[str, ...]:
     """n i.i.d. samples at the configured temperature, each post-processed alone ("" when rejected)."""
     if config.n <= 1:
         return ()
-    rows = _complete(engine, request, config.options, config.n + 1, session)[1:]  # row 0 is greedy
+    rows = _complete(engine, request, config.options, config.n + 1, session, chunks)[1:]  # row 0 is greedy
     kept = [postprocess(request, [Candidate(c.text, c.score)], config.min_confidence) for c in rows]
     return tuple(k[0].text if k else "" for k in kept)
 
@@ -184,16 +207,28 @@ def _engine_stats(engine: CompletionEngine) -> dict[str, float]:
     return {k: float(v) for k, v in dataclasses.asdict(stats).items()} if stats is not None else {}
 
 
-def generate(engine: CompletionEngine, task_id: str, request: FimRequest, config: GenConfig, run: str) -> Generation:
-    """One editor request for the task (timed), plus the pass@k samples when n > 1 (not timed)."""
+def generate(
+    engine: CompletionEngine,
+    task_id: str,
+    request: FimRequest,
+    config: GenConfig,
+    run: str,
+    chunks_for: Callable[[FimRequest], Sequence[ContextChunk]] | None = None,
+) -> Generation:
+    """One editor request for the task (timed, cross-file collection by `chunks_for` included), plus the pass@k
+    samples when n > 1 (not timed)."""
     session = session_id(task_id, run)
+    t_collect = time.perf_counter()
+    chunks = tuple(chunks_for(request)) if chunks_for is not None else ()
     t0 = time.perf_counter()
-    raw = _complete(engine, request, config.options, request.num_candidates, session)
+    raw = _complete(engine, request, config.options, request.num_candidates, session, chunks)
     t1 = time.perf_counter()
     assessed = assess(request, [Candidate(c.text, c.score) for c in raw])
     ranked = select(request, assessed, config.min_confidence)
     t2 = time.perf_counter()
-    stats = _engine_stats(engine)
+    stats = _engine_stats(engine) | (
+        {"chunks": float(len(chunks)), "collect_ms": (t0 - t_collect) * 1e3} if chunks_for else {}
+    )
     top_raw = max(raw, key=lambda c: c.score).text if raw else ""
     editor = ranked[0].text if ranked else ""
     return Generation(
@@ -202,8 +237,8 @@ def generate(engine: CompletionEngine, task_id: str, request: FimRequest, config
         editor=editor,
         fallback=editor or cut_lines(top_raw, request),
         raw=top_raw,
-        samples=_samples(engine, request, config, session),
-        latency_ms=(t2 - t0) * 1e3,
+        samples=_samples(engine, request, config, session, chunks),
+        latency_ms=(t2 - t_collect) * 1e3,
         model_ms=(t1 - t0) * 1e3,
         tokens=sum(c.tokens for c in raw),
         candidates=len(raw),
@@ -223,19 +258,47 @@ class Asker:
     count: Callable[[str], int]
     max_canvas: int | None
     run: str = field(default_factory=lambda: secrets.token_hex(4))
+    description: dict[str, Any] = field(default_factory=dict)
+    readers: dict[str, DiskReader] = field(default_factory=dict)  # one cached reader per repository
 
     @classmethod
     def of(cls, engine: CompletionEngine, config: GenConfig) -> Asker:
         description = engine.describe()
         max_canvas = description.get("max_canvas")
         max_canvas = max_canvas if isinstance(max_canvas, int) and max_canvas > 0 else None
-        return cls(engine, config, settings_for(description), engine.count_tokens, max_canvas)
+        return cls(engine, config, settings_for(description), engine.count_tokens, max_canvas, description=description)
+
+    def settings_of(self, task: FimTask) -> FimSettings:
+        if not task.cross_file_tokens:
+            return self.settings
+        return settings_for(self.description, task.cross_file_tokens)
 
     def request(self, task: FimTask) -> FimRequest:
-        return make_request(task, self.config, self.settings, self.count, self.max_canvas)
+        return make_request(task, self.config, self.settings_of(task), self.count, self.max_canvas)
+
+    def chunks(self, task: FimTask, request: FimRequest) -> tuple[ContextChunk, ...]:
+        """The cross-file chunks the language server would send for this task (``lsp_server.crossfile``)."""
+        from engine.contract import ContextChunk
+
+        if task.root is None or task.path is None:
+            return ()
+        root = Path(task.root)
+        read = self.readers.setdefault(task.root, DiskReader(root))
+        found = collect(
+            task.text,
+            task.cursor,
+            budget=self.settings_of(task).cross_file_tokens,
+            count=self.count,
+            path=root / task.path,
+            root=root,
+            read=read,
+            language=request.language,
+        )
+        return tuple(ContextChunk(s.path, s.text) for s in found)
 
     def ask(self, task: FimTask) -> Generation:
-        return generate(self.engine, task.task_id, self.request(task), self.config, self.run)
+        chunks_for = functools.partial(self.chunks, task) if task.root is not None else None
+        return generate(self.engine, task.task_id, self.request(task), self.config, self.run, chunks_for)
 
     def warm_up(self, task: FimTask) -> None:
         """One untimed request, so lazy initialisation (allocator pools, kernels, connections) is not charged to

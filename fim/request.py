@@ -57,6 +57,8 @@ class FimSettings:
     multi_line_candidates: int = 2
     # Longer multi-line suggestions are rarely accepted whole.
     max_lines: int = 12
+    # Tokens of cross-file context (fim.crossfile) the window leaves room for; 0: none.
+    cross_file_tokens: int = 0
 
     def __post_init__(self) -> None:
         # Budgets may be 0 (no context on that side); every size the model generates must be positive.
@@ -67,9 +69,10 @@ class FimSettings:
 
     def fitted(self, max_text_tokens: object = None, max_canvas: object = None) -> FimSettings:
         """These settings inside an engine's limits (``describe()``'s ``max_text_tokens`` and ``max_canvas``;
-        anything not a positive int is ignored): canvases clamped to the longest the model supports, prefix and
-        suffix budgets cut to the text the model's context takes, keeping a 3:1 prefix:suffix split. The one
-        place that decides the split, so the engine never has to cut the window again."""
+        anything not a positive int is ignored): canvases clamped to the longest the model supports, the
+        cross-file budget to half the text, prefix and suffix budgets cut to what the model's context takes besides
+        it, keeping a 3:1 prefix:suffix split. The one place that decides the split, so the engine never has to cut
+        the window again."""
         changes: dict[str, int] = {}
         if isinstance(max_canvas, int) and max_canvas > 0:
             changes |= {
@@ -77,8 +80,16 @@ class FimSettings:
                 "multi_line_canvas": min(self.multi_line_canvas, max_canvas),
             }
         if isinstance(max_text_tokens, int) and max_text_tokens > 0:
-            prefix = min(self.prefix_tokens, max_text_tokens * 3 // 4)
-            changes |= {"prefix_tokens": prefix, "suffix_tokens": min(self.suffix_tokens, max_text_tokens - prefix)}
+            # Cross-file chunks take their room first, but never more than half: the text around the cursor
+            # matters most, and the engine cuts chunks, never the window, when a context is over its limit.
+            chunks = min(self.cross_file_tokens, max_text_tokens // 2)
+            text = max_text_tokens - chunks
+            prefix = min(self.prefix_tokens, text * 3 // 4)
+            changes |= {
+                "prefix_tokens": prefix,
+                "suffix_tokens": min(self.suffix_tokens, text - prefix),
+                "cross_file_tokens": chunks,
+            }
         return replace(self, **changes)
 
     def canvas_length(self, mode: Mode) -> int:

@@ -96,7 +96,9 @@ async def _compute(
         cached = _cached(ls, document, cursor)
         if cached:
             return cached
-        job = pipeline.Job(engine, document, cursor, ls.fim, ls.settings.completion, ls.cache)
+        job = pipeline.Job(
+            engine, document, cursor, ls.fim, ls.settings.completion, ls.cache, ls.cross_file, ls.workspace
+        )
         texts = await turn.run(functools.partial(pipeline.run, job))
     if not ls.is_current(document.uri, kind, generation, document.version):
         ls.stats.stale += 1
@@ -115,6 +117,7 @@ async def suggest(ls: DiffillServer, uri: str, position: types.Position, *, kind
             return None
         document, cursor = admitted
         ls.stats.requests += 1
+        ls.cross_file.touched(uri, cursor.line)  # where the user works: a region for other documents' context
         generation = ls.begin_request(uri, kind)
         cached = _cached(ls, document, cursor)
         if cached:

@@ -70,6 +70,18 @@ async def did_change_configuration(ls: DiffillServer, params: types.DidChangeCon
 
 
 @never_raises(lambda: None)
+async def did_open(ls: DiffillServer, params: types.DidOpenTextDocumentParams) -> None:
+    ls.cross_file.touched(params.text_document.uri, 0)  # the top: imports and the first definitions
+
+
+@never_raises(lambda: None)
+async def did_change(ls: DiffillServer, params: types.DidChangeTextDocumentParams) -> None:
+    change = params.content_changes[-1] if params.content_changes else None
+    if isinstance(change, types.TextDocumentContentChangePartial):
+        ls.cross_file.touched(params.text_document.uri, change.range.start.line)
+
+
+@never_raises(lambda: None)
 async def did_close(ls: DiffillServer, params: types.DidCloseTextDocumentParams) -> None:
     ls.forget_document(params.text_document.uri)
 
@@ -103,6 +115,8 @@ def register(ls: DiffillServer) -> DiffillServer:
     ls.feature(types.INITIALIZE)(initialize)
     ls.feature(types.INITIALIZED)(initialized)
     ls.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)(did_change_configuration)
+    ls.feature(types.TEXT_DOCUMENT_DID_OPEN)(did_open)
+    ls.feature(types.TEXT_DOCUMENT_DID_CHANGE)(did_change)
     ls.feature(types.TEXT_DOCUMENT_DID_CLOSE)(did_close)
     # Registering with InlineCompletionOptions is what makes pygls advertise inlineCompletionProvider.
     ls.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())(inline_completion)

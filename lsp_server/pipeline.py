@@ -2,7 +2,8 @@
 
 Runs in a worker thread (tokenizing, the model and tree-sitter are all blocking work); the event loop only
 awaits it. The document URI is the engine's session id, so the engine's per-document context cache is
-extended rather than rebuilt as the user types.
+extended rather than rebuilt as the user types. Cross-file chunks (``lsp_server.crossfile``) are collected here
+too, within the room ``fim`` left for them (``FimSettings.cross_file_tokens``).
 """
 
 from __future__ import annotations
@@ -13,10 +14,13 @@ from typing import TYPE_CHECKING
 from fim.request import FimSettings, build_request
 from fim.validate import Candidate, postprocess
 from lsp_server.cache import CompletionCache
+from lsp_server.crossfile import CrossFile
 from lsp_server.documents import Cursor, Snapshot
 from lsp_server.settings import CompletionSettings
 
 if TYPE_CHECKING:
+    from pygls.workspace import Workspace
+
     from engine.contract import CompletionEngine
 
 __all__ = ["Job", "run"]
@@ -30,14 +34,21 @@ class Job:
     fim: FimSettings
     sampling: CompletionSettings
     cache: CompletionCache
+    cross_file: CrossFile | None = None
+    workspace: Workspace | None = None
 
 
 def run(job: Job) -> list[str]:
     """Ranked, validated completion texts for the job's cursor (possibly empty); stores them in the cache."""
-    from engine.contract import SampleOptions
+    from engine.contract import ContextChunk, SampleOptions
 
     document, cursor = job.document, job.cursor
     request = build_request(document.text, cursor.offset, document.language_id, job.fim, job.engine.count_tokens)
+    chunks: list[ContextChunk] = []
+    if job.cross_file is not None and job.workspace is not None:
+        budget = job.fim.cross_file_tokens
+        found = job.cross_file.snippets(job.workspace, document, cursor.offset, budget, job.engine.count_tokens)
+        chunks = [ContextChunk(s.path, s.text) for s in found]
     sampling = job.sampling
     options = SampleOptions(
         steps=sampling.steps,
@@ -53,6 +64,7 @@ def run(job: Job) -> list[str]:
         num_candidates=request.num_candidates,
         options=options,
         session_id=document.uri,
+        chunks=chunks,
     )
     candidates = [Candidate(c.text, c.score) for c in completions]
     ranked = postprocess(request, candidates, job.sampling.min_confidence)

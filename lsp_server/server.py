@@ -34,6 +34,7 @@ from engine.errors import DiffillError
 from fim.request import FimSettings
 from lsp_server import __version__
 from lsp_server.cache import CompletionCache
+from lsp_server.crossfile import CrossFile
 from lsp_server.engines import create_engine, describe, fim_settings, warm_up
 from lsp_server.framing import FrameReader, StdinSource, StreamSource
 from lsp_server.gate import ModelGate
@@ -100,6 +101,7 @@ class DiffillServer(LanguageServer):
         self.load_error: str | None = None
         self.loaded = asyncio.Event()  # set when a load settles (ready or failed)
         self.cache = CompletionCache()
+        self.cross_file = CrossFile()
         self.stats = Stats()
         self.gate = ModelGate()  # one model call in flight; waiting requests re-check staleness
         # Latest request generation per (document, request kind): a ghost-text request and a popup request for
@@ -194,6 +196,7 @@ class DiffillServer(LanguageServer):
     def forget_document(self, uri: str) -> None:
         for key in [key for key in self._latest if key[0] == uri]:
             del self._latest[key]
+        self.cross_file.forget(uri)
         if self.engine is not None:  # drops the document's context cache; it takes the engine lock
             self.spawn(asyncio.to_thread(self.engine.forget, uri))
 
@@ -221,6 +224,7 @@ class DiffillServer(LanguageServer):
             "engine": self.engine_info,
             "cacheEntries": len(self.cache),
             "lastCompletion": asdict(last) if last is not None else None,
+            "crossFile": self.cross_file.status(),  # what the last request showed the model from other files
             **asdict(self.stats),
             **asdict(self.gate.counts),  # model_calls, model_in_flight, ...
         }
@@ -258,6 +262,7 @@ class DiffillServer(LanguageServer):
                 self.show(types.MessageType.Warning, f"invalid setting {problem}")
         self._problems = set(problems)
         previous, self.settings = self.settings, settings
+        self.cross_file.configure(settings.cross_file, settings.limits.max_file_bytes)
         if settings != previous:
             self.cache.clear()
             self.fim = fim_settings(settings, self.engine_info)

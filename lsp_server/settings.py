@@ -22,6 +22,7 @@ from fim.confidence import DEFAULT_MIN_CONFIDENCE
 
 __all__ = [
     "CompletionSettings",
+    "CrossFileSettings",
     "LanguageSettings",
     "LimitSettings",
     "ModelSettings",
@@ -155,6 +156,17 @@ class CompletionSettings:
 
 
 @dataclass(frozen=True)
+class CrossFileSettings:
+    # Tokens of context from other files -- definitions the file imports from the workspace, regions of other
+    # open documents recently edited -- placed before the file (docs/context.md). They are reserved from the
+    # model's context (at most half of it), so the window around the cursor shrinks by as much; 0 turns it off.
+    max_tokens: int = _setting(512, _int_in(0, 65536))
+    # Regions of other documents the ring buffer keeps (the oldest go first), and their length in lines.
+    ring_chunks: int = _setting(16, _int_in(0, 256))
+    chunk_lines: int = _setting(16, _int_in(4, 1024))
+
+
+@dataclass(frozen=True)
 class LanguageSettings:
     # LSP language id -> enabled; "*" is the default for ids not listed (absent: enabled).
     enabled: Mapping[str, bool] = _setting({}, _flags)
@@ -175,6 +187,7 @@ class Settings:
     model: ModelSettings = field(default_factory=ModelSettings)
     remote: RemoteSettings = field(default_factory=RemoteSettings)
     completion: CompletionSettings = field(default_factory=CompletionSettings)
+    cross_file: CrossFileSettings = field(default_factory=CrossFileSettings)
     languages: LanguageSettings = field(default_factory=LanguageSettings)
     limits: LimitSettings = field(default_factory=LimitSettings)
 

@@ -9,6 +9,12 @@ Infilling prompt formats (each family's own; see ``docs/external-models.md``):
 * LLaDA: ``<|startoftext|> prefix <|mdm_mask|> * L suffix`` (plain text around the masks, as in its paper's
   infilling use; bos as its tokenizer starts every text).
 
+Cross-file chunks (``CompletionRequest.chunks``) go after bos, before the prefix: in Qwen2.5-Coder's repository
+format when the tokenizer has its tokens (Dream-Coder, DiffuCoder and Open-dCoder are Qwen2.5-Coder derived), laid
+out as llama.cpp's ``/infill`` lays out ``input_extra`` for such models (``<|repo_name|>myproject``, then
+``<|file_sep|>path`` + text per chunk, then ``<|file_sep|>filename`` before the current file); else under plain path
+comments (``engine.layout.chunk_text``). They get the room the text leaves (``engine.layout.fit_chunks``).
+
 A canvas of L masks sits in place of the middle; the model attends both ways, so the suffix conditions the middle
 directly. The middle is the canvas up to its first end token (eos, or the padding the model was trained to fill
 unused positions with, e.g. Dream's ``<|dlm_pad|>``). With full bidirectional attention the prompt's keys depend
@@ -24,6 +30,7 @@ projections run once over every token, attention per request), which is what con
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -51,19 +58,37 @@ from engine.adapters.weights import load_tensors, tensor_locations
 from engine.cache import ContextCache
 from engine.checkpoint import default_dtype, resolve_device
 from engine.config import read_config
-from engine.contract import DEFAULT_PRESET, Completion, CompletionRequest, SampleOptions, fit_canvas
+from engine.contract import DEFAULT_PRESET, Completion, CompletionRequest, ContextChunk, SampleOptions, fit_canvas
 from engine.errors import CheckpointError
-from engine.layout import fit_context
+from engine.layout import encode_chunks, fit_chunks, fit_context
 from engine.runner import Prompt, StepBudget, TokenizedRunner, run_to_end
 from engine.sample import end_at_line_limit, row_temperatures
 
 
-def build_layout(family: Family, tok: AdapterTokenizer, prefix: list[int], suffix: list[int], canvas: int) -> Layout:
+def build_layout(
+    family: Family, tok: AdapterTokenizer, prefix: list[int], suffix: list[int], canvas: int, extra: Sequence[int] = ()
+) -> Layout:
     head = [tok.bos_id] if family.bos_in_prompt and tok.bos_id is not None else []
+    head = [*head, *extra]  # cross-file chunks, before the current file
     tail = [tok.eos_id] if family.eos_after_suffix else []
     start = len(head) + len(prefix)
     tokens = [*head, *prefix, *[tok.mask_id] * canvas, *suffix, *tail]
     return Layout(tokens=tokens, canvas_start=start, canvas_len=canvas, shift=family.shift_logits)
+
+
+def chunk_region(tok: AdapterTokenizer, chunks: tuple[ContextChunk, ...], language: str, room: int) -> list[int]:
+    """The cross-file chunks that fit in `room` tokens, with the repository format's framing when the tokenizer has
+    Qwen2.5-Coder's tokens, else under plain path comments; [] when none fits."""
+    sep, repo = tok.backend.token_to_id("<|file_sep|>"), tok.backend.token_to_id("<|repo_name|>")
+    if not chunks:
+        return []
+    if sep is None or repo is None:
+        return fit_chunks(encode_chunks(tok.encode, chunks, language), room)
+    head, tail = [repo, *tok.encode("myproject\n")], [sep, *tok.encode("filename\n")]
+    ends = ["" if c.text.endswith("\n") else "\n" for c in chunks]
+    encoded = [[sep, *tok.encode(f"{c.path}\n{c.text}{end}")] for c, end in zip(chunks, ends, strict=True)]
+    kept = fit_chunks(encoded, room - len(head) - len(tail))
+    return [*head, *kept, *tail] if kept else []
 
 
 def middle_and_score(row: list[int], logp: list[float], end_ids: frozenset[int]) -> tuple[list[int], float]:
@@ -186,8 +211,10 @@ class AdapterRunner(TokenizedRunner):
         tok = self.tokenizer
         canvas = fit_canvas(request.canvas_length, self.max_canvas)
         prefix, suffix = tok.encode(request.prefix), tok.encode(request.suffix)
-        before, after = fit_context(prefix, suffix, self.max_context - self._format_tokens)
-        layout = build_layout(self.family, tok, before, after, canvas)
+        room = self.max_context - self._format_tokens
+        before, after = fit_context(prefix, suffix, room)
+        extra = chunk_region(tok, request.chunks, request.language, room - len(before) - len(after))
+        layout = build_layout(self.family, tok, before, after, canvas, extra)
         requested = len(prefix) + len(suffix) + self._format_tokens
         request = replace(request, options=self.preset.options(request.options, canvas))
         return Prompt(request, layout.tokens, canvas, requested_tokens=requested, layout=layout)

@@ -5,11 +5,12 @@
   ``n`` -> candidates, ``temperature``, ``seed``; ``stop`` cuts each text at the first stop string; ``stream``
   answers with server-sent events (one event per choice, then ``[DONE]``).
 * ``POST /infill`` (llama.cpp server): ``input_prefix`` + ``prompt`` -> prefix, ``input_suffix`` -> suffix,
-  ``n_predict`` -> canvas length; answers ``{"content": ...}``.
+  ``n_predict`` -> canvas length, ``input_extra`` (``[{"filename", "text"}]``, what llama.vscode sends from its
+  ring buffer) -> cross-file chunks; answers ``{"content": ...}``.
 
 ``max_tokens``/``n_predict`` are upper bounds in both APIs, so values above the server's canvas limit are clamped
 rather than refused; fields these APIs define that a diffusion sampler has no use for (``top_p``,
-``presence_penalty``, ``input_extra``, ``cache_prompt`` ...) are ignored. Extension fields understood by both:
+``presence_penalty``, ``cache_prompt`` ...) are ignored. Extension fields understood by both:
 ``language``, ``session_id``, ``steps``, ``threshold``. With one candidate the answer is the greedy one (the
 engine's first candidate is always greedy), so ``temperature`` matters only for ``n`` > 1.
 """
@@ -26,6 +27,7 @@ from engine.serve.protocol import (
     MAX_SEED,
     Limits,
     ProtocolError,
+    get_chunks,
     get_int,
     get_request_id,
     get_session,
@@ -112,6 +114,7 @@ def parse_infill(data: Mapping[str, Any], limits: Limits) -> JsonCall:
         options=sample_options({**data, "seed": _seed(data)}, temperature=0.8),
         session_id=get_session(data, "session_id"),
         request_id=get_request_id(data, "request_id"),
+        chunks=get_chunks(data, "input_extra", "filename"),
     )
     return JsonCall(request=request, stop=_stop(data), stream=_bool(data, "stream"))
 

@@ -7,7 +7,9 @@ server, the scheduler and ``engine.remote`` share these definitions, so a field 
 
 Native protocol (version 1, see docs/serving.md): ``POST /v1/fim`` with a msgpack map body
 (``Content-Type: application/msgpack``), answered with a msgpack map; ``POST /v1/cancel`` with ``{"id": ...}``.
-JSON: OpenAI-style ``POST /v1/completions`` (prompt + suffix) and llama.cpp-style ``POST /infill``.
+Cross-file context rides in ``chunks``, a list of ``{"path", "text"}`` maps (least relevant first; an optional
+field, so older clients and servers interoperate). JSON: OpenAI-style ``POST /v1/completions`` (prompt + suffix)
+and llama.cpp-style ``POST /infill`` (its ``input_extra`` list of ``{"filename", "text"}`` carries the chunks).
 """
 
 from __future__ import annotations
@@ -22,10 +24,12 @@ from typing import Any
 import msgpack
 
 from engine.contract import (
+    MAX_CHUNKS,
     Completion,
     CompletionRequest,
     CompletionResult,
     CompletionStats,
+    ContextChunk,
     SampleOptions,
     fit_canvas,
 )
@@ -80,6 +84,13 @@ class Limits:
                 422,
                 f"prefix + suffix of {chars} characters exceeds the server's limit of {self.char_limit} characters "
                 f"(--max-context {self.max_context} tokens); send a smaller window around the cursor",
+            )
+        chunk_chars = sum(len(c.path) + len(c.text) for c in request.chunks)
+        if chunk_chars > self.char_limit:
+            raise ProtocolError(
+                422,
+                f"context chunks of {chunk_chars} characters exceed the server's limit of {self.char_limit} "
+                "characters; send fewer or shorter chunks (they are cut to the model's context anyway)",
             )
         if request.options.steps > self.max_steps:
             request = replace(request, options=replace(request.options, steps=self.max_steps))
@@ -173,6 +184,33 @@ def get_session(data: Mapping[str, Any], key: str) -> str | None:
     return sid or None
 
 
+MAX_CHUNK_PATH = 1024
+
+
+def get_chunks(data: Mapping[str, Any], key: str, path_key: str) -> tuple[ContextChunk, ...]:
+    """Cross-file chunks: a list of maps with a string `text` and an optional string path under `path_key`
+    ("path" natively, llama.cpp's "filename" in ``input_extra``); absent or null = none."""
+    items = data.get(key)
+    if items is None:
+        return ()
+    if not isinstance(items, list):
+        raise ProtocolError(400, f"field {key!r} must be a list of {{{path_key!r}, 'text'}} maps")
+    if len(items) > MAX_CHUNKS:
+        raise ProtocolError(422, f"field {key!r} holds {len(items)} chunks; at most {MAX_CHUNKS}")
+    chunks = []
+    for item in items:
+        if not isinstance(item, dict):
+            raise ProtocolError(400, f"each item of {key!r} must be a map with {path_key!r} and 'text'")
+        try:
+            path, text = get_str(item, path_key, ""), get_str(item, "text")
+        except ProtocolError as e:
+            raise ProtocolError(e.status, f"an item of {key!r}: {e.message}") from None
+        if len(path) > MAX_CHUNK_PATH:
+            raise ProtocolError(400, f"a {path_key!r} in {key!r} is longer than {MAX_CHUNK_PATH} characters")
+        chunks.append(ContextChunk(path=path, text=text))
+    return tuple(chunks)
+
+
 # ---------------------------------------------------------------- native msgpack protocol
 
 
@@ -189,6 +227,7 @@ def parse_native(data: Mapping[str, Any], limits: Limits) -> CompletionRequest:
         options=sample_options(data, SampleOptions.temperature),
         session_id=get_session(data, "session"),
         request_id=get_request_id(data),
+        chunks=get_chunks(data, "chunks", "path"),
     )
 
 
@@ -202,6 +241,7 @@ def native_request(
     options: SampleOptions,
     session_id: str | None = None,
     request_id: str | None = None,
+    chunks: tuple[ContextChunk, ...] = (),
 ) -> dict[str, Any]:
     """The request map a client sends (``engine.remote`` uses this, so both ends agree on field names)."""
     out: dict[str, Any] = {
@@ -222,6 +262,8 @@ def native_request(
         out["session"] = session_id
     if request_id is not None:
         out["id"] = request_id
+    if chunks:
+        out["chunks"] = [{"path": c.path, "text": c.text} for c in chunks]
     return out
 
 

@@ -4,7 +4,8 @@
   completions API that vLLM, llama.cpp's server, LocalAI and ``diffill serve`` implement. ``max_tokens`` is the
   canvas length, ``n`` the number of candidates, in the server's order (the first ranks best). One candidate is
   asked greedily (temperature 0): the model's best guess, as the in-process engine's first candidate is.
-- ``LlamaCppInfill``: llama.cpp's ``POST /infill`` (``input_prefix``, ``input_suffix``, ``n_predict``).
+- ``LlamaCppInfill``: llama.cpp's ``POST /infill`` (``input_prefix``, ``input_suffix``, ``n_predict``; cross-file
+  chunks as ``input_extra``). The other two have no field for cross-file chunks and leave them out.
 - ``OllamaGenerate``: Ollama's ``POST /api/generate`` with ``suffix`` (the model's template does the FIM layout),
   ``stream: false``, ``options.num_predict``.
 
@@ -20,11 +21,12 @@ from __future__ import annotations
 
 import http.client
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from engine.contract import Completion, SampleOptions
+from engine.contract import Completion, ContextChunk, SampleOptions
 from engine.errors import DiffillError
 from eval.backends.base import StatelessBackend
 from fim.request import approx_tokens
@@ -152,6 +154,7 @@ class OpenAICompletions(_HttpBackend):
         num_candidates: int,
         options: SampleOptions | None = None,
         session_id: str | None = None,
+        chunks: Sequence[ContextChunk] = (),
     ) -> list[Completion]:
         path = "/completions" if self.client.base.endswith("/v1") else "/v1/completions"
         body = {
@@ -187,6 +190,7 @@ class LlamaCppInfill(_HttpBackend):
         num_candidates: int,
         options: SampleOptions | None = None,
         session_id: str | None = None,
+        chunks: Sequence[ContextChunk] = (),
     ) -> list[Completion]:
         body = {
             "input_prefix": prefix,
@@ -196,6 +200,7 @@ class LlamaCppInfill(_HttpBackend):
             "temperature": 0.0,
             "stream": False,
             **({"seed": options.seed} if options is not None else {}),
+            **({"input_extra": [{"filename": c.path, "text": c.text} for c in chunks]} if chunks else {}),
         }
         reply = self.client.post("/infill", self._body(body, language))
         return [_completion(reply.get("content"), 0, reply.get("tokens_predicted"), self.client.url + "/infill")]
@@ -215,6 +220,7 @@ class OllamaGenerate(_HttpBackend):
         num_candidates: int,
         options: SampleOptions | None = None,
         session_id: str | None = None,
+        chunks: Sequence[ContextChunk] = (),
     ) -> list[Completion]:
         sampling = {"temperature": 0.0, "num_predict": canvas_length}
         if options is not None:

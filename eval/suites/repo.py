@@ -12,20 +12,28 @@ a seeded generator, cycling through three kinds -- the spans ``engine.data`` tra
 The document is the file without the middle, so the editor's mode detection sees what a user would. Same path,
 seed, ``--n`` and files: the same tasks, so runs of different backends compare task by task and a stopped run
 resumes. Scored by exact match (stripped) and edit similarity of the whole middle, overall and per kind.
+
+``--cross-file`` cuts, instead, tasks whose middle uses a name the file imports from another file of the repository
+(a definition there: ``f`` after ``from m import f``, ``m.f`` after ``import m``), Python only, spans of the same
+three kinds; each is asked twice, kind ``no-context`` (the file alone, as with ``crossFile.maxTokens`` 0) and kind
+``cross-file`` (the chunks the language server would send, collected from the repository on disk within
+``--cross-file-tokens``, the window shrunk by as much), so the summary's ``by_kind`` compares them task for task.
 """
 
 from __future__ import annotations
 
 import os
 import random
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from engine.data import pick_span
 from eval.editor import FimTask, Generation, timing_summary
-from eval.metrics import edit_similarity, exact_match, mean
+from eval.metrics import edit_similarity, exact_match, mean, spread
 from eval.suites.files import DataError
+from fim.crossfile import DiskReader, resolve_imports
 from fim.languages import SUPPORTED_LANGUAGES, language_from_path, normalize_language
 
 KINDS = {"rest-of-line": "rest_of_line", "whole-line": "whole_line", "block": "block_body"}  # ours -> engine.data
@@ -104,6 +112,70 @@ def cut_tasks(
     return tasks
 
 
+CROSS_FILE_KINDS = ("no-context", "cross-file")
+
+
+def foreign_uses(root: Path, path: Path, text: str, read: DiskReader) -> re.Pattern[str] | None:
+    """A pattern matching uses of names `text` imports from definitions in other files under `root`, or None."""
+    uses = {use for item in resolve_imports(text, path, root, read) for use in item.uses()}
+    if not uses:
+        return None
+    alternatives = "|".join(re.escape(u) for u in sorted(uses, key=len, reverse=True))
+    return re.compile(rf"(?<![\w.])(?:{alternatives})\b")
+
+
+def cut_cross_file_tasks(
+    root: Path, n: int, seed: int = 0, max_file_kb: int = 256, cross_file_tokens: int = 512
+) -> list[FimTask]:
+    """n spans (fewer when the repository has no more) whose middle uses a name defined in another file of the
+    repository, each as two tasks: without and with cross-file context (module docstring)."""
+    root = Path(root).resolve()
+    read = DiskReader(root, max_bytes=max_file_kb * 1024)
+    files = [path for path, _ in source_files(root, ["python"], max_file_kb * 1024)]
+    patterns: dict[Path, re.Pattern[str] | None] = {}
+    rng = random.Random(seed)
+    tasks: list[FimTask] = []
+    seen: set[str] = set()
+    kinds = list(KINDS)
+    for attempt in range(n * ATTEMPTS):
+        if len(tasks) >= 2 * n or not files:
+            break
+        kind = kinds[attempt % len(kinds)]
+        path = files[rng.randrange(len(files))]
+        text = read(path)
+        if path not in patterns:
+            patterns[path] = foreign_uses(root, path, text, read) if text else None
+        pattern = patterns[path]
+        span = pick_span(KINDS[kind], text, "python", rng, MAX_MIDDLE_CHARS) if text and pattern else None
+        if span is None or span[1] <= span[0]:
+            continue
+        start, end = span
+        middle = text[start:end]
+        lines = text[text.rfind("\n", 0, start) + 1 : end].split("\n")
+        if not pattern.search(middle) or any(line.lstrip().startswith(("import ", "from ")) for line in lines):
+            continue  # the import itself must stay in the document
+        relative = path.relative_to(root).as_posix()
+        base = f"{relative}:{start}-{end}:{kind}"
+        if base in seen:
+            continue
+        seen.add(base)
+        document = text[:start] + text[end:]
+        tasks.append(FimTask(f"{base}:no-context", "python", document, start, middle))
+        tasks.append(
+            FimTask(
+                f"{base}:cross-file",
+                "python",
+                document,
+                start,
+                middle,
+                root=str(root),
+                path=relative,
+                cross_file_tokens=cross_file_tokens,
+            )
+        )
+    return tasks
+
+
 def kind_of(task_id: str) -> str:
     return task_id.rsplit(":", 1)[-1]
 
@@ -141,6 +213,7 @@ class MiddleSuite:
                 "tasks": len(rows),
                 "exact_match": mean(r["exact_match"] for r in rows),
                 "edit_similarity": mean(r["edit_similarity"] for r in rows),
+                "latency_ms": spread([r["latency_ms"] for r in rows]),
             }
             for kind in kinds
             if (rows := [r for r in records if r["kind"] == kind])

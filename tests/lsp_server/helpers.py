@@ -48,6 +48,7 @@ async def lsp_session(
     configuration: Any = None,
     features: dict[str, Callable[..., Any]] | None = None,
     client: str = "visual-studio-code",
+    root_uri: str | None = None,
 ) -> AsyncIterator[LanguageClient]:
     """A started, initialized server; `client.initialize_result` holds its InitializeResult."""
     config = ClientServerConfig(
@@ -57,7 +58,9 @@ async def lsp_session(
     if configuration is not None:
         lsp.set_configuration(configuration, section="diffill")
     try:
-        params = types.InitializeParams(capabilities=client_capabilities(client), initialization_options=init_options)
+        params = types.InitializeParams(
+            capabilities=client_capabilities(client), initialization_options=init_options, root_uri=root_uri
+        )
         lsp.initialize_result = await lsp.initialize_session(params)
         yield lsp
     finally:

@@ -3,8 +3,8 @@
  * whether completions are wanted for a document.
  *
  * Pure functions over a `ConfigReader` (what `vscode.workspace.getConfiguration("diffill")` returns), so they
- * are unit-tested without VS Code. The keys the server reads (model, remote, completion, languages, limits)
- * mirror `lsp_server.settings.Settings`; `enable`, `server.*` and `trace.*` belong to the client alone.
+ * are unit-tested without VS Code. The keys the server reads (model, remote, completion, crossFile, languages,
+ * limits) mirror `lsp_server.settings.Settings`; `enable`, `server.*` and `trace.*` belong to the client alone.
  */
 
 export const SECTION = 'diffill';
@@ -24,7 +24,7 @@ export const LANGUAGES = [
 ] as const;
 
 /** The sections of "diffill" that the server parses (`lsp_server.settings.Settings`' fields). */
-export const SERVER_SECTIONS = ['model', 'remote', 'completion', 'languages', 'limits'] as const;
+export const SERVER_SECTIONS = ['model', 'remote', 'completion', 'crossFile', 'languages', 'limits'] as const;
 
 /** Keys whose change needs a new server process (its command line), not just a configuration push. */
 export const RESTART_KEYS = [`${SECTION}.server`] as const;
