@@ -6,7 +6,8 @@
 # The base trains next-token prediction with a flat learning rate after warm-up (the "stable" phase of a
 # warmup-stable-decay schedule). Both twins then start from its weights, with the same batches, steps and a
 # cosine decay: the diffusion one with a bidirectional canvas and the masked-diffusion loss (the one-position
-# logit shift of Dream / DiffuCoder when SHIFT=1), the AR one with more next-token training. Same tokens for both.
+# logit shift of Dream / DiffuCoder when SHIFT=1), the AR one with more next-token training. Same tokens for both;
+# a CROSS_FILE_RATE share of their rows carries chunks of related files under path comments, as the editors send.
 #
 # Resumable: every stage checkpoints every SAVE_EVERY steps and re-running this script continues where it stopped
 # (a finished stage is a no-op), so a CPU run can span several sittings. Sized by environment variables:
@@ -38,6 +39,7 @@ BASE_LR=${BASE_LR:-2e-3}
 ADAPT_LR=${ADAPT_LR:-1e-3}
 WARMUP=${WARMUP:-100}
 SHIFT=${SHIFT:-1}
+CROSS_FILE_RATE=${CROSS_FILE_RATE:-0.2}  # twins: share of rows that carry chunks of related files (docs/context.md)
 SAVE_EVERY=${SAVE_EVERY:-50}
 EVAL_EVERY=${EVAL_EVERY:-250}
 THREADS=${THREADS:-1}               # base threads (1 beat 2 on a busy 2-core VM); each twin gets half, min 1
@@ -83,7 +85,8 @@ shift_flag=(--no-shift-logits)
 # the base (flat learning rate, so nothing is lost) and then adapts fresh twins from the longer base.
 TWINS=$RUNS/twins-$BASE_STEPS
 mkdir -p "$TWINS"
-stage2=(--init-from "$RUNS/base/model" --seed 1 --steps "$ADAPT_STEPS" --lr "$ADAPT_LR" --warmup 20)
+stage2=(--init-from "$RUNS/base/model" --seed 1 --steps "$ADAPT_STEPS" --lr "$ADAPT_LR" --warmup 20
+        --cross-file-rate "$CROSS_FILE_RATE")
 echo "twins: $TWINS/diffusion and $TWINS/ar ($ADAPT_STEPS steps each)" >&2
 finished "$TWINS/diffusion" "$ADAPT_STEPS" || OMP_NUM_THREADS=$twin_threads $PY -m engine.cli train "${common[@]}" \
   "${stage2[@]}" "${shift_flag[@]}" --out "$TWINS/diffusion" >> "$TWINS/diffusion.log" 2>&1 &
