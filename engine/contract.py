@@ -55,8 +55,8 @@ class SampleOptions:
     seed: int = 0
     early_exit: bool = True
     # Diffusion canvases start this long and grow by as much only while the middle has not ended inside them
-    # (the last position is not <eos>); None = the whole canvas from the first step. Each growth gets `steps`
-    # steps of its own. Most single-line middles end within 16 tokens (docs/speed.md).
+    # (the last position is not <eos>); None = the whole canvas from the first step. Each segment gets its share
+    # of `steps` (16 of 32 positions: half). Most single-line middles end within 16 tokens (docs/speed.md).
     initial_canvas: int | None = None
     # Steps the greedy candidate runs alone before the other candidates branch off its canvas (0 = all
     # candidates from the first step): early steps commit what every candidate would agree on anyway.

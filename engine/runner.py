@@ -22,6 +22,7 @@ released diffusion coders'.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -149,8 +150,10 @@ class DiffusionState:
 
     Work is spent only where it can change the answer (measured in docs/speed.md): the canvas starts at
     ``options.initial_canvas`` positions and grows by as many, up to the request's canvas, only while the greedy
-    row's last position is not <eos> (its middle did not end inside the canvas); each growth gets
-    ``options.steps`` steps of its own; only positions still masked in some row get logits. With
+    row's last position is not <eos> (its middle did not end inside the canvas); each segment gets its share of
+    ``options.steps`` (the full canvas's tokens per step: 16 of 32 positions get 4 of 8 steps), so a middle that
+    ends early costs less and one that does not costs what the full canvas would; only positions still masked in
+    some row get logits. With
     ``options.branch_after = k`` the greedy candidate runs alone for k steps, then the other candidates branch off
     its canvas and sample their own continuations. With ``options.max_lines`` a row is over once its committed text
     holds that many line breaks (``engine.sample.end_at_line_limit``): the positions after it need no steps.
@@ -166,6 +169,7 @@ class DiffusionState:
         self.generator = torch.Generator(device=device).manual_seed(opts.seed)
         self.candidates, self.target = req.num_candidates, prompt.canvas_length
         self.grow_by = min(opts.initial_canvas or self.target, self.target)
+        self.segment_budget = max(1, math.ceil(opts.steps * self.grow_by / self.target))  # steps per segment
         rows = 1 if opts.branch_after and self.candidates > 1 else self.candidates
         self.canvas = torch.full((rows, self.grow_by), mask_id, dtype=torch.long, device=device)  # (N, L)
         self.masked = torch.ones_like(self.canvas, dtype=torch.bool)
@@ -192,7 +196,7 @@ class DiffusionState:
         pred = predict(logits, self.temps, self.banned, self.generator, self.eos_id)
         if columns is not None:  # positions outside `columns` are committed in every row: denoise_step skips them
             pred = Prediction(*(self._spread(part, columns, fill) for part, fill in zip(pred, _UNUSED, strict=True)))
-        left = max(opts.steps - self.segment_steps, 1)
+        left = max(self.segment_budget - self.segment_steps, 1)
         denoise_step(self.canvas, self.masked, self.logp, pred, left, opts.threshold, self.eos_id)
         if self.breaks is not None:
             end_at_line_limit(self.canvas, self.masked, self.logp, self.breaks, opts.max_lines, self.eos_id)
@@ -216,7 +220,7 @@ class DiffusionState:
 
     def advance(self, flag: int) -> bool:
         opts = self.options
-        if not (self.segment_steps >= opts.steps or (opts.early_exit and not flag & 1)):
+        if not (self.segment_steps >= self.segment_budget or (opts.early_exit and not flag & 1)):
             return False
         if flag & 2:
             self._grow()

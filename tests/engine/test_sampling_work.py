@@ -1,4 +1,4 @@
-"""SampleOptions.max_lines: a candidate stops at the line break that reaches the limit, in every family.
+"""Work the sampler skips: the line limit (every family), the growing canvas and late branching (Diffill's own).
 
 Real tiny models with random weights (their canvases are full of line breaks, which is what these tests need),
 the real request path (``LocalEngine``), and the native protocol carrying the limit to ``diffill serve``.
@@ -128,3 +128,31 @@ def test_the_native_protocol_carries_the_limit() -> None:
     assert "max_lines" not in unlimited and parse_native(unlimited, limits).options.max_lines == 0
     with pytest.raises(ValueError):
         SampleOptions(max_lines=-1)
+
+
+def test_a_growing_canvas_spends_the_full_canvas_rate_per_segment(diffusion_checkpoint: Path) -> None:
+    """16 of 32 positions get 4 of 8 steps: a middle that ends inside them costs half, one that does not the same
+    as the full canvas."""
+    engine = load_engine(diffusion_checkpoint, device="cpu")
+
+    def run(**options) -> tuple[list, int]:
+        out = engine.complete(PREFIX, SUFFIX, language="python", canvas_length=32, num_candidates=2,
+                              options=SampleOptions(steps=8, threshold=1.0, **options))  # fmt: skip
+        return out, engine.last_stats.steps
+
+    _, full = run()
+    ended, ended_steps = run(initial_canvas=16, max_lines=1)  # the line-loving model ends its line early
+    grown, grown_steps = run(initial_canvas=16)  # random text never ends: the canvas grows to 32
+    assert full == 8 and grown_steps == 8
+    assert ended_steps <= 4 and not past_limit(ended[0].text, 1)
+    assert max(c.tokens for c in grown) > 16  # the second segment was filled
+
+
+def test_late_branching_candidates_share_the_greedy_rows_first_commits(diffusion_checkpoint: Path) -> None:
+    engine = load_engine(diffusion_checkpoint, device="cpu")
+    options = SampleOptions(steps=8, threshold=1.0, branch_after=4, temperature=2.0)
+    out = engine.complete(PREFIX, SUFFIX, language="python", canvas_length=16, num_candidates=3, options=options)
+    assert len(out) == 3 and engine.last_stats.steps == 8
+    alone = engine.complete(PREFIX, SUFFIX, language="python", canvas_length=16, num_candidates=1, options=options)
+    assert out[0].text == alone[0].text  # the greedy row is the same whether or not others branch off it
+    assert len({c.text for c in out}) > 1  # the branches sampled their own continuations
