@@ -1,14 +1,15 @@
 """Routes of ``diffill serve``: authentication, limits, and the glue between HTTP requests and the scheduler.
 
 Every route is a small coroutine ``(request, connection, owner) -> Response``; ``route`` picks it and checks the
-token from the request head alone, before the server reads a body; on the native routes the head's
-Content-Length is checked too (``Limits.native_body_bytes``: a body too long to hold a prompt within the character
-limit is refused before a byte of it is read). The event loop never runs the model and never tokenizes: a request's
-size is checked on characters first (``Limits.admit``: a multi-megabyte JSON prompt is refused once parsed, before
-any tokenizing), tokenization goes to a worker thread (``asyncio.to_thread``; the tokenizer releases the GIL on
-long texts) and sampling to the scheduler's model thread; while a request waits for its result the connection is watched, and a client that goes away has its
-request cancelled between two denoising steps. Errors become replies (msgpack on the native routes, JSON
-elsewhere), never exceptions that end the server; temporary refusals (429, 503) carry ``Retry-After``.
+token from the request head alone, before the server reads a body; on the native routes the head's Content-Length is
+checked too (``Limits.native_body_bytes``: a body too long to hold a prompt within the character limit is refused
+before a byte of it is read). The event loop never runs the model and never tokenizes: a request's size is checked
+on characters first (``Limits.admit``: a multi-megabyte JSON prompt is refused once parsed, before any tokenizing),
+tokenization goes to a worker thread (``asyncio.to_thread``; the tokenizer releases the GIL on long texts) and
+sampling to the scheduler's model thread; while a request waits for its result the connection is watched, and a
+client that goes away has its request cancelled between two denoising steps. Errors become replies (msgpack on the
+native routes, JSON elsewhere), never exceptions that end the server; temporary refusals (429, 503) carry
+``Retry-After``.
 """
 
 from __future__ import annotations
