@@ -1,6 +1,6 @@
-"""Fair sharing of the model: each request batched with a big one keeps within 2x its work alone (per request, at
-every step), the big one is never starved, a newer request of a session replaces its queued predecessor, and per-token limits answer 429 with
-Retry-After.
+"""Fair sharing of the model: each request batched with a big one keeps within 2x its work alone (per request, at every
+step), the big one is never starved, a newer request of a session replaces its queued predecessor, and per-token
+limits answer 429 with Retry-After.
 
 Work is measured in canvas tokens stepped (candidates x canvas length per request per step, what a step's cost
 grows with: on a CPU almost linearly), read off the real scheduler's metrics round by round with a real tiny model,
