@@ -2,12 +2,12 @@
 
 Each loop iteration of the worker (Orca-style iteration-level scheduling, Yu et al. 2022):
 
-1. admit waiting requests that fit (batch size, canvas tokens per step, one request per session at a time, about
-   ``PREFILL_TOKENS_PER_ROUND`` context tokens a round, so that a burst of new requests cannot starve running ones):
-   prefill each one through its runner (``engine.runner``: ``Runner.start`` reuses the session's context cache
-   where the family keeps one) and take its ``DenoiseState``;
-2. drop requests that were cancelled (a cancel message, the client went away, or a newer request of the same
-   session superseded a queued one);
+1. drop running requests that were cancelled (a cancel message, the client went away: a stale request frees its
+   session for its successor in this very round), then admit waiting requests that fit (batch size, canvas tokens
+   per step, one request per session at a time, about ``PREFILL_TOKENS_PER_ROUND`` context tokens a round, so that
+   a burst of new requests cannot starve running ones): prefill each one through its runner (``engine.runner``:
+   ``Runner.start`` reuses the session's context cache where the family keeps one) and take its ``DenoiseState``;
+2. drop requests cancelled meanwhile (a newer request of the same session supersedes a queued one at once);
 3. pick who steps this round (``pick_round``: bulk requests yield to interactive ones, see below), run ONE
    ``Runner.forward`` over their states (packed into one batch where the family can), then each state's own
    commit rule (``state.step``);
@@ -289,9 +289,11 @@ class Scheduler:
             return not self._stopping
 
     def iterate(self) -> None:
-        """One scheduling round: admit who fits, drop the cancelled, run one step. The worker thread loops over
-        this; a scheduler that was never started can be driven round by round (tests)."""
+        """One scheduling round: drop the cancelled, admit who fits, drop what was cancelled meanwhile, run one
+        step. The worker thread loops over this; a scheduler that was never started can be driven round by round
+        (tests)."""
         with torch.inference_mode():
+            self._drop_cancelled()  # first: a stale request frees its session for its successor in this round
             with self._cond:
                 admitted = self._take_admissible()
             for job in admitted:
