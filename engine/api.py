@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from engine.checkpoint import load_checkpoint
+from engine.checkpoint import auto_dtype, load_checkpoint, resolve_device
 from engine.contract import (
     DEFAULT_PRESET,
     DTYPES,
@@ -183,12 +183,16 @@ def load_runner(
     `preset` ("fast" or "reference", ``engine.contract.PRESETS``) picks a released coder's sampling: the request's
     options with the family's ordering, or the settings its release was evaluated with. Diffill's own model samples
     one way (its reference is its defaults), so it accepts either name and ignores it. `dtype` (``DTYPES``): what
-    the model runs in; None = float32 on CPU, bfloat16 on GPU.
+    the model runs in; None = the loaders' default (float32 on CPU, bfloat16 on GPU); "auto" (what the command line
+    and the editors default to) = ``engine.checkpoint.auto_dtype``: bfloat16 on CPUs with bf16 matrix units too.
     """
     check_preset(preset)
     if dtype is not None and dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
-    torch_dtype = getattr(torch, dtype) if dtype is not None else None
+    if dtype == "auto":
+        torch_dtype: torch.dtype | None = auto_dtype(resolve_device(device))
+    else:
+        torch_dtype = getattr(torch, dtype) if dtype is not None else None
     if path is None:
         path = DEFAULT_AR_MODEL if autoregressive else DEFAULT_MODEL
         if not (path / "config.json").exists():

@@ -176,6 +176,16 @@ def add_preset_argument(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_dtype_argument(p: argparse.ArgumentParser) -> None:
+    """--dtype: what a local model runs in (engine.contract.DTYPES; "auto" = engine.checkpoint.auto_dtype)."""
+    p.add_argument(
+        "--dtype",
+        choices=DTYPES,
+        default="auto",
+        help="what a local model runs in (default auto: bfloat16 on GPUs and on CPUs with bf16 units, else float32)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     from engine.train import add_arguments
 
@@ -190,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_preset_argument(p)
     p.add_argument("--language", help="language id (default: from the file extension)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
-    p.add_argument("--dtype", choices=DTYPES, help="what the model runs in (default: float32 on CPU; docs/speed.md)")
+    add_dtype_argument(p)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: half the cores, 1..4)")
     p.add_argument("--steps", type=int, default=8)
     p.add_argument("--threshold", type=float, default=0.9)

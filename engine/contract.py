@@ -18,9 +18,10 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-# Weight/activation types a local model can run in: float32 (the default on CPU), or bfloat16 -- on a CPU with
-# AMX / AVX512-BF16 a warm single-line request took 368 instead of 825 CPU-ms (docs/speed.md).
-DTYPES = ("float32", "bfloat16")
+# Weight/activation types a local model can run in. "auto" (engine.checkpoint.default_dtype): bfloat16 on GPUs and
+# on CPUs with AMX / AVX512-BF16 (a warm single-line request took 368 instead of 825 CPU-ms, docs/speed.md), else
+# float32.
+DTYPES = ("auto", "float32", "bfloat16")
 
 MAX_CANDIDATES = 64  # one batch of candidates per request; more is a client error, not a bigger batch
 # How a released coder samples (engine.adapters.presets): "fast" for typing (the request's steps, threshold and
@@ -54,6 +55,9 @@ class SampleOptions:
     # Steps the greedy candidate runs alone before the other candidates branch off its canvas (0 = all
     # candidates from the first step): early steps commit what every candidate would agree on anyway.
     branch_after: int = 0
+    # Stop a candidate once its text holds this many line breaks (0 = no limit): the editor shows one line in
+    # single-line mode, so nothing after the first line break is worth a step (fim's ``FimRequest.max_lines``).
+    max_lines: int = 0
 
     def __post_init__(self) -> None:
         if self.steps < 1:
@@ -62,6 +66,8 @@ class SampleOptions:
             raise ValueError(f"initial_canvas must be >= 1, got {self.initial_canvas}")
         if self.branch_after < 0:
             raise ValueError(f"branch_after must be >= 0, got {self.branch_after}")
+        if self.max_lines < 0:
+            raise ValueError(f"max_lines must be >= 0, got {self.max_lines}")
         if not 0.0 <= self.threshold <= 1.0:
             raise ValueError(f"threshold must be in [0, 1], got {self.threshold}")
         if self.temperature < 0:

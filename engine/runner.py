@@ -21,6 +21,7 @@ released diffusion coders'.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -32,7 +33,16 @@ from engine.cache import ContextCache, KVCache
 from engine.contract import Completion, CompletionRequest, SampleOptions, fit_canvas
 from engine.layout import N_CONTEXT_TAGS, context_tokens
 from engine.model import DiffillModel
-from engine.sample import Prediction, candidate_scores, denoise_step, predict, row_temperatures, strip_eos
+from engine.sample import (
+    Prediction,
+    candidate_scores,
+    denoise_step,
+    end_at_line_limit,
+    line_breaks,
+    predict,
+    row_temperatures,
+    strip_eos,
+)
 from engine.tokenizer import CodeTokenizer
 
 
@@ -122,6 +132,11 @@ class TokenizedRunner:
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer.encode(text))
 
+    @functools.cached_property
+    def line_breaks(self) -> Tensor:
+        """(V,) line breaks in each token's text, for ``SampleOptions.max_lines`` (built on first use)."""
+        return line_breaks(self.tokenizer.decode, self.tokenizer.vocab_size, self.device)
+
 
 # ---------------------------------------------------------------- Diffill's own model
 
@@ -137,13 +152,17 @@ class DiffusionState:
     row's last position is not <eos> (its middle did not end inside the canvas); each growth gets
     ``options.steps`` steps of its own; only positions still masked in some row get logits. With
     ``options.branch_after = k`` the greedy candidate runs alone for k steps, then the other candidates branch off
-    its canvas and sample their own continuations.
+    its canvas and sample their own continuations. With ``options.max_lines`` a row is over once its committed text
+    holds that many line breaks (``engine.sample.end_at_line_limit``): the positions after it need no steps.
     """
 
-    def __init__(self, prompt: Prompt, cache: KVCache, *, mask_id: int, eos_id: int, banned: Tensor) -> None:
+    def __init__(
+        self, prompt: Prompt, cache: KVCache, *, mask_id: int, eos_id: int, banned: Tensor, breaks: Tensor | None
+    ) -> None:
         req, device = prompt.request, cache.k.device
         opts = req.options
         self.options, self.cache, self.mask_id, self.eos_id, self.banned = opts, cache, mask_id, eos_id, banned
+        self.breaks = breaks if opts.max_lines else None
         self.generator = torch.Generator(device=device).manual_seed(opts.seed)
         self.candidates, self.target = req.num_candidates, prompt.canvas_length
         self.grow_by = min(opts.initial_canvas or self.target, self.target)
@@ -175,6 +194,8 @@ class DiffusionState:
             pred = Prediction(*(self._spread(part, columns, fill) for part, fill in zip(pred, _UNUSED, strict=True)))
         left = max(opts.steps - self.segment_steps, 1)
         denoise_step(self.canvas, self.masked, self.logp, pred, left, opts.threshold, self.eos_id)
+        if self.breaks is not None:
+            end_at_line_limit(self.canvas, self.masked, self.logp, self.breaks, opts.max_lines, self.eos_id)
         self.steps_done += 1
         self.segment_steps += 1
         if self.canvas.shape[0] < self.candidates and self.steps_done >= opts.branch_after:
@@ -236,9 +257,12 @@ class AutoregressiveState(StepBudget):
 
     The context cache (batch 1) is copied per candidate, so the session's cache stays reusable. Step i reads the
     logits of position i: the prefill's last logits for i = 0, else ``extend`` with the token chosen at i - 1.
+    A row is done at <eos>, or with ``options.max_lines`` at the token that brings its text to that many line breaks.
     """
 
-    def __init__(self, prompt: Prompt, cache: KVCache, last_logits: Tensor, *, eos_id: int, banned: Tensor) -> None:
+    def __init__(
+        self, prompt: Prompt, cache: KVCache, last_logits: Tensor, *, eos_id: int, banned: Tensor, breaks: Tensor | None
+    ) -> None:
         req, device = prompt.request, cache.k.device
         n, length = req.num_candidates, prompt.canvas_length
         self.options, self.eos_id, self.banned, self.length = req.options, eos_id, banned, length
@@ -248,6 +272,8 @@ class AutoregressiveState(StepBudget):
         self.out = torch.full((n, length), eos_id, dtype=torch.long, device=device)
         self.logp = torch.zeros(self.out.shape, device=device)
         self.done = torch.zeros(n, dtype=torch.bool, device=device)
+        self.breaks = breaks if req.options.max_lines else None
+        self.lines = torch.zeros(n, dtype=torch.long, device=device)
         self.first_logits = last_logits.expand(n, -1)  # (N, V)
         self.steps_done = 0
 
@@ -262,6 +288,9 @@ class AutoregressiveState(StepBudget):
         self.out[:, i] = torch.where(self.done, self.eos_id, token)
         self.logp[:, i] = torch.where(self.done, 0.0, prob.clamp_min(1e-12).log())
         self.done |= token == self.eos_id
+        if self.breaks is not None:
+            self.lines += self.breaks[token]
+            self.done |= self.lines >= self.options.max_lines
         self.steps_done += 1
 
     def open_flag(self) -> Tensor:
@@ -307,9 +336,14 @@ class DiffillRunner(TokenizedRunner):
             raise ValueError("Diffill's runner needs a context cache")
         last_logits, computed = ctx.update(self.model, prompt.tokens)
         tok = self.tokenizer
+        breaks = self.line_breaks if prompt.request.options.max_lines else None
         if self.autoregressive:
-            return AutoregressiveState(prompt, ctx.cache, last_logits, eos_id=tok.eos_id, banned=self._banned), computed
-        state = DiffusionState(prompt, ctx.cache, mask_id=tok.mask_id, eos_id=tok.eos_id, banned=self._banned)
+            state = AutoregressiveState(prompt, ctx.cache, last_logits, eos_id=tok.eos_id, banned=self._banned,
+                                        breaks=breaks)  # fmt: skip
+            return state, computed
+        state = DiffusionState(
+            prompt, ctx.cache, mask_id=tok.mask_id, eos_id=tok.eos_id, banned=self._banned, breaks=breaks
+        )
         return state, computed
 
     def forward(self, states: list[Any]) -> list[Tensor]:

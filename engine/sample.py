@@ -16,6 +16,7 @@ host. The per-request state that calls them between steps is ``engine.runner.Dif
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -25,6 +26,8 @@ __all__ = [
     "Prediction",
     "candidate_scores",
     "denoise_step",
+    "end_at_line_limit",
+    "line_breaks",
     "predict",
     "row_temperatures",
     "sample_categorical",
@@ -134,6 +137,28 @@ def denoise_step(
     canvas.masked_fill_(tail, eos_id)
     logp.masked_fill_(tail, 0.0)
     masked &= ~tail
+
+
+def line_breaks(decode: Callable[[list[int]], str], vocab_size: int, device: torch.device | str) -> Tensor:
+    """(V,) the number of line breaks in each token's text (a BPE token may hold one, e.g. ``):\n``)."""
+    return torch.tensor([decode([i]).count("\n") for i in range(vocab_size)], dtype=torch.long, device=device)
+
+
+def end_at_line_limit(
+    canvas: Tensor, masked: Tensor, logp: Tensor, breaks: Tensor, max_lines: int, end_id: int
+) -> None:
+    """End each row after the committed position where its text reaches `max_lines` line breaks, in place.
+
+    Positions still masked before that one can only add line breaks, so the limit is reached there or earlier:
+    whatever follows is never shown. Those positions become <eos> (committed), so they need no more steps, and
+    a row whose text is over is done.
+    """
+    counts = torch.where(masked, 0, breaks[canvas.clamp(max=len(breaks) - 1)])
+    reached = counts.cumsum(dim=-1) >= max_lines
+    after = torch.cat([torch.zeros_like(reached[:, :1]), reached[:, :-1]], dim=-1)
+    canvas.masked_fill_(after, end_id)
+    logp.masked_fill_(after, 0.0)
+    masked &= ~after
 
 
 def candidate_scores(tokens: Tensor, logp: Tensor, eos_id: int) -> Tensor:

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from engine.cli import add_dtype_argument
 from engine.contract import DEFAULT_PRESET, PRESETS
 from eval.backends import KINDS, SINGLE_ANSWER, BackendSpec, open_backend
 from eval.editor import GenConfig
@@ -50,6 +51,7 @@ def add_run_arguments(p: argparse.ArgumentParser, *, limit: bool = True) -> None
     p.add_argument("--memory-mb", type=int, default=1024, help="address-space limit per program")
     p.add_argument("--device", default="auto", help="device for in-process models (auto, cpu, cuda)")
     p.add_argument("--threads", type=int, help="torch CPU threads for in-process models")
+    add_dtype_argument(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
 
 
@@ -236,6 +238,7 @@ def backend_spec(args: argparse.Namespace) -> BackendSpec:
         device=args.device,
         threads=args.threads,
         preset=args.preset,
+        dtype=args.dtype,
     )
 
 
@@ -266,7 +269,9 @@ def limits(args: argparse.Namespace, base: Limits = Limits()) -> Limits:  # noqa
 
 
 def load_local(model: str | None, args: argparse.Namespace, *, autoregressive: bool = False):
-    spec = BackendSpec(model=model, autoregressive=autoregressive, device=args.device, threads=args.threads)
+    spec = BackendSpec(
+        model=model, autoregressive=autoregressive, device=args.device, threads=args.threads, dtype=args.dtype
+    )
     return open_backend(spec)
 
 

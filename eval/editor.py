@@ -155,7 +155,7 @@ def _complete(
         language=request.language,
         canvas_length=request.canvas_length,
         num_candidates=n,
-        options=options,
+        options=dataclasses.replace(options, max_lines=request.max_lines),  # the editor shows no more lines
         session_id=session,
     )
 

@@ -76,7 +76,9 @@ def warm_up(engine: CompletionEngine, fim: FimSettings, sampling: CompletionSett
     (allocator pools and kernels are per shape)."""
     from engine.contract import SampleOptions
 
-    options = SampleOptions(steps=sampling.steps, threshold=sampling.threshold, temperature=sampling.temperature)
+    options = SampleOptions(
+        steps=sampling.steps, threshold=sampling.threshold, temperature=sampling.temperature, max_lines=1
+    )
     engine.complete(
         "def main():\n    ",
         "\n",

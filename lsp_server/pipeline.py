@@ -38,8 +38,12 @@ def run(job: Job) -> list[str]:
 
     document, cursor = job.document, job.cursor
     request = build_request(document.text, cursor.offset, document.language_id, job.fim, job.engine.count_tokens)
+    sampling = job.sampling
     options = SampleOptions(
-        steps=job.sampling.steps, threshold=job.sampling.threshold, temperature=job.sampling.temperature
+        steps=sampling.steps,
+        threshold=sampling.threshold,
+        temperature=sampling.temperature,
+        max_lines=request.max_lines,
     )
     completions = job.engine.complete(
         request.prefix,

@@ -126,9 +126,9 @@ class ModelSettings:
     # A released coder's sampling (engine.adapters.presets): "fast" runs the completion.* knobs, "reference" what
     # its authors evaluated with (e.g. one token per step: slow, for comparing). Diffill's own model ignores it.
     preset: str = _setting(DEFAULT_PRESET, _choice(*PRESETS))
-    # What the local model runs in: "bfloat16" halves a completion's CPU time on CPUs with AMX / AVX512-BF16
-    # (docs/speed.md); float32 stays the default until bf16's quality is measured.
-    dtype: str = _setting("float32", _choice(*DTYPES))
+    # What the local model runs in ("auto": engine.checkpoint.default_dtype; bf16 halves a completion's CPU time on
+    # CPUs with AMX / AVX512-BF16, docs/speed.md).
+    dtype: str = _setting("auto", _choice(*DTYPES))
 
 
 @dataclass(frozen=True)

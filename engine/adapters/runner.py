@@ -49,13 +49,13 @@ from engine.adapters.sampler import (
 from engine.adapters.tokenizer import AdapterTokenizer
 from engine.adapters.weights import load_tensors, tensor_locations
 from engine.cache import ContextCache
-from engine.checkpoint import resolve_device
+from engine.checkpoint import default_dtype, resolve_device
 from engine.config import read_config
 from engine.contract import DEFAULT_PRESET, Completion, CompletionRequest, SampleOptions, fit_canvas
 from engine.errors import CheckpointError
 from engine.layout import fit_context
 from engine.runner import Prompt, StepBudget, TokenizedRunner, run_to_end
-from engine.sample import row_temperatures
+from engine.sample import end_at_line_limit, row_temperatures
 
 
 def build_layout(family: Family, tok: AdapterTokenizer, prefix: list[int], suffix: list[int], canvas: int) -> Layout:
@@ -79,13 +79,23 @@ class AdapterState(StepBudget):
     Blocks (LLaDA's semi-autoregressive schedule; one block otherwise) are filled left to right; within a block,
     step j commits ``commit_count`` positions plus any above the threshold (``p2``: re-masks all but a growing
     fraction instead). With ``refresh_every = r > 0`` a step that is not a refresh step recomputes only the canvas
-    window against the keys/values kept at the last refresh.
+    window against the keys/values kept at the last refresh. With ``options.max_lines`` a row is over once its
+    committed text holds that many line breaks: the rest of its canvas becomes end tokens and needs no steps
+    (blocks left with nothing to fill are skipped).
     """
 
-    def __init__(self, prompt: Prompt, sampling: AdapterSampling, banned: Tensor, device: torch.device) -> None:
+    def __init__(
+        self,
+        prompt: Prompt,
+        sampling: AdapterSampling,
+        banned: Tensor,
+        device: torch.device,
+        line_end: tuple[Tensor, int] | None = None,
+    ) -> None:
         req, layout = prompt.request, prompt.layout
         n = req.num_candidates
         self.options, self.sampling, self.layout, self.banned = req.options, sampling, layout, banned
+        self.line_end = line_end if req.options.max_lines else None  # (line breaks per token, end token)
         self.generator = torch.Generator(device=device).manual_seed(req.options.seed)
         self.seq = torch.tensor(layout.tokens, device=device).repeat(n, 1)  # (N, T)
         c0, length = layout.canvas_start, layout.canvas_len
@@ -126,14 +136,20 @@ class AdapterState(StepBudget):
             remaining = (self.masked & self._allowed).sum(dim=-1, keepdim=True)
             count = commit_count(remaining, self.block_step, block_steps, self.sampling)
             commit(self.canvas, self.masked, self.logp, predicted, count, self.options.threshold, self._allowed)
+        if self.line_end is not None:
+            breaks, end_id = self.line_end
+            end_at_line_limit(self.canvas, self.masked, self.logp, breaks, self.options.max_lines, end_id)
         self.steps_done += 1
         self.block_step += 1
         block_done = self.block_step >= block_steps
         if not block_done and self.options.early_exit:
             block_done = not bool((self.masked & self._allowed).any())  # the reference sampler's host sync
-        if block_done:
+        while block_done:
             self.block, self.block_step = self.block + 1, 0
             self._allowed = self._block_mask()
+            # A later block the line limit already filled needs no steps.
+            block_done = self.line_end is not None and self.block < len(self.blocks)
+            block_done = block_done and not bool((self.masked & self._allowed).any())
 
     def open_flag(self) -> Tensor:
         return torch.tensor(int(self.block < len(self.blocks)))
@@ -177,7 +193,8 @@ class AdapterRunner(TokenizedRunner):
         return Prompt(request, layout.tokens, canvas, requested_tokens=requested, layout=layout)
 
     def start(self, prompt: Prompt, ctx: ContextCache | None) -> tuple[AdapterState, int]:
-        return AdapterState(prompt, self.sampling, self._banned, self.device), len(prompt.tokens)
+        line_end = (self.line_breaks, self.tokenizer.eos_id) if prompt.request.options.max_lines else None
+        return AdapterState(prompt, self.sampling, self._banned, self.device, line_end), len(prompt.tokens)
 
     def forward(self, states: list[AdapterState]) -> list[Tensor]:
         return step_logits(self.model, states)
@@ -287,7 +304,7 @@ def load_adapter_runner(
     family = detect_family(config, directory / "config.json")
     tokenizer = AdapterTokenizer.load(directory, family, config)
     dev = resolve_device(device)
-    dtype = dtype or (torch.bfloat16 if dev.type == "cuda" else torch.float32)
+    dtype = dtype or default_dtype(dev)
     model = load_model(directory, family, config, dev, dtype, limits, progress)
     if tokenizer.mask_id >= model.spec.vocab_size:
         raise CheckpointError(

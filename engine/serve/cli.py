@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from engine.cli import add_preset_argument
+from engine.cli import add_dtype_argument, add_preset_argument
 from engine.errors import DiffillError
 from engine.serve.app import ServeConfig
 from engine.serve.guard import raise_fd_limit
@@ -49,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
         "fewer: OpenMP threads on oversubscribed cores stall each other)",
     )
     add_preset_argument(p)
+    add_dtype_argument(p)
     p.add_argument("--host", default="127.0.0.1", help="address to bind; anything but loopback needs a token")
     p.add_argument("--port", type=int, default=8711)
     auth = p.add_mutually_exclusive_group()
@@ -140,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         from engine.api import load_engine
 
         t0 = time.perf_counter()
-        engine = load_engine(args.model, device=args.device, preset=args.preset, threads=args.threads)
+        engine = load_engine(args.model, device=args.device, preset=args.preset, dtype=args.dtype, threads=args.threads)
         logging.info("loaded %s in %.2fs", engine.describe(), time.perf_counter() - t0)
         asyncio.run(serve_forever(engine, config, sock))
     except DiffillError as e:

@@ -38,6 +38,7 @@ JSON = "application/json"
 MAX_STEPS = 1024  # steps beyond the canvas length do nothing (at least one position commits per step)
 MAX_CANVAS_ASKED = 2**20  # a canvas is an upper bound, clamped to the server's limit; this only bounds the number
 MAX_SEED = 2**63 - 1
+MAX_LINES = 10_000  # a line limit (SampleOptions.max_lines); 0 = none
 # Characters per token no tokenizer reaches on average (BPE tokens of code average 3-4 characters; even runs of
 # indentation merge into tokens of a few dozen at most): a text longer than `max_context` x this many characters
 # is over the token limit for sure, so it is refused before any tokenizing.
@@ -164,6 +165,7 @@ def sample_options(data: Mapping[str, Any], temperature: float, seed: int = 0) -
         threshold=get_float(data, "threshold", SampleOptions.threshold, 0.0, 1.0),
         temperature=get_float(data, "temperature", temperature, 0.0, 100.0),
         seed=get_int(data, "seed", seed, 0, MAX_SEED),
+        max_lines=get_int(data, "max_lines", 0, 0, MAX_LINES),
     )
 
 
@@ -224,6 +226,8 @@ def native_request(
         "temperature": options.temperature,
         "seed": options.seed,
     }
+    if options.max_lines:
+        out["max_lines"] = options.max_lines
     if session_id is not None:
         out["session"] = session_id
     if request_id is not None:

@@ -37,6 +37,7 @@ class BackendSpec:
     device: str = "auto"
     threads: int | None = None
     preset: str = "fast"  # engine: a released coder's sampling ("fast" or "reference", engine.contract.PRESETS)
+    dtype: str = "auto"  # engine: what the model runs in (engine.contract.DTYPES)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -68,6 +69,7 @@ class BackendSpec:
             {"kind": self.kind, "label": self.label, "url": self.url, "extra": self.extra}
             | ({"send_language": True} if self.send_language else {})
             | ({"preset": self.preset} if self.preset != "fast" else {})
+            | ({"dtype": self.dtype} if self.dtype != "auto" else {})
         )
 
 
@@ -93,6 +95,8 @@ def open_backend(spec: BackendSpec, tasks: Iterable[Any] = ()) -> CompletionEngi
     if spec.threads:
         torch.set_num_threads(spec.threads)
     try:
-        return load_engine(spec.model, device=spec.device, autoregressive=spec.autoregressive, preset=spec.preset)
+        return load_engine(
+            spec.model, device=spec.device, autoregressive=spec.autoregressive, preset=spec.preset, dtype=spec.dtype
+        )
     except ValueError as e:  # an unknown preset name
         raise BackendError(str(e)) from None

@@ -9,6 +9,7 @@ import torch
 
 from engine import api
 from engine.api import editor_threads, load_engine
+from engine.checkpoint import cpu_has_bf16_matmul
 
 
 @pytest.mark.parametrize("cores,expected", [(None, 1), (1, 1), (2, 1), (6, 3), (8, 4), (64, 4)])
@@ -41,6 +42,9 @@ def test_a_local_model_runs_in_bfloat16_when_asked_and_refuses_unknown_types(tin
     assert engine.describe()["dtype"] == "bfloat16"
     out = engine.complete("def f(x):\n    return ", "\n", language="python", canvas_length=8, num_candidates=2)
     assert len(out) == 2 and all(c.tokens <= 8 for c in out)
-    assert load_engine(tiny_checkpoint, device="cpu").describe()["dtype"] == "float32"  # the CPU default
+    assert load_engine(tiny_checkpoint, device="cpu").describe()["dtype"] == "float32"  # the library's CPU default
+    auto = "bfloat16" if cpu_has_bf16_matmul() else "float32"  # the entry points' default follows the CPU's units
+    assert load_engine(tiny_checkpoint, device="cpu", dtype="auto").describe()["dtype"] == auto
+    assert load_engine(tiny_checkpoint, device="cpu", dtype="float32").describe()["dtype"] == "float32"
     with pytest.raises(ValueError, match="dtype"):
         load_engine(tiny_checkpoint, device="cpu", dtype="int3")

@@ -33,7 +33,13 @@ from tests.lsp_server.helpers import (
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 AUTOMATIC = types.InlineCompletionTriggerKind.Automatic
-SETTINGS = {"completion": {"debounceMs": 300}, "languages": {"enabled": {"markdown": False}}}
+# float32: the random test checkpoint's suggestions these tests look for (some pass the filters) are its float32
+# ones; in bfloat16 ("auto" on a CPU with bf16 units) it writes other junk, all of it filtered.
+SETTINGS = {
+    "completion": {"debounceMs": 300},
+    "languages": {"enabled": {"markdown": False}},
+    "model": {"dtype": "float32"},
+}
 
 PYTHON = """import os
 

@@ -81,9 +81,9 @@ def test_the_model_preset_is_fast_or_reference_and_selects_another_engine():
                                                             "got 'exact'; using the default"]  # fmt: skip
 
 
-def test_the_model_dtype_is_float32_or_bfloat16_and_selects_another_engine():
+def test_the_model_dtype_is_auto_float32_or_bfloat16_and_selects_another_engine():
     settings, problems = parse_settings({"model": {"dtype": "bfloat16"}})
     assert settings.model.dtype == "bfloat16" and problems == []
     assert settings.engine_key() != Settings().engine_key()  # a dtype change reloads the engine
     settings, problems = parse_settings({"model": {"dtype": "int8"}})
-    assert settings.model.dtype == "float32" and problems and "diffill.model.dtype" in problems[0]
+    assert settings.model.dtype == "auto" and problems and "diffill.model.dtype" in problems[0]
