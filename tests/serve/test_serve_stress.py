@@ -119,7 +119,7 @@ def test_a_huge_prompt_is_refused_in_milliseconds_and_health_stays_fast(tiny_che
     # The real server in its own process (no GIL shared with this client); the bounds are 50 ms for both.
     with serve_process(tiny_checkpoint, "--log-level", "WARNING") as server:
         limit = call(server.url, "GET", "/v1/info").data["max_request_chars"]
-        over_chars = msgpack.packb(fim_body(prefix="x" * limit))  # a short body, one character too many
+        over_chars = msgpack.packb(fim_body(prefix="x" * (limit + 1 - len(SUFFIX))))  # a short body, 1 char too many
         # At the character limit but over the token limit: tokenized (in a thread, GIL released) before refused.
         over_tokens = msgpack.packb(fim_body(prefix=(PREFIX * (limit // len(PREFIX)))[: limit - len(SUFFIX)]))
 
