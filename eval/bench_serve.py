@@ -8,20 +8,24 @@ compete with the server for the GIL, and everything ends by itself: each phase i
 start-up, ``--editors`` by 256 and ``--soak-minutes`` by 30.
 
 **Editors.** Each editor is a thread with its own session. It opens a stdlib source file at a random spot with the
-next 200 characters missing and types them in bursts: 1-6 keystrokes 60-180 ms apart, then a pause of up to
-2 x ``--think-ms``. Every keystroke sends a completion request for the new prefix (the session's context cache
-is extended, as in real use) and makes the previous one stale: a stale request still queued is superseded by the
-server (499), a running one is cancelled with ``POST /v1/cancel`` -- what the language server does. Sizes are
-mixed as editors ask: 80% single-line (4 candidates x 32), 15% multi-line (4 x 64), 5% big (16 x 64); canvases
-are clamped to the model's. Reported: requests sent, completed, cancelled (499: stale, expected), errors (anything
-else), completions/s, p50/p95 latency of completed requests (all, and single-line only), requests per step and
-the p50 step time from the server's ``/metrics``.
+next 200 characters missing and types them in bursts: 1-6 keystrokes 60-180 ms apart, then a pause of up to 2 x
+``--think-ms``. Every keystroke sends a completion request for the new prefix (the session's context cache is
+extended, as in real use) and makes the previous one stale: a stale request still queued is superseded by the server
+(499), a running one is cancelled with ``POST /v1/cancel`` -- what the language server does. Sizes are mixed as
+editors ask: 80% single-line (4 candidates x 32), 15% multi-line (2 x 64; both the language server's defaults), 5%
+big (16 x 64: a client asking for the most); the server clamps canvases to the model's, and editors ask for at most
+the server's ``max_candidates`` (``/v1/info``), as ``RemoteEngine`` clients do. Reported: requests sent, completed,
+cancelled (499: stale, expected), errors (anything else), completions/s, p50/p95 latency of completed requests (all,
+and single-line only), requests per step and the p50 step time from the server's ``/metrics``.
 
 **Soak** (``--soak-minutes``): the same load for several minutes, one row per minute with the server's open
 connections, resident memory, open files and cache bytes, which must stay flat.
 
-**Head-of-line** (``--hol``): a small request (2 x 16) alone, then beside a big one (16 x 64, one commit per
-step), with the server's fair rounds (``--bulk-tokens`` default) and without them (``--bulk-tokens 1000000``).
+**Head-of-line** (``--hol``): a small request (2 x 16) alone, then ``--hol-requests`` of them one after another
+(as an editor sends them) beside a big one (16 x 64, one commit per step), with the server's fair rounds
+(``--bulk-tokens`` default) and without them (``--bulk-tokens 1000000``). Per request, not on average: the worst
+small request's time against alone, in all and once admitted (its prefill and steps, what fair rounds bound), and
+the longest wait for the step in progress when it arrived (one step of the big request at most).
 
 Without ``--model``, a random-weight model of ``--preset`` is saved once under /tmp (speed does not depend on the
 weights) with a tokenizer trained on a few stdlib files.
@@ -46,12 +50,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import msgpack
+
 from engine.contract import SampleOptions
 from engine.serve.protocol import MSGPACK, native_request, pack
 
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
 SOURCES = ["textwrap.py", "bisect.py", "heapq.py", "colorsys.py", "fnmatch.py", "glob.py", "shlex.py", "string.py"]
-SIZES = [(0.80, "single-line", 4, 32), (0.15, "multi-line", 4, 64), (0.05, "big", 16, 64)]
+SIZES = [(0.80, "single-line", 4, 32), (0.15, "multi-line", 2, 64), (0.05, "big", 16, 64)]
 MAX_EDITORS, MAX_SOAK_MINUTES = 256, 30
 
 
@@ -133,7 +139,9 @@ def typing_spot(text: str, rng: random.Random) -> tuple[str, str, int, int]:
     return text[max(0, cursor - 1500) : cursor], text[hole_end : hole_end + 500], cursor, hole_end
 
 
-def editor(url: str, index: int, deadline: float, think_ms: float, tally: Tally, texts: list[str]) -> None:
+def editor(
+    url: str, index: int, deadline: float, think_ms: float, tally: Tally, texts: list[str], max_candidates: int
+) -> None:
     rng = random.Random(index)
     text = texts[index % len(texts)]
     head, suffix, cursor, hole_end = typing_spot(text, rng)
@@ -160,7 +168,7 @@ def editor(url: str, index: int, deadline: float, think_ms: float, tally: Tally,
                 threads[-1].start()  # a running one is cancelled (once)
             rid = secrets.token_hex(6)
             _, size, candidates, canvas = rng.choices(SIZES, weights=[w for w, *_ in SIZES])[0]
-            request = (head + text[cursor : cursor + typed], rid, size, candidates, canvas)
+            request = (head + text[cursor : cursor + typed], rid, size, min(candidates, max_candidates), canvas)
             latest = (rid, threading.Thread(target=send, args=request, daemon=True))
             threads.append(latest[1])
             with tally.lock:
@@ -213,6 +221,15 @@ class ServerProcess:
         finally:
             conn.close()
 
+    def info(self) -> dict[str, Any]:
+        parts = urlsplit(self.url)
+        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+        try:
+            conn.request("GET", "/v1/info")
+            return json.loads(conn.getresponse().read())
+        finally:
+            conn.close()
+
     def metric(self, name: str, text: str | None = None) -> float:
         match = re.search(rf"^{name} (\S+)", text or self.metrics(), re.M)
         return float(match.group(1)) if match else float("nan")
@@ -257,8 +274,9 @@ def start_server(model: Path, extra: list[str], editors: int) -> ServerProcess:
 def run_editors(server: ServerProcess, args: argparse.Namespace, texts: list[str], seconds: float) -> Tally:
     tally = Tally()
     deadline = time.monotonic() + seconds
+    most = int(server.info()["max_candidates"])
     threads = [
-        threading.Thread(target=editor, args=(server.url, i, deadline, args.think_ms, tally, texts), daemon=True)
+        threading.Thread(target=editor, args=(server.url, i, deadline, args.think_ms, tally, texts, most), daemon=True)
         for i in range(args.editors)
     ]
     for t in threads:
@@ -330,16 +348,32 @@ def soak(model: Path, args: argparse.Namespace, texts: list[str]) -> list[dict[s
     return rows
 
 
-def timed_fim(url: str, prefix: str, suffix: str, candidates: int, canvas: int, tag: str) -> float:
-    """Milliseconds of one request that commits one token per step (threshold 1): a fixed amount of work."""
+@dataclass
+class Timed:
+    """One request that commits one token per step (threshold 1, a fixed amount of work): its wall time, the part
+    of it spent waiting to be admitted (for the step in progress when it arrived), and when it ended."""
+
+    ms: float
+    queue_ms: float
+    end: float
+
+    @property
+    def batch_ms(self) -> float:  # prefill and steps: what fair rounds bound
+        return self.ms - self.queue_ms
+
+
+def timed_fim(url: str, prefix: str, suffix: str, candidates: int, canvas: int, tag: str) -> Timed:
     t0 = time.perf_counter()
-    status, _ = fim(url, prefix, suffix, candidates, canvas, tag, tag, steps=canvas, threshold=1.0)
+    status, body = fim(url, prefix, suffix, candidates, canvas, tag, tag, steps=canvas, threshold=1.0)
+    end = time.perf_counter()
     if status != 200:
         raise RuntimeError(f"request {tag} failed with {status}")
-    return (time.perf_counter() - t0) * 1e3
+    return Timed((end - t0) * 1e3, float(msgpack.unpackb(body, raw=False)["stats"]["queue_ms"]), end)
 
 
 def head_of_line(model: Path, args: argparse.Namespace, text: str) -> list[dict[str, Any]]:
+    """Small requests one after another (as an editor sends them) beside a big one; each one that ran entirely
+    while the big one did is reported, and the worst is the figure (per request, not on average)."""
     prefix, suffix = text[:2000], text[2200:3000]
     rows = []
     for label, flags in (("fair rounds (default)", []), ("fair rounds off", ["--bulk-tokens", "1000000"])):
@@ -347,19 +381,28 @@ def head_of_line(model: Path, args: argparse.Namespace, text: str) -> list[dict[
         try:
             for i in range(2):
                 timed_fim(server.url, prefix, suffix, 2, 16, f"warm{i}")
-            alone = sorted(timed_fim(server.url, prefix, suffix, 2, 16, f"a{i}") for i in range(5))[2]
-            big_ms: list[float] = []
+            alone = sorted((timed_fim(server.url, prefix, suffix, 2, 16, f"a{i}") for i in range(5)), key=_ms)[2]
+            big: list[Timed] = []
             thread = threading.Thread(
-                target=lambda url=server.url, out=big_ms: out.append(timed_fim(url, prefix, suffix, 16, 64, "big"))
+                target=lambda url=server.url, out=big: out.append(timed_fim(url, prefix, suffix, 16, 64, "big"))
             )
             thread.start()
             time.sleep(0.5)  # the big request is running
-            beside = sorted(timed_fim(server.url, prefix, suffix, 2, 16, f"b{i}") for i in range(3))[1]
+            beside: list[Timed] = []
+            while thread.is_alive() and len(beside) < args.hol_requests:
+                beside.append(timed_fim(server.url, prefix, suffix, 2, 16, f"b{len(beside)}"))
             thread.join(timeout=600)
-            rows.append({"mode": label, "alone": alone, "beside": beside, "big": big_ms[0] if big_ms else float("nan")})
+            beside = [t for t in beside if big and t.end <= big[0].end]
+            if not big or not beside:
+                raise RuntimeError("the big request failed, or no small request ran entirely beside it")
+            rows.append({"mode": label, "alone": alone, "beside": beside, "big": big[0].ms})
         finally:
             server.stop()
     return rows
+
+
+def _ms(t: Timed) -> float:
+    return t.ms
 
 
 # ---------------------------------------------------------------- report
@@ -387,6 +430,21 @@ def print_load(rows: list[dict[str, Any]], extra: bool = False) -> None:
             print(f"\n{r['mode']} errors by status: {json.dumps(r['error_kinds'])}")
 
 
+def print_hol(rows: list[dict[str, Any]]) -> None:
+    head = "| server | small 2x16 alone ms | beside a 16x64: n | worst ms | worst ratio | worst ratio, once admitted "
+    head += "| worst wait for the step in progress ms | big 16x64 ms |"
+    print(head)
+    print("|---|" + "---:|" * (head.count("|") - 2))
+    for r in rows:
+        alone, beside = r["alone"], r["beside"]
+        worst = max(beside, key=_ms)
+        admitted = max(t.batch_ms for t in beside) / alone.batch_ms
+        print(
+            f"| {r['mode']} | {alone.ms:.0f} | {len(beside)} | {worst.ms:.0f} | {worst.ms / alone.ms:.2f} "
+            f"| {admitted:.2f} | {max(t.queue_ms for t in beside):.0f} | {r['big']:.0f} |"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", help="checkpoint directory (default: a random --preset model under /tmp)")
@@ -396,7 +454,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--think-ms", type=float, default=1000.0, help="mean pause between bursts of typing")
     parser.add_argument("--compare", action="store_true", help="also run with --no-batching")
     parser.add_argument("--soak-minutes", type=float, default=0.0, help=f"soak for this long (<= {MAX_SOAK_MINUTES})")
-    parser.add_argument("--hol", action="store_true", help="head-of-line: a small request beside a big one")
+    parser.add_argument("--hol", action="store_true", help="head-of-line: small requests beside a big one")
+    parser.add_argument("--hol-requests", type=int, default=5, help="small requests sent beside the big one")
     parser.add_argument("--server-arg", action="append", default=[], help="extra `diffill serve` flag (repeatable)")
     args = parser.parse_args(argv)
     if not 1 <= args.editors <= MAX_EDITORS or not 0 <= args.soak_minutes <= MAX_SOAK_MINUTES:
@@ -404,18 +463,14 @@ def main(argv: list[str] | None = None) -> int:
 
     model = Path(args.model) if args.model else random_checkpoint(args.preset)
     texts = [(STDLIB / name).read_text(encoding="utf-8") for name in SOURCES]
-    import torch
-
+    serve_args = " ".join(args.server_arg) or "defaults"
     setting = (
-        f"# diffill serve: {model}, {args.editors} editors, think {args.think_ms:g} ms, CPU with "
-        f"{torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f} at start"
+        f"# diffill serve: {model} ({serve_args}), {args.editors} editors, think {args.think_ms:g} ms, "
+        f"{os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.1f} at start"
     )
     if args.hol:
-        print(f"{setting}\n\n| server | small 2x16 alone ms | beside a 16x64 ms | ratio | big 16x64 ms |")
-        print("|---|---:|---:|---:|---:|")
-        for r in head_of_line(model, args, texts[0]):
-            ratio = r["beside"] / r["alone"]
-            print(f"| {r['mode']} | {r['alone']:.0f} | {r['beside']:.0f} | {ratio:.2f} | {r['big']:.0f} |")
+        print(f"{setting}\n")
+        print_hol(head_of_line(model, args, texts[0]))
     elif args.soak_minutes:
         rows = soak(model, args, texts)
         print(f"{setting}, soak {args.soak_minutes:g} min\n")

@@ -1,12 +1,15 @@
 """Routes of ``diffill serve``: authentication, limits, and the glue between HTTP requests and the scheduler.
 
 Every route is a small coroutine ``(request, connection, owner) -> Response``; ``route`` picks it and checks the
-token from the request head alone, before the server reads a body. The event loop never runs the model and never
-tokenizes: a request's size is checked on characters first (``Limits.admit``: a multi-megabyte prompt is refused
-in microseconds), tokenization goes to a worker thread (``asyncio.to_thread``) and sampling to the scheduler's
-model thread; while a request waits for its result the connection is watched, and a client that goes away has its
-request cancelled between two denoising steps. Errors become replies (msgpack on the native routes, JSON
-elsewhere), never exceptions that end the server; temporary refusals (429, 503) carry ``Retry-After``.
+token from the request head alone, before the server reads a body; on the native routes the head's Content-Length is
+checked too (``Limits.native_body_bytes``: a body too long to hold a prompt within the character limit is refused
+before a byte of it is read). The event loop never runs the model and never tokenizes: a request's size is checked
+on characters first (``Limits.admit``: a multi-megabyte JSON prompt is refused once parsed, before any tokenizing),
+tokenization goes to a worker thread (``asyncio.to_thread``; the tokenizer releases the GIL on long texts) and
+sampling to the scheduler's model thread; while a request waits for its result the connection is watched, and a
+client that goes away has its request cancelled between two denoising steps. Errors become replies (msgpack on the
+native routes, JSON elsewhere), never exceptions that end the server; temporary refusals (429, 503) carry
+``Retry-After``.
 """
 
 from __future__ import annotations
@@ -143,7 +146,20 @@ class App:
         if handler is None:
             raise ProtocolError(405, f"{request.method} is not allowed on {request.path}; use {', '.join(methods)}")
         owner = "" if request.path == "/health" else self.authorize(request)
+        if request.path in NATIVE_ROUTES and request.content_length > self.limits.native_body_bytes:
+            raise ProtocolError(  # refused from the head: a prompt this long is never read, let alone parsed
+                413,
+                f"request body of {request.content_length} bytes exceeds the limit of "
+                f"{self.limits.native_body_bytes} bytes on {request.path}: prefix + suffix may have at most "
+                f"{self.limits.char_limit} characters; send a smaller window around the cursor",
+            )
         return handler, owner
+
+    def body_limit(self, request: Request) -> int:
+        """Most body bytes `request`'s route reads (a chunked body is cut off there)."""
+        if request.path in NATIVE_ROUTES:
+            return min(self.config.max_body_bytes, self.limits.native_body_bytes)
+        return self.config.max_body_bytes
 
     async def handle(self, request: Request, conn: Connection, route: tuple[Handler, str] | None = None) -> Response:
         t0 = time.perf_counter()

@@ -31,10 +31,23 @@ from engine.serve.server import ServeConfigError, bind, check_config, is_loopbac
 TOKEN_ENV = "DIFFILL_SERVE_TOKEN"
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="diffill serve", description="Serve the Diffill engine over HTTP.")
     p.add_argument("--model", help="checkpoint directory (default: the embedded model)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
+    p.add_argument(
+        "--threads",
+        type=_positive_int,
+        help="torch CPU threads for the model (default: torch's, all cores; on a CPU shared with other work use "
+        "fewer: OpenMP threads on oversubscribed cores stall each other)",
+    )
     add_preset_argument(p)
     add_dtype_argument(p)
     p.add_argument("--host", default="127.0.0.1", help="address to bind; anything but loopback needs a token")
@@ -128,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         from engine.api import load_engine
 
         t0 = time.perf_counter()
-        engine = load_engine(args.model, device=args.device, preset=args.preset, dtype=args.dtype)
+        engine = load_engine(args.model, device=args.device, preset=args.preset, dtype=args.dtype, threads=args.threads)
         logging.info("loaded %s in %.2fs", engine.describe(), time.perf_counter() - t0)
         asyncio.run(serve_forever(engine, config, sock))
     except DiffillError as e:

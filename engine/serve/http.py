@@ -54,6 +54,17 @@ class Request:
         return "close" not in conn
 
     @property
+    def content_length(self) -> int:
+        """The declared body length (0 when absent; a chunked body's length is known only once it is read)."""
+        try:
+            length = int(self.headers.get("content-length", "0"))
+        except ValueError:
+            raise HttpError(400, "invalid Content-Length", self.path) from None
+        if length < 0:
+            raise HttpError(400, "invalid Content-Length", self.path)
+        return length
+
+    @property
     def content_type(self) -> str:
         return self.headers.get("content-type", "").split(";")[0].strip().lower()
 
@@ -165,24 +176,20 @@ class Connection:
         self.requests += 1
         return parse_head(head)
 
-    async def read_body(self, request: Request) -> None:
-        """Read `request`'s body into ``request.body`` (within the body limit and timeout)."""
+    async def read_body(self, request: Request, limit: int | None = None) -> None:
+        """Read `request`'s body into ``request.body`` (within `limit` bytes, by default the body limit, and the
+        body timeout)."""
         try:
-            request.body = await self._read_body(request)
+            request.body = await self._read_body(request, self.limits.max_body_bytes if limit is None else limit)
         except HttpError as e:
             e.path = request.path
             raise
 
-    async def _read_body(self, request: Request) -> bytes:
-        headers, limit = request.headers, self.limits.max_body_bytes
+    async def _read_body(self, request: Request, limit: int) -> bytes:
+        headers = request.headers
         if "chunked" in headers.get("transfer-encoding", "").lower():
             return await self._read_chunked(limit)
-        try:
-            length = int(headers.get("content-length", "0"))
-        except ValueError:
-            raise HttpError(400, "invalid Content-Length") from None
-        if length < 0:
-            raise HttpError(400, "invalid Content-Length")
+        length = request.content_length
         if length > limit:
             raise HttpError(413, f"request body of {length} bytes exceeds the limit of {limit} bytes")
         if length and headers.get("expect", "").lower() == "100-continue":

@@ -47,6 +47,9 @@ MAX_LINES = 10_000  # a line limit (SampleOptions.max_lines); 0 = none
 # indentation merge into tokens of a few dozen at most): a text longer than `max_context` x this many characters
 # is over the token limit for sure, so it is refused before any tokenizing.
 MAX_CHARS_PER_TOKEN = 32
+# A native request body holds prefix + suffix (at most 4 UTF-8 bytes a character) and a few short fields (ids,
+# language, options: well under a kilobyte; this leaves room to spare).
+NATIVE_FIELDS_BYTES = 64 * 1024
 
 
 class ProtocolError(DiffillError):
@@ -74,6 +77,13 @@ class Limits:
     @property
     def char_limit(self) -> int:
         return self.max_chars or self.max_context * MAX_CHARS_PER_TOKEN
+
+    @property
+    def native_body_bytes(self) -> int:
+        """Most bytes a native (msgpack) request body within the character limit can take: a longer one is refused
+        from its Content-Length, before a byte of it is read or parsed. (JSON bodies get no such bound: plugins
+        send other files along, e.g. llama.cpp's ``input_extra``, which the server ignores.)"""
+        return 4 * self.char_limit + NATIVE_FIELDS_BYTES
 
     def admit(self, request: CompletionRequest) -> CompletionRequest:
         """The server's checks on a parsed request before any tokenizing (cheap: lengths only), on every route:

@@ -2,25 +2,29 @@
 
 Each loop iteration of the worker (Orca-style iteration-level scheduling, Yu et al. 2022):
 
-1. admit waiting requests that fit (batch size, canvas tokens per step, one request per session at a time, about
-   ``PREFILL_TOKENS_PER_ROUND`` context tokens a round, so that a burst of new requests cannot starve running ones):
-   prefill each one through its runner (``engine.runner``: ``Runner.start`` reuses the session's context cache
-   where the family keeps one) and take its ``DenoiseState``;
-2. drop requests that were cancelled (a cancel message, the client went away, or a newer request of the same
-   session superseded a queued one);
+1. drop running requests that were cancelled (a cancel message, the client went away: a stale request frees its
+   session for its successor in this very round), then admit waiting requests that fit (batch size, canvas tokens
+   per step, one request per session at a time, about ``PREFILL_TOKENS_PER_ROUND`` context tokens a round, so that
+   a burst of new requests cannot starve running ones): prefill each one through its runner (``engine.runner``:
+   ``Runner.start`` reuses the session's context cache where the family keeps one) and take its ``DenoiseState``;
+2. drop requests cancelled meanwhile (a newer request of the same session supersedes a queued one at once);
 3. pick who steps this round (``pick_round``: bulk requests yield to interactive ones, see below), run ONE
    ``Runner.forward`` over their states (packed into one batch where the family can), then each state's own
    commit rule (``state.step``);
 4. finish requests that are done (one host sync for all of them).
 
-Fair rounds. A step costs roughly a fixed overhead plus a share per canvas token (candidates x canvas length), so a
-request of 16 x 64 tokens batched with one of 2 x 16 would make every step of the small one ~20x dearer. A request
-with more canvas tokens than ``bulk_tokens`` is *bulk*: while interactive (smaller) requests run, it sits rounds
-out and steps only once the interactive requests have stepped at least as many tokens as it costs (deficit round
-robin with the interactive rounds as the quantum). Bulk work thus takes at most half of the machine while
-interactive requests run, which bounds their slowdown at 2x (less when a step's overhead dominates), and all of
-it otherwise; requests are never starved. Skipping rounds changes nothing in a request's result: each state
-steps only on its own logits with its own generator.
+Fair rounds. A step costs roughly a fixed overhead plus a share per canvas token (candidates x canvas length; on a
+CPU the share dominates), so a request of 16 x 64 tokens batched with one of 2 x 16 would make every step of the
+small one ~30x dearer. A request with more canvas tokens than ``bulk_tokens`` is *bulk*; the others are
+*interactive* and step every round they are running. A bulk request steps beside interactive ones only while
+that keeps, for **each** of them, the bulk tokens stepped in its rounds within the canvas tokens it stepped itself
+(``Running.own`` / ``Running.beside``): no interactive request's work -- its time -- is ever more than doubled by
+bulk work, measured per request and at every step, not on average. So a short request sees no bulk step at all,
+and a long one lets bulk steps in once it has done that much work itself. When no interactive request runs, bulk
+requests have every round. They are never starved: one that sat out ``patience`` times its own tokens of
+interactive work steps once regardless (deficit round robin; the one exception to the bound above, so bulk work
+gets at least 1/(1 + patience) of a saturated model). Skipping rounds changes nothing in a request's result: each
+state steps only on its own logits with its own generator.
 
 The states, commit rules and forward are exactly those ``LocalEngine`` drives one request at a time, so a
 request's completions equal ``LocalEngine.complete`` with the same seed, for every family. The packed forward
@@ -54,6 +58,7 @@ log = logging.getLogger(__name__)
 
 
 PREFILL_TOKENS_PER_ROUND = 2048  # context tokens new requests may prefill between two steps (at least one request)
+BULK_PATIENCE = 8  # interactive work (x its own tokens) a bulk request sits out before it steps regardless
 RETRY_AFTER_SECONDS = 1.0  # what a 503 from a full queue or a stopping server tells clients to wait
 
 
@@ -104,28 +109,38 @@ class Running:
     admitted: float
     prefilled: float
     batch_max: int = 1
-    credit: int = 0  # bulk requests: interactive tokens stepped since this one last stepped
+    credit: int = 0  # bulk: interactive tokens stepped since this one last stepped
+    own: int = 0  # interactive: canvas tokens it stepped (its work alone)
+    beside: int = 0  # interactive: bulk tokens stepped in the rounds it stepped in (never above `own`, but patience)
 
 
-def pick_round(running: list[Running], bulk_tokens: int) -> list[Running]:
-    """Who steps this round: every interactive request (at most `bulk_tokens` canvas tokens); a bulk request when
-    no interactive one runs, or when the interactive ones stepped at least its own tokens since its last step.
-    Updates the bulk requests' credit. Order is kept (the packed forward's order does not change results)."""
+def pick_round(running: list[Running], bulk_tokens: int, patience: int = BULK_PATIENCE) -> list[Running]:
+    """Who steps this round: every interactive request (at most `bulk_tokens` canvas tokens); the bulk requests
+    when no interactive one runs, else those that fit every interactive request's room (``own - beside`` after this
+    round: none is ever stretched past 2x by bulk work), or whose patience ran out (`patience` x their tokens of
+    interactive work since they last stepped). Updates the counters; order is kept (the packed forward's order does
+    not change results)."""
     interactive = [r for r in running if r.job.rows <= bulk_tokens]
     if not interactive:
         for r in running:
             r.credit = 0
         return list(running)
+    for r in interactive:
+        r.own += r.job.rows
+    room = min(r.own - r.beside for r in interactive)
     quantum = sum(r.job.rows for r in interactive)
-    chosen = []
+    chosen, bulk = [], 0
     for r in running:
         if r.job.rows <= bulk_tokens:
             chosen.append(r)
-        elif r.credit >= r.job.rows:
-            r.credit = 0
+        elif bulk + r.job.rows <= room or r.credit >= patience * r.job.rows:
             chosen.append(r)
+            bulk += r.job.rows
+            r.credit = 0
         else:
             r.credit += quantum
+    for r in interactive:
+        r.beside += bulk
     return chosen
 
 
@@ -274,9 +289,11 @@ class Scheduler:
             return not self._stopping
 
     def iterate(self) -> None:
-        """One scheduling round: admit who fits, drop the cancelled, run one step. The worker thread loops over
-        this; a scheduler that was never started can be driven round by round (tests)."""
+        """One scheduling round: drop the cancelled, admit who fits, drop what was cancelled meanwhile, run one
+        step. The worker thread loops over this; a scheduler that was never started can be driven round by round
+        (tests)."""
         with torch.inference_mode():
+            self._drop_cancelled()  # first: a stale request frees its session for its successor in this round
             with self._cond:
                 admitted = self._take_admissible()
             for job in admitted:

@@ -287,7 +287,7 @@ class Server:
                     route = self.app.route(request)
                 except ProtocolError as e:  # refused on its head: the body is never read
                     raise HttpError(e.status, e.message, request.path, e.retry_after) from None
-                await conn.read_body(request)
+                await conn.read_body(request, self.app.body_limit(request))
             except HttpError as e:
                 self.connections.waiting(task, False)
                 await self._reject(conn, e)

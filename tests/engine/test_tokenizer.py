@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from engine.errors import CheckpointError
-from engine.tokenizer import LANGUAGES, SPECIAL_TOKENS, CodeTokenizer, train_tokenizer
+from engine.tokenizer import GIL_FREE_CHARS, LANGUAGES, SPECIAL_TOKENS, CodeTokenizer, train_tokenizer
 
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
 TRAINING_FILES = ["textwrap.py", "shlex.py", "string.py", "difflib.py", "argparse.py", "dataclasses.py"]
@@ -53,6 +53,16 @@ def test_round_trip_holds_for_a_whole_source_file(tokenizer: CodeTokenizer) -> N
 
 def test_encode_batch_equals_encode_one_by_one(tokenizer: CodeTokenizer) -> None:
     assert tokenizer.encode_batch(TRICKY) == [tokenizer.encode(text) for text in TRICKY]
+
+
+def test_a_long_text_gets_the_same_ids_on_the_gil_free_path(tokenizer: CodeTokenizer) -> None:
+    # Past GIL_FREE_CHARS encode goes through tokenizers' encode_batch (which releases the GIL): same ids.
+    text = "".join(TRICKY) * 40
+    assert len(text) > GIL_FREE_CHARS
+    ids = tokenizer.encode(text)
+    assert tokenizer.decode(ids) == text
+    clean = text.replace("\ud800", "").replace("\udfff", "").replace("\ude00\ud83d", "")  # what Rust accepts
+    assert tokenizer.encode(clean) == tokenizer._tokenizer.encode(clean, add_special_tokens=False).ids
 
 
 def test_concatenated_decodes_equal_decode_of_concatenation(tokenizer: CodeTokenizer) -> None:

@@ -12,8 +12,9 @@ from engine.serve import main
 
 
 def test_diffill_serve_process_serves_and_stops_on_sigterm(tiny_checkpoint: Path) -> None:
-    with serve_process(tiny_checkpoint) as server:
+    with serve_process(tiny_checkpoint, "--threads", "1") as server:
         assert call(server.url, "GET", "/health").data["ready"] is True
+        assert call(server.url, "GET", "/v1/info").data["cpu_threads"] == 1
         assert call(server.url, "POST", "/infill", {"input_prefix": "x = ", "n_predict": 4}).status == 200
         assert server.stop() == 0
         assert server.stdout == ""  # stdout carries no logs
