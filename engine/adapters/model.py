@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from engine.adapters.families import ArchSpec
-from engine.model import RMSNorm, apply_rotary, rotary_tables
+from engine.model import Linear, RMSNorm, apply_rotary, rotary_tables
 
 
 @dataclass(frozen=True)
@@ -63,10 +63,10 @@ class Attention(nn.Module):
     def __init__(self, spec: ArchSpec) -> None:
         super().__init__()
         self.heads, self.kv_heads, self.head_dim = spec.num_heads, spec.num_kv_heads, spec.head_dim
-        self.q = nn.Linear(spec.hidden_size, spec.num_heads * spec.head_dim, bias=spec.qkv_bias)
-        self.k = nn.Linear(spec.hidden_size, spec.num_kv_heads * spec.head_dim, bias=spec.qkv_bias)
-        self.v = nn.Linear(spec.hidden_size, spec.num_kv_heads * spec.head_dim, bias=spec.qkv_bias)
-        self.o = nn.Linear(spec.num_heads * spec.head_dim, spec.hidden_size, bias=False)
+        self.q = Linear(spec.hidden_size, spec.num_heads * spec.head_dim, bias=spec.qkv_bias)
+        self.k = Linear(spec.hidden_size, spec.num_kv_heads * spec.head_dim, bias=spec.qkv_bias)
+        self.v = Linear(spec.hidden_size, spec.num_kv_heads * spec.head_dim, bias=spec.qkv_bias)
+        self.o = Linear(spec.num_heads * spec.head_dim, spec.hidden_size, bias=False)
         self.q_norm = RMSNorm(spec.head_dim, spec.norm_eps) if spec.qk_norm else None
         self.k_norm = RMSNorm(spec.head_dim, spec.norm_eps) if spec.qk_norm else None
 
@@ -122,9 +122,9 @@ class Attention(nn.Module):
 class MLP(nn.Module):
     def __init__(self, spec: ArchSpec) -> None:
         super().__init__()
-        self.gate = nn.Linear(spec.hidden_size, spec.intermediate_size, bias=False)
-        self.up = nn.Linear(spec.hidden_size, spec.intermediate_size, bias=False)
-        self.down = nn.Linear(spec.intermediate_size, spec.hidden_size, bias=False)
+        self.gate = Linear(spec.hidden_size, spec.intermediate_size, bias=False)
+        self.up = Linear(spec.hidden_size, spec.intermediate_size, bias=False)
+        self.down = Linear(spec.intermediate_size, spec.hidden_size, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.down(F.silu(self.gate(x)) * self.up(x))
@@ -156,7 +156,7 @@ class DiffusionLM(nn.Module):
         self.embed = nn.Embedding(spec.vocab_size, spec.hidden_size)
         self.layers = nn.ModuleList(Block(spec) for _ in range(spec.num_layers))
         self.norm = RMSNorm(spec.hidden_size, spec.norm_eps)
-        self.lm_head = nn.Linear(spec.hidden_size, spec.vocab_size, bias=False)
+        self.lm_head = Linear(spec.hidden_size, spec.vocab_size, bias=False)
         if spec.tie_embeddings:
             self.lm_head.weight = self.embed.weight
         self._rope: tuple[Tensor, Tensor] | None = None  # plain attributes, not buffers: built on first use

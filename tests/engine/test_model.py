@@ -165,3 +165,18 @@ def test_selected_positions_get_the_same_logits_as_the_full_forward() -> None:
         part = model(tokens, pad, 12, select)
     assert part.shape == (int(select.sum()), 64)
     assert torch.allclose(part, full[select], atol=1e-5)
+
+
+def test_bf16_linear_pads_rows_to_a_few_shapes_and_gives_the_unpadded_result() -> None:
+    """engine.model.Linear: oneDNN keeps a kernel per bf16 input shape; rows are bucketed, results unchanged."""
+    from engine.model import Linear, bucket_rows
+
+    assert [bucket_rows(n) for n in (1, 3, 4, 5, 33, 64, 65, 130, 2000)] == [1, 4, 4, 8, 64, 64, 128, 192, 2048]
+    torch.manual_seed(0)
+    layer = Linear(16, 24, bias=False).to(torch.bfloat16)
+    x = torch.randn(3, 7, 16, dtype=torch.bfloat16)  # 21 rows -> 32
+    with torch.inference_mode():
+        out = layer(x)
+        assert out.shape == (3, 7, 24)
+        assert torch.equal(out, torch.stack([layer(row) for row in x.unbind()]))  # 7 rows -> 8, alone
+        assert torch.equal(out, torch.nn.functional.linear(x, layer.weight))
