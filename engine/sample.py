@@ -35,8 +35,9 @@ __all__ = [
 ]
 
 
-# Tokens a sampled candidate draws from at each position (see `predict`).
-TOP_K = 64
+# Tokens a sampled candidate draws from at each position (see `predict`). 16, not 64: topk over a 12k vocabulary
+# for 4 x 32 positions took 9.9 ms at k=64 and 4.8 at k=16 (1 CPU thread); a warm request 298 -> 271 CPU-ms.
+TOP_K = 16
 
 
 def row_temperatures(n: int, temperature: float, device: torch.device | str) -> Tensor:
