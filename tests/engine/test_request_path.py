@@ -18,8 +18,7 @@ REFERENCE = Path(__file__).parent / "data" / "reference_completions.json"
 # when the sampler's draws changed for speed (top-k race, logits only for open positions), and again for the
 # top-16 race (was top-64): the greedy candidates stayed the same, the sampled ones draw differently by design.
 # Re-recorded whenever the shipped weights change (``python -m tests.engine.test_request_path``).
-# The cases cover both canvas lengths, several
-# candidates, temperature, steps and threshold, and a second language.
+# The cases cover both canvas lengths, several candidates, temperature, steps and threshold, and a second language.
 CASES = [
     (
         "def mean(values):\n    total = 0\n    for v in values:\n        total += ",
