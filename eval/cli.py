@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.cli import add_dtype_argument
-from engine.contract import DEFAULT_PRESET, PRESETS
+from engine.contract import DEFAULT_PRESET, PRESETS, SampleOptions
 from eval.backends import KINDS, SINGLE_ANSWER, BackendSpec, open_backend
 from eval.editor import GenConfig
 from eval.humaneval import SET_MODES, SETS, ExecCache, HumanEvalSuite, default_data_dir, load_problems, set_path
@@ -71,6 +71,12 @@ def add_sampling_arguments(p: argparse.ArgumentParser, *, sweep: bool, seed: boo
     p.add_argument("--mode", choices=sorted(MODES), help="request mode (default: the suite's, else auto)")
     p.add_argument("--canvas", type=int, help="canvas length (default: the request's, clamped to the model's)")
     p.add_argument("--candidates", type=int, help="candidates per request (default: the request's)")
+    p.add_argument(
+        "--initial-canvas",
+        type=int,
+        default=SampleOptions.initial_canvas,
+        help="diffusion: the canvas starts this long and grows while its middle has not ended (SampleOptions)",
+    )
     p.add_argument(
         "--min-confidence",
         type=float,
@@ -248,10 +254,8 @@ def backend_spec(args: argparse.Namespace) -> BackendSpec:
     )
 
 
-def sample_options(args: argparse.Namespace, **overrides: Any):
-    from engine.contract import SampleOptions
-
-    values = {"temperature": args.temperature, "seed": args.seed}
+def sample_options(args: argparse.Namespace, **overrides: Any) -> SampleOptions:
+    values = {"temperature": args.temperature, "seed": args.seed, "initial_canvas": args.initial_canvas}
     if hasattr(args, "threshold"):
         values |= {"steps": args.steps, "threshold": args.threshold}
     return SampleOptions(**(values | overrides))
