@@ -15,6 +15,7 @@ language server or the benchmarks. Logs and progress go to stderr; stdout carrie
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import json
 import logging
@@ -107,7 +108,12 @@ def cmd_complete(args: argparse.Namespace) -> int:
     for _ in range(max(1, args.repeat)):
         t0 = time.perf_counter()
         raw = engine.complete(
-            request.prefix, request.suffix, language=language, canvas_length=canvas, num_candidates=n, options=options
+            request.prefix,
+            request.suffix,
+            language=language,
+            canvas_length=canvas,
+            num_candidates=n,
+            options=dataclasses.replace(options, max_lines=request.max_lines),  # as the editors ask
         )
         ranked = postprocess(request, [Candidate(c.text, c.score) for c in raw])
         timings.append((time.perf_counter() - t0) * 1e3)
