@@ -34,7 +34,16 @@ from pathlib import Path
 from fim.definitions import Definition, Import, imports, module_file, outline
 from fim.request import TokenCounter, approx_tokens
 
-__all__ = ["DiskReader", "Imported", "RecentChunks", "Snippet", "collect", "relative_path", "resolve_imports"]
+__all__ = [
+    "DiskReader",
+    "Imported",
+    "RecentChunks",
+    "Snippet",
+    "collect",
+    "read_source",
+    "relative_path",
+    "resolve_imports",
+]
 
 NEAR_LINES_BEFORE = 40  # lines above the cursor whose names count as "used near the cursor"
 NEAR_LINES_AFTER = 10
@@ -163,15 +172,20 @@ class DiskReader:
 
     def _read(self, path: Path) -> str | None:
         try:
-            data = path.read_bytes()
+            return read_source(path)
         except OSError:
             return None
-        if b"\0" in data:
-            return None
-        try:
-            return data.decode("utf-8")
-        except UnicodeDecodeError:
-            return None
+
+
+def read_source(path: Path) -> str | None:
+    """The file's text, or None for binary content (a NUL byte, or not UTF-8); OSError when it cannot be read."""
+    data = path.read_bytes()
+    if b"\0" in data:
+        return None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
 
 
 # ---------------------------------------------------------------- imported definitions

@@ -33,7 +33,7 @@ from engine.data import pick_span
 from eval.editor import FimTask, Generation, timing_summary
 from eval.metrics import edit_similarity, exact_match, mean, spread
 from eval.suites.files import DataError
-from fim.crossfile import DiskReader, resolve_imports
+from fim.crossfile import DiskReader, read_source, resolve_imports
 from fim.languages import SUPPORTED_LANGUAGES, language_from_path, normalize_language
 
 KINDS = {"rest-of-line": "rest_of_line", "whole-line": "whole_line", "block": "block_body"}  # ours -> engine.data
@@ -61,17 +61,6 @@ def source_files(root: Path, languages: Sequence[str] | None, max_bytes: int) ->
             if language in wanted and not name.startswith(".") and path.is_file() and path.stat().st_size <= max_bytes:
                 found.append((path, language))
     return found
-
-
-def read_source(path: Path) -> str | None:
-    """The file's text, or None for binary content (a NUL byte, or not UTF-8)."""
-    data = path.read_bytes()
-    if b"\0" in data:
-        return None
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
 
 
 def cut_tasks(
