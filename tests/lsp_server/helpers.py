@@ -103,6 +103,15 @@ def open_document(client: LanguageClient, uri: str, text: str, language: str = "
     client.text_document_did_open(types.DidOpenTextDocumentParams(text_document=item))
 
 
+def type_text(client: LanguageClient, uri: str, version: int, line: int, character: int, text: str) -> None:
+    """didChange inserting `text` at (line, UTF-16 character), as an editor sends a keystroke or a paste."""
+    at = types.Position(line=line, character=character)
+    change = types.TextDocumentContentChangePartial(range=types.Range(start=at, end=at), text=text)
+    identifier = types.VersionedTextDocumentIdentifier(uri=uri, version=version)
+    params = types.DidChangeTextDocumentParams(text_document=identifier, content_changes=[change])
+    client.text_document_did_change(params)
+
+
 def inline_params(
     uri: str,
     line: int,

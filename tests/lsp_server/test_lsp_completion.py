@@ -26,6 +26,7 @@ from tests.lsp_server.helpers import (
     send_inline,
     stats,
     syntax_errors,
+    type_text,
     utf16_length,
     wait_for_model,
 )
@@ -158,15 +159,7 @@ async def test_an_edit_makes_a_pending_request_stale_and_it_returns_nothing(clie
     open_document(client, uri, PYTHON)
     before = await stats(client)
     pending = send_inline(client, inline_params(uri, 10, 14, kind=AUTOMATIC))
-    edit = types.TextDocumentContentChangePartial(
-        range=types.Range(start=types.Position(line=10, character=14), end=types.Position(line=10, character=14)),
-        text="(",
-    )
-    client.text_document_did_change(
-        types.DidChangeTextDocumentParams(
-            text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=2), content_changes=[edit]
-        )
-    )
+    type_text(client, uri, 2, 10, 14, "(")
     result = await pending
     assert result is None or list(result.items) == []
     after = await stats(client)
@@ -228,13 +221,7 @@ async def test_typing_the_start_of_a_shown_completion_reuses_it_without_a_model_
     uri, line, column, shown = await _something_shown(client)
     before = await stats(client)
     typed = shown[0]
-    at = types.Position(line=line, character=column)
-    change = types.TextDocumentContentChangePartial(range=types.Range(start=at, end=at), text=typed)
-    client.text_document_did_change(
-        types.DidChangeTextDocumentParams(
-            text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=2), content_changes=[change]
-        )
-    )
+    type_text(client, uri, 2, line, column, typed)
     follow = await inline(client, uri, line, column + utf16_length(typed), kind=AUTOMATIC)
     assert shown[1:] in [item.insert_text for item in follow]
     after = await stats(client)
@@ -252,13 +239,7 @@ async def test_typing_at_the_cursor_extends_the_documents_context_cache_in_the_e
     shown = {item.insert_text[:1] for item in await inline(client, uri, 11, 14)}
     assert (await stats(client))["model_calls"] == first["model_calls"] + 1
     typed = next(char for char in "~^`" if char not in shown)  # no cached remainder: the model runs again
-    at = types.Position(line=11, character=14)
-    change = types.TextDocumentContentChangePartial(range=types.Range(start=at, end=at), text=typed)
-    client.text_document_did_change(
-        types.DidChangeTextDocumentParams(
-            text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=2), content_changes=[change]
-        )
-    )
+    type_text(client, uri, 2, 11, 14, typed)
     before = await stats(client)
     await inline(client, uri, 11, 15)
     after = await stats(client)

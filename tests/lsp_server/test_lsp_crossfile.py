@@ -16,7 +16,7 @@ from pytest_lsp import LanguageClient
 
 from engine.layout import N_CONTEXT_TAGS, chunk_text
 from engine.tokenizer import CodeTokenizer
-from tests.lsp_server.helpers import inline, lsp_session, open_document, stats, wait_for_model
+from tests.lsp_server.helpers import inline, lsp_session, open_document, stats, type_text, wait_for_model
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -113,15 +113,7 @@ async def test_chunks_stay_within_the_token_budget(client: LanguageClient, proje
 async def test_regions_of_other_documents_recently_edited_are_shown(client: LanguageClient, project: Path):
     notes = (project / "notes.py").as_uri()
     open_document(client, notes, NOTES)
-    edit = types.TextDocumentContentChangePartial(
-        range=types.Range(start=types.Position(line=30, character=0), end=types.Position(line=30, character=0)),
-        text="marker_value = 99\n",
-    )
-    client.text_document_did_change(
-        types.DidChangeTextDocumentParams(
-            text_document=types.VersionedTextDocumentIdentifier(uri=notes, version=2), content_changes=[edit]
-        )
-    )
+    type_text(client, notes, 2, 30, 0, "marker_value = 99\n")
     status = await complete_at(client, (project / "pkg" / "main.py").as_uri(), 4, len("def run(x):"))
     recent = [c for c in last_chunks(status) if c["kind"] == "recent"]
     assert [c["path"] for c in recent] == ["notes.py"]

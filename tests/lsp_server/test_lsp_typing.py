@@ -14,7 +14,15 @@ import asyncio
 from lsprotocol import types
 from pygls.exceptions import JsonRpcRequestCancelled
 
-from tests.lsp_server.helpers import inline_params, lsp_session, open_document, send_inline, stats, wait_for_model
+from tests.lsp_server.helpers import (
+    inline_params,
+    lsp_session,
+    open_document,
+    send_inline,
+    stats,
+    type_text,
+    wait_for_model,
+)
 
 AUTOMATIC = types.InlineCompletionTriggerKind.Automatic
 URI = "file:///tmp/diffill-tests/typing.py"
@@ -23,11 +31,7 @@ TYPED = "words = text.split()"
 
 
 def type_char(client, version: int, column: int, char: str) -> None:
-    at = types.Position(line=4, character=column)
-    change = types.TextDocumentContentChangePartial(range=types.Range(start=at, end=at), text=char)
-    identifier = types.VersionedTextDocumentIdentifier(uri=URI, version=version)
-    params = types.DidChangeTextDocumentParams(text_document=identifier, content_changes=[change])
-    client.text_document_did_change(params)
+    type_text(client, URI, version, 4, column, char)
 
 
 async def test_a_cancelling_client_never_has_more_than_one_model_call_in_flight(checkpoint):
