@@ -2,11 +2,12 @@
 
 Diffusion (MaskGIT-style confidence decoding as used by LLaDA/Dream, on an MDLM-trained model): the canvas
 starts fully masked; each step predicts every masked position, then commits every masked position whose
-confidence passes ``threshold`` -- and at least ``ceil(remaining / steps_left)`` of them, highest first, so the
-canvas is always complete after ``steps`` steps. Committed tokens are never resampled. ``<eos>`` may only be
-committed where every later position is (predicted) ``<eos>``, so the tail grows from the right, and committing it
-at position i fills everything after i with ``<eos>`` (the middle has ended there). The greedy candidate ends the
-middle only where ``<eos>`` is more likely than not (`predict`). N candidates run as one batch.
+confidence passes ``threshold`` -- and at least ``ceil(remaining / steps_left)`` of them, so the canvas is always
+complete after ``steps`` steps; those forced commits go to confidence peaks first (``confidence_peaks``).
+Committed tokens are never resampled. ``<eos>`` may only be committed where every later position is (predicted)
+``<eos>``, so the tail grows from the right, and committing it at position i fills everything after i with
+``<eos>`` (the middle has ended there). The greedy candidate ends the middle only where ``<eos>`` is more likely
+than not (`predict`). N candidates run as one batch.
 
 All functions are pure tensor code with an explicit seeded generator and fixed shapes, and never sync with the
 host. The per-request state that calls them between steps is ``engine.runner.DiffusionState`` (and
@@ -25,6 +26,7 @@ from torch import Tensor
 __all__ = [
     "Prediction",
     "candidate_scores",
+    "confidence_peaks",
     "denoise_step",
     "end_at_line_limit",
     "line_breaks",
@@ -126,7 +128,7 @@ def denoise_step(
     conf = torch.where(masked, conf, -1.0)
     remaining = masked.sum(dim=-1, keepdim=True)  # (B, 1)
     k_min = (remaining + steps_left - 1) // steps_left  # ceil; 0 for finished rows
-    rank = conf.argsort(dim=-1, descending=True).argsort(dim=-1)  # (B, L), 0 = most confident
+    rank = (conf + 2.0 * confidence_peaks(conf)).argsort(dim=-1, descending=True).argsort(dim=-1)  # 0 = first
     commit = masked & ((conf >= threshold) | (rank < k_min))
     canvas.copy_(torch.where(commit, tokens, canvas))
     logp.copy_(torch.where(commit, conf.clamp_min(1e-12).log(), logp))
@@ -138,6 +140,22 @@ def denoise_step(
     canvas.masked_fill_(tail, eos_id)
     logp.masked_fill_(tail, 0.0)
     masked &= ~tail
+
+
+def confidence_peaks(conf: Tensor) -> Tensor:
+    """(B, L) bool: positions more confident than both neighbours (committed ones count as -1, so a masked position
+    beside committed text qualifies). The step budget's forced commits take these first, most confident first.
+
+    Two neighbouring positions committed in one step are each chosen without knowing the other: where the model is
+    unsure of the offset, both take the same token (``0 0 0``, ``': ':``). Spreading the forced commits over peaks
+    lets every committed token sit next to text decided in an earlier step. On the first 200 HumanEval single-line
+    problems (8 steps, 32-token canvas) first-line edit similarity went 0.040 -> 0.089, about what 32 steps (one
+    token a step) give (0.095); docs/speed.md.
+    """
+    edge = conf.new_full(conf[:, :1].shape, -1.0)
+    left = torch.cat([edge, conf[:, :-1]], dim=-1)
+    right = torch.cat([conf[:, 1:], edge], dim=-1)
+    return (conf > left) & (conf >= right)
 
 
 def line_breaks(decode: Callable[[list[int]], str], vocab_size: int, device: torch.device | str) -> Tensor:

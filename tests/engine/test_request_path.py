@@ -16,7 +16,8 @@ REFERENCE = Path(__file__).parent / "data" / "reference_completions.json"
 # Recorded with the shipped default models. First before the request path was unified (engine.api's own loop
 # over engine.sample.fill / generate_autoregressive), which the unified path reproduced exactly; then re-recorded
 # when the sampler's draws changed for speed (top-k race, logits only for open positions), and again for the
-# top-16 race (was top-64): the greedy candidates stayed the same, the sampled ones draw differently by design.
+# top-16 race (was top-64): the greedy candidates stayed the same, the sampled ones draw differently by design;
+# and when forced commits went to confidence peaks first (engine.sample.confidence_peaks), which changes texts.
 # Re-recorded whenever the shipped weights change (``python -m tests.engine.test_request_path``).
 # The cases cover both canvas lengths, several candidates, temperature, steps and threshold, and a second language.
 CASES = [

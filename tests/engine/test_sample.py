@@ -9,7 +9,7 @@ from engine.api import LocalEngine
 from engine.checkpoint import load_checkpoint
 from engine.contract import CompletionRequest, SampleOptions
 from engine.runner import DiffillRunner, run_to_end
-from engine.sample import Prediction, candidate_scores, denoise_step, predict
+from engine.sample import Prediction, candidate_scores, confidence_peaks, denoise_step, predict
 
 PREFIX = "def add(a, b):\n    return "
 SUFFIX = "\n\nprint(add(1, 2))\n"
@@ -179,3 +179,18 @@ def test_engine_rejects_bad_canvas_and_candidates_and_clamps_long_canvas(engine)
     assert long[0].tokens <= engine.runner.max_canvas
     with pytest.raises(ValueError, match="num_candidates"):
         engine.complete("a", "b", language="python", canvas_length=8, num_candidates=0)
+
+
+def test_forced_commits_go_to_confidence_peaks_before_their_neighbours() -> None:
+    # Four masked positions, one forced commit each step over two steps: 0.6 beside 0.5 would commit both
+    # neighbours by confidence alone; peaks first takes 0.6 (a peak) and 0.4 (a peak), never 0.5 beside 0.6.
+    canvas = torch.full((1, 4), 1)
+    masked = torch.ones(1, 4, dtype=torch.bool)
+    pred = prediction([[10, 11, 12, 13]], [[0.5, 0.6, 0.1, 0.4]])
+    denoise_step(canvas, masked, torch.zeros(1, 4), pred, steps_left=2, threshold=0.9, eos_id=2)
+    assert canvas.tolist() == [[1, 11, 1, 13]]
+    assert confidence_peaks(torch.tensor([[0.5, 0.6, 0.1, 0.4, -1.0, 0.2]])).tolist() == [
+        [False, True, False, True, False, True]
+    ]
+    # Positions beside committed text (-1) are peaks: a row grows from what it has.
+    assert confidence_peaks(torch.tensor([[-1.0, 0.3, 0.7, 0.9]])).tolist() == [[False, False, False, True]]
