@@ -45,11 +45,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from engine.api import LocalEngine, pin_threads
 from engine.cache import ContextCache
 from engine.contract import CompletionRequest, CompletionResult, CompletionStats
-from engine.runner import Prompt
+from engine.runner import Prompt, row_slices
 from engine.serve.metrics import Metrics
 from engine.serve.protocol import ProtocolError
 from engine.sessions import SessionStore
@@ -109,39 +110,47 @@ class Running:
     admitted: float
     prefilled: float
     batch_max: int = 1
-    credit: int = 0  # bulk: interactive tokens stepped since this one last stepped
+    credit: int = 0  # bulk: canvas tokens the others ran since this one last ran a part
     own: int = 0  # interactive: canvas tokens it stepped (its work alone)
-    beside: int = 0  # interactive: bulk tokens stepped in the rounds it stepped in (never above `own`, but patience)
+    beside: int = 0  # interactive: bulk tokens run in its rounds and while it arrived (never above `own`, but patience)
+    parts: list[tuple[Any, int]] = field(default_factory=list)  # its step's parts not run yet, with canvas tokens
+    logits: list[Tensor] = field(default_factory=list)  # the logits of its step's parts run so far
+
+    @property
+    def next_tokens(self) -> int:
+        """Canvas tokens of the part it runs next (its whole step's, ``Job.rows``, when not split)."""
+        return self.parts[0][1] if self.parts else self.job.rows
 
 
 def pick_round(running: list[Running], bulk_tokens: int, patience: int = BULK_PATIENCE) -> list[Running]:
-    """Who steps this round: every interactive request (at most `bulk_tokens` canvas tokens); the bulk requests
-    when no interactive one runs, else those that fit every interactive request's room (``own - beside`` after this
-    round: none is ever stretched past 2x by bulk work), or whose patience ran out (`patience` x their tokens of
-    interactive work since they last stepped). Updates the counters; order is kept (the packed forward's order does
-    not change results)."""
+    """Who runs a part of a step this round (``Running.next_tokens`` each): every interactive request (at most
+    `bulk_tokens` canvas tokens: its whole step); then the bulk requests, most credit first, one part each while
+    the round's bulk tokens fit its room: `bulk_tokens`, and every interactive request's ``own - beside`` after
+    this round (none is ever stretched past 2x by bulk work). Regardless of that room, a bulk part runs when no
+    interactive request does (at least one part a round), or when its patience ran out (`patience` x its tokens of
+    others' work since it last ran), within `bulk_tokens` unless it is the round's only bulk part. Updates the
+    counters; the running order is kept (the packed forward's order does not change results)."""
     interactive = [r for r in running if r.job.rows <= bulk_tokens]
-    if not interactive:
-        for r in running:
-            r.credit = 0
-        return list(running)
     for r in interactive:
         r.own += r.job.rows
-    room = min(r.own - r.beside for r in interactive)
-    quantum = sum(r.job.rows for r in interactive)
-    chosen, bulk = [], 0
+    room = min([bulk_tokens, *(r.own - r.beside for r in interactive)])
+    chosen: set[Running] = set()
+    bulk = 0
+    for r in sorted((r for r in running if r.job.rows > bulk_tokens), key=lambda r: -r.credit):
+        tokens = r.next_tokens
+        due = not interactive or r.credit >= patience * tokens
+        if bulk + tokens <= room or (due and (not chosen or bulk + tokens <= bulk_tokens)):
+            chosen.add(r)
+            bulk += tokens
+    others = sum(r.job.rows for r in interactive) + bulk
     for r in running:
-        if r.job.rows <= bulk_tokens:
-            chosen.append(r)
-        elif bulk + r.job.rows <= room or r.credit >= patience * r.job.rows:
-            chosen.append(r)
-            bulk += r.job.rows
+        if r in chosen:
             r.credit = 0
-        else:
-            r.credit += quantum
+        elif r.job.rows > bulk_tokens:
+            r.credit += others
     for r in interactive:
         r.beside += bulk
-    return chosen
+    return [r for r in running if r in chosen or r.job.rows <= bulk_tokens]
 
 
 class Scheduler:
@@ -169,6 +178,7 @@ class Scheduler:
         self._pending: deque[Job] = deque()
         self._jobs: dict[tuple[str, str], Job] = {}  # (owner, request id) -> job, until its future resolves
         self._running: list[Running] = []
+        self._last_forward = (0.0, 0)  # when the last forward ended, and the bulk tokens it ran
         self._cond = threading.Condition()
         self._stopping = False
         self._paused = False
@@ -344,7 +354,9 @@ class Scheduler:
             self._resolve(job, None, e)
             return
         self.metrics.observe_prefill(computed)
-        self._running.append(Running(job, state, ctx, computed, t0, time.perf_counter()))
+        ended, bulk = self._last_forward
+        waited = bulk if job.submitted < ended else 0  # the bulk part it may have waited for counts as beside it
+        self._running.append(Running(job, state, ctx, computed, t0, time.perf_counter(), beside=waited))
         self._account()
 
     def _drop_cancelled(self) -> None:
@@ -363,19 +375,42 @@ class Scheduler:
                 self._finish_error(state, e)
 
     def _step(self) -> None:
-        """One packed forward for this round's requests (``pick_round``), then each request's own commit rule."""
+        """One round: split the steps that start now into parts (``_split``), one packed forward over the parts this
+        round runs (``pick_round``), then the commit rule of each request whose step's logits are now complete."""
         t0 = time.perf_counter()
+        for r in self._running:
+            r.parts = r.parts or self._split(r)
         stepping = pick_round(self._running, self.bulk_tokens)
-        logits = self.runner.forward([r.state for r in stepping])
-        for r, step_logits in zip(stepping, logits, strict=True):
-            r.state.step(step_logits)
+        parts = [r.parts.pop(0) for r in stepping]
+        logits = self.runner.forward([part for part, _ in parts])
+        stepped = []
+        for r, part_logits in zip(stepping, logits, strict=True):
+            r.logits.append(part_logits)
             r.batch_max = max(r.batch_max, len(stepping))
-        open_flags = torch.stack([r.state.open_flag() for r in stepping]).tolist()  # the one host sync per step
-        self.metrics.observe_step(time.perf_counter() - t0, len(stepping), sum(r.job.rows for r in stepping))
-        for r, is_open in zip(stepping, open_flags, strict=True):
+            if not r.parts:  # its step's last part: commit on the whole step's logits
+                gathered, r.logits = r.logits, []
+                r.state.step(gathered[0] if len(gathered) == 1 else torch.cat(gathered))
+                stepped.append(r)
+        open_flags = torch.stack([r.state.open_flag() for r in stepped]).tolist() if stepped else []  # one sync
+        self.metrics.observe_step(time.perf_counter() - t0, len(stepping), sum(tokens for _, tokens in parts))
+        bulk = sum(tokens for r, (_, tokens) in zip(stepping, parts, strict=True) if r.job.rows > self.bulk_tokens)
+        self._last_forward = (time.perf_counter(), bulk)
+        for r, is_open in zip(stepped, open_flags, strict=True):
             if r.state.advance(is_open):
                 self._running.remove(r)
                 self._finish(r)
+
+    def _split(self, r: Running) -> list[tuple[Any, int]]:
+        """A request's next step as parts of at most ``bulk_tokens`` canvas tokens, whole candidate rows (at least
+        one), with their canvas tokens counted as ``Job.rows`` counts (candidates x requested canvas length). A
+        family that runs a step whole (``Runner.split``) gives one part."""
+        length = r.job.prompt.canvas_length
+        rows = max(1, self.bulk_tokens // length)
+        parts = self.runner.split(r.state, rows)
+        if len(parts) == 1:
+            return [(parts[0], r.job.rows)]
+        slices = row_slices(r.job.request.num_candidates, rows)  # the rows a split step's parts cover
+        return [(part, (stop - start) * length) for part, (start, stop) in zip(parts, slices, strict=True)]
 
     def _finish(self, r: Running) -> None:
         req = r.job.request
