@@ -20,7 +20,7 @@ from test_serve_batching import _request, _wire, local
 
 from engine.contract import CompletionRequest
 from engine.remote import RemoteEngine, RemoteError
-from engine.runner import Prompt
+from engine.runner import DiffusionState, Prompt
 from engine.serve.guard import TokenQuota
 from engine.serve.protocol import ProtocolError
 from engine.serve.scheduler import Cancelled, Job, Running, Scheduler, pick_round
@@ -72,18 +72,19 @@ def test_each_request_batched_with_a_big_one_does_at_most_twice_its_work_alone(s
     assert _wire(big.future.result()) == local(reference, BIG, "b") and big.future.result().stats.steps == 8
     small = next(j for j, b in bodies.items() if b is SMALL)
     assert _wire(small.future.result()) == local(reference, SMALL, "s")  # fair rounds change no result
-    assert big_rounds[:3] == [0, 1, 2]  # alone it runs a part every round
+    assert big_rounds[:2] == [0, 1]  # alone it runs a part a round (round 2 commits its first step: no forward)
 
 
 def test_a_request_arriving_during_a_bulk_step_is_admitted_before_that_step_ends(serve_engine, reference, monkeypatch):
-    """With --bulk-tokens 64 the big request's step runs in 8 parts of 2 rows (64 canvas tokens), one a round. A
-    small request that arrives while the first part runs is admitted and steps from the next round on, and is done
-    before the big step it arrived during is; the part it arrived during counts against its room, so the bulk work
-    around it, from its arrival on, stays within its own; no forward carries more than 64 bulk tokens; and the
-    sliced big request's completions equal LocalEngine's."""
+    """With --bulk-tokens 64 the big request's step runs in 8 parts of 2 rows (64 canvas tokens), one a round, and
+    commits in a round of its own. A small request that arrives while the first part runs is admitted and steps
+    from the next round on, and is done before the big step it arrived during commits; the part it arrived during
+    counts against its room, so the bulk work from its arrival on stays within its own; no forward carries more
+    than 64 bulk tokens; and the sliced big request's completions equal LocalEngine's."""
     scheduler = Scheduler(serve_engine, bulk_tokens=64)  # never started: driven round by round
-    runner, forward = serve_engine.runner, serve_engine.runner.forward
+    runner, forward, step = serve_engine.runner, serve_engine.runner.forward, DiffusionState.step
     forwards: list[list[tuple[Any, int]]] = []  # per forward: (cache, canvas tokens) of each state or part
+    commits: list[int] = []  # forwards run before each of the big request's commits
     arrived: list[Job] = []
 
     def recording(states: list[Any]) -> list[Any]:  # the real forward, recording what it covers
@@ -92,7 +93,12 @@ def test_a_request_arriving_during_a_bulk_step_is_admitted_before_that_step_ends
             arrived.append(scheduler.submit(_request(serve_engine, SMALL)))
         return forward(states)
 
+    def committing(state: DiffusionState, logits: Any) -> None:  # the real commit rule, recording when it ran
+        commits.extend([len(forwards)] if state.candidates == 16 else [])
+        step(state, logits)
+
     monkeypatch.setattr(runner, "forward", recording)
+    monkeypatch.setattr(DiffusionState, "step", committing)
     big, small_done = scheduler.submit(_request(serve_engine, BIG)), 0  # small_done: forwards when it was done
     while not big.future.done():
         scheduler.iterate()
@@ -100,10 +106,10 @@ def test_a_request_arriving_during_a_bulk_step_is_admitted_before_that_step_ends
     big_cache = forwards[0][0][0]
     bulk = [sum(n for cache, n in f if cache is big_cache) for f in forwards]
     assert max(bulk) == 64  # never a forward of more bulk work than --bulk-tokens (here 2 rows of 32)
-    assert sum(bulk) == 8 * 16 * 32  # 8 steps of 16 x 32, every part run once
+    assert sum(bulk) == 8 * 16 * 32 and len(commits) == 8  # 8 steps of 16 x 32, every part run once
     small_rounds = range(1, small_done)
     assert all(len(forwards[i]) - (bulk[i] > 0) == 1 for i in small_rounds)  # it stepped every round from the next
-    assert len(small_rounds) == SMALL["steps"] and sum(bulk[:small_done]) < 16 * 32  # ... and left mid big step
+    assert len(small_rounds) == SMALL["steps"] and commits[0] > small_done  # ... and was done before the big step
     assert 64 + sum(bulk[i] for i in small_rounds) <= SMALL["steps"] * 2 * 8  # its room, its arrival included
     assert _wire(big.future.result()) == local(reference, BIG, "sliced-big")
     assert _wire(arrived[0].future.result()) == local(reference, SMALL, "sliced-small")
