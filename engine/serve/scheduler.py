@@ -20,22 +20,24 @@ small one ~30x dearer. A request with more canvas tokens than ``bulk_tokens`` is
 
 No forward is larger than the bulk budget: a bulk request's step runs in parts of whole candidate rows, each at
 most ``bulk_tokens`` canvas tokens (at least one row; ``Runner.split``, ``row_slices``), at most one part a round.
-The logits of a step's parts are gathered and the state commits only once the whole step's are there, so its
-sampling (seeded generator, commit rule) is exactly what it is unsliced, on logits that equal the whole step's
-(``DiffillModel.denoise``'s `rows`: bit for bit in float32 on CPU). A request that arrives while a bulk part runs
-waits for that part only, then is admitted and steps between the bulk request's parts. Diffill's diffusion model
-slices; the AR twin (one position per candidate a step) and the released coders run a step whole.
+The logits of a step's parts are gathered and the state commits only once the whole step's are there, in a round
+of its own (``COMMIT``: it samples every row at once with the request's one generator, so it is not sliced; for
+16 x 64 on a CPU it costs about as much as the step's forward), so its sampling (seeded generator, commit rule)
+is exactly what it is unsliced, on logits that equal the whole step's (``DiffillModel.denoise``'s `rows`: bit for
+bit in float32 on CPU). A request that arrives meanwhile waits for one such unit only (a part, or a commit), then
+is admitted and steps between them. Diffill's diffusion model slices; the AR twin (one position per candidate a
+step) and the released coders run a step whole, forward and commit in one round.
 
-A bulk part runs beside interactive requests only while that keeps, for **each** of them, the bulk tokens run in
-its rounds -- plus the part it waited for on arrival -- within the canvas tokens it stepped itself (``Running.own``
-/ ``Running.beside``): no interactive request's work -- its time -- is ever more than doubled by bulk work,
-measured per request, end to end, at every step, not on average. So a short request sees no bulk part beside it,
-and a long one lets parts in once it has done that much work itself. When no interactive request runs, one bulk
-request's part has each round (the one that waited longest: deficit round robin on ``Running.credit``). Bulk
-requests are never starved: one that sat out ``patience`` times its part's tokens of others' work runs a part
-regardless (the one exception to the bound above, so bulk work gets at least 1/(1 + patience) of a saturated
-model). Skipping rounds changes nothing in a request's result: each state steps only on its own logits with its
-own generator.
+A bulk unit runs beside interactive requests only while that keeps, for **each** of them, the bulk tokens run in
+its rounds (a commit counts its whole step's) -- plus those of the round it waited for on arrival -- within the
+canvas tokens it stepped itself (``Running.own`` / ``Running.beside``): no interactive request's work -- its time
+-- is ever more than doubled by bulk work, measured per request, end to end, at every step, not on average. So a
+short request sees little or no bulk work, and a long one lets parts in once it has done that much work itself.
+When no interactive request runs, one bulk request's unit has each round (the one that waited longest: deficit
+round robin on ``Running.credit``). Bulk requests are never starved: one that sat out ``patience`` times its next
+unit's tokens of others' work runs it regardless (the one exception to the bound above, so bulk work gets at
+least 1/(1 + patience) of a saturated model). Skipping rounds changes nothing in a request's result: each state
+steps only on its own logits with its own generator.
 
 The states, commit rules and forward are exactly those ``LocalEngine`` drives one request at a time, so a
 request's completions equal ``LocalEngine.complete`` with the same seed, for every family. The packed forward
@@ -135,12 +137,12 @@ class Running:
 
 
 def pick_round(running: list[Running], bulk_tokens: int, patience: int = BULK_PATIENCE) -> list[Running]:
-    """Who runs a part of a step this round (``Running.next_tokens`` each): every interactive request (at most
-    `bulk_tokens` canvas tokens: its whole step); then the bulk requests, most credit first, one part each while
+    """Who runs a unit of a step this round (``Running.next_tokens`` each): every interactive request (at most
+    `bulk_tokens` canvas tokens: its whole step); then the bulk requests, most credit first, one unit each while
     the round's bulk tokens fit its room: `bulk_tokens`, and every interactive request's ``own - beside`` after
-    this round (none is ever stretched past 2x by bulk work). Regardless of that room, a bulk part runs when no
-    interactive request does (at least one part a round), or when its patience ran out (`patience` x its tokens of
-    others' work since it last ran), within `bulk_tokens` unless it is the round's only bulk part. Updates the
+    this round (none is ever stretched past 2x by bulk work). Regardless of that room, a bulk unit runs when no
+    interactive request does (at least one a round), or when its patience ran out (`patience` x its tokens of
+    others' work since it last ran), within `bulk_tokens` unless it is the round's only bulk unit. Updates the
     counters; the running order is kept (the packed forward's order does not change results)."""
     interactive = [r for r in running if r.job.rows <= bulk_tokens]
     for r in interactive:
