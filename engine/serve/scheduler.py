@@ -29,10 +29,12 @@ is admitted and steps between them. Diffill's diffusion model slices; the AR twi
 step) and the released coders run a step whole, forward and commit in one round.
 
 A bulk unit runs beside interactive requests only while that keeps, for **each** of them, the bulk tokens run in
-its rounds (a commit counts its whole step's) -- plus those of the round it waited for on arrival -- within the
-canvas tokens it stepped itself (``Running.own`` / ``Running.beside``): no interactive request's work -- its time
--- is ever more than doubled by bulk work, measured per request, end to end, at every step, not on average. So a
-short request sees little or no bulk work, and a long one lets parts in once it has done that much work itself.
+its rounds (a commit counts its whole step's) -- plus those of the round it waited for on arrival -- within half
+the canvas tokens it stepped itself (``BULK_SHARE``, ``Running.own`` / ``Running.beside``): no interactive
+request's work is ever stretched past 1.5x by bulk work, measured per request, end to end, at every step, not on
+average; its time stays within 2x, with room for what canvas tokens do not capture (a forward's fixed cost,
+attention over a bulk request's wider key span, a busy machine). So a short request sees one bulk unit at most
+(the one it arrived during, or a part), and a long one lets parts in as it works itself.
 When no interactive request runs, one bulk request's unit has each round (the one that waited longest: deficit
 round robin on ``Running.credit``). Bulk requests are never starved: one that sat out ``patience`` times its next
 unit's tokens of others' work runs it regardless (the one exception to the bound above, so bulk work gets at
@@ -72,7 +74,8 @@ log = logging.getLogger(__name__)
 
 
 PREFILL_TOKENS_PER_ROUND = 2048  # context tokens new requests may prefill between two steps (at least one request)
-BULK_PATIENCE = 8  # interactive work (x its own tokens) a bulk request sits out before it steps regardless
+BULK_PATIENCE = 8  # others' work (x its next unit's tokens) a bulk request sits out before it runs regardless
+BULK_SHARE = 0.5  # bulk tokens an interactive request lets run beside it (its arrival's included), per token of its own
 RETRY_AFTER_SECONDS = 1.0  # what a 503 from a full queue or a stopping server tells clients to wait
 COMMIT = None  # the unit of a split step that commits it (``Running.parts``): a round's work, but no forward
 
@@ -126,7 +129,7 @@ class Running:
     batch_max: int = 1
     credit: int = 0  # bulk: canvas tokens the others ran since this one last ran a part
     own: int = 0  # interactive: canvas tokens it stepped (its work alone)
-    beside: int = 0  # interactive: bulk tokens run in its rounds and while it arrived (never above `own`, but patience)
+    beside: int = 0  # interactive: bulk tokens run in its rounds and as it arrived (<= share x own, but patience)
     parts: list[tuple[Any, int]] = field(default_factory=list)  # its step's units not run yet, with their tokens
     logits: list[Tensor] = field(default_factory=list)  # the logits of its step's parts run so far
 
@@ -136,18 +139,20 @@ class Running:
         return self.parts[0][1] if self.parts else self.job.rows
 
 
-def pick_round(running: list[Running], bulk_tokens: int, patience: int = BULK_PATIENCE) -> list[Running]:
+def pick_round(
+    running: list[Running], bulk_tokens: int, patience: int = BULK_PATIENCE, share: float = BULK_SHARE
+) -> list[Running]:
     """Who runs a unit of a step this round (``Running.next_tokens`` each): every interactive request (at most
     `bulk_tokens` canvas tokens: its whole step); then the bulk requests, most credit first, one unit each while
-    the round's bulk tokens fit its room: `bulk_tokens`, and every interactive request's ``own - beside`` after
-    this round (none is ever stretched past 2x by bulk work). Regardless of that room, a bulk unit runs when no
-    interactive request does (at least one a round), or when its patience ran out (`patience` x its tokens of
-    others' work since it last ran), within `bulk_tokens` unless it is the round's only bulk unit. Updates the
-    counters; the running order is kept (the packed forward's order does not change results)."""
+    the round's bulk tokens fit its room: `bulk_tokens`, and every interactive request's ``share x own - beside``
+    after this round (none is ever stretched past 1 + share times its work by bulk work). Regardless of that room,
+    a bulk unit runs when no interactive request does (at least one a round), or when its patience ran out
+    (`patience` x its tokens of others' work since it last ran), within `bulk_tokens` unless it is the round's
+    only bulk unit. Updates the counters; the running order is kept (the forward's order changes no result)."""
     interactive = [r for r in running if r.job.rows <= bulk_tokens]
     for r in interactive:
         r.own += r.job.rows
-    room = min([bulk_tokens, *(r.own - r.beside for r in interactive)])
+    room = min([bulk_tokens, *(int(share * r.own) - r.beside for r in interactive)])
     chosen: set[Running] = set()
     bulk = 0
     for r in sorted((r for r in running if r.job.rows > bulk_tokens), key=lambda r: -r.credit):

@@ -1,6 +1,6 @@
-"""Fair sharing of the model: each request batched with a big one keeps within 2x its work alone (per request, at every
-step, counting the part of the big one's step it arrived during), no forward carries more than --bulk-tokens of bulk
-work, the big one is never starved, a newer request of a session replaces its queued predecessor, and per-token
+"""Fair sharing of the model: each request batched with a big one keeps within 1.5x its work alone (per request, at
+every step, counting the unit of the big one's step it arrived during), no forward carries more than --bulk-tokens of
+bulk work, the big one is never starved, a newer request of a session replaces its queued predecessor, and per-token
 limits answer 429 with Retry-After.
 
 Work is measured in canvas tokens stepped (candidates x canvas length per request per step, what a step's cost
@@ -37,9 +37,10 @@ def tokens_stepped(scheduler: Scheduler) -> float:
     return scheduler.metrics.step_tokens.total
 
 
-def test_each_request_batched_with_a_big_one_does_at_most_twice_its_work_alone(serve_engine, reference) -> None:
+def test_each_request_batched_with_a_big_one_does_at_most_one_and_a_half_its_work(serve_engine, reference) -> None:
     """Per request, not on average: for every interactive request, the bulk tokens stepped in the rounds it stepped
-    in stay within its own canvas tokens (its time within 2x its time alone), while the big request still runs."""
+    in stay within half its own canvas tokens (its time within 2x its time alone, with room to spare), while the big
+    request still runs."""
     scheduler = Scheduler(serve_engine)  # never started: driven round by round, compositions read off /metrics
     big = scheduler.submit(_request(serve_engine, BIG))
     arrivals = {3: [LONG], 6: [SMALL], 9: [{**SMALL, "id": "s2", "seed": 5}], 10: [{**SMALL, "id": "s3"}]}
@@ -63,7 +64,7 @@ def test_each_request_batched_with_a_big_one_does_at_most_twice_its_work_alone(s
         rounds += 1
 
     for job, body in bodies.items():
-        assert beside[job] <= own[job], f"{body['id']}: {beside[job]} bulk tokens beside its own {own[job]}"
+        assert 2 * beside[job] <= own[job], f"{body['id']}: {beside[job]} bulk tokens beside its own {own[job]}"
         assert job.future.result().stats.steps == body["steps"]  # as many rounds as alone (one commit per step)
     long_job = next(j for j, b in bodies.items() if b is LONG)
     small_jobs = [j for j, b in bodies.items() if b is not LONG]
@@ -79,7 +80,7 @@ def test_a_request_arriving_during_a_bulk_step_is_admitted_before_that_step_ends
     """With --bulk-tokens 64 the big request's step runs in 8 parts of 2 rows (64 canvas tokens), one a round, and
     commits in a round of its own. A small request that arrives while the first part runs is admitted and steps
     from the next round on, and is done before the big step it arrived during commits; the part it arrived during
-    counts against its room, so the bulk work from its arrival on stays within its own; no forward carries more
+    counts against its room, so the bulk work from its arrival on stays within half its own; no forward carries more
     than 64 bulk tokens; and the sliced big request's completions equal LocalEngine's."""
     scheduler = Scheduler(serve_engine, bulk_tokens=64)  # never started: driven round by round
     runner, forward, step = serve_engine.runner, serve_engine.runner.forward, DiffusionState.step
@@ -110,7 +111,7 @@ def test_a_request_arriving_during_a_bulk_step_is_admitted_before_that_step_ends
     small_rounds = range(1, small_done)
     assert all(len(forwards[i]) - (bulk[i] > 0) == 1 for i in small_rounds)  # it stepped every round from the next
     assert len(small_rounds) == SMALL["steps"] and commits[0] > small_done  # ... and was done before the big step
-    assert 64 + sum(bulk[i] for i in small_rounds) <= SMALL["steps"] * 2 * 8  # its room, its arrival included
+    assert 2 * (64 + sum(bulk[i] for i in small_rounds)) <= SMALL["steps"] * 2 * 8  # its room, its arrival included
     assert _wire(big.future.result()) == local(reference, BIG, "sliced-big")
     assert _wire(arrived[0].future.result()) == local(reference, SMALL, "sliced-small")
 
@@ -123,14 +124,14 @@ def _running(rows: int, part: int = 0) -> Running:
     return running
 
 
-def test_bulk_parts_stay_within_each_interactive_requests_own_work_and_never_starve() -> None:
+def test_bulk_parts_stay_within_half_each_interactive_requests_own_work_and_never_starve() -> None:
     small, other, bulk = _running(16), _running(16), _running(256, part=64)
     assert pick_round([bulk], bulk_tokens=64) == [bulk]  # alone: a part every round
     rounds = [pick_round([small, other, bulk], bulk_tokens=64) for _ in range(32)]
     assert all(small in r and other in r for r in rounds)  # interactive requests step every round
-    # 16 tokens a round each: a part of 64 fits beside them each time they have stepped 64 more of their own.
-    assert [i for i, r in enumerate(rounds) if bulk in r] == [3, 7, 11, 15, 19, 23, 27, 31]
-    assert small.beside == other.beside == 512 == small.own
+    # 16 tokens a round each: a part of 64 fits beside them each time they have stepped 128 more of their own.
+    assert [i for i, r in enumerate(rounds) if bulk in r] == [7, 15, 23, 31]
+    assert 2 * small.beside == 2 * other.beside == 512 == small.own
     huge = _running(512, part=64)
     assert [pick_round([bulk, huge], bulk_tokens=64) for _ in range(3)] == [[bulk], [huge], [bulk]]  # in turns
     whole = _running(512)  # a family that runs a step whole: one part over the budget, alone in its round
