@@ -61,13 +61,16 @@ class KVCache:
         self.v[layer, :, :, start:end] = v
         return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
 
-    def scratch(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        """Keys/values (H, N, D) of batch row 0 placed after the filled positions, without making them part of the
-        cache (``length`` stays): views (1, H, length + N, D) of context + these, for one attention call. The
-        caller reserves the room first. The next scratch or write overwrites them."""
-        end = self.length + k.shape[1]
-        self.k[layer, 0, :, self.length : end] = k
-        self.v[layer, 0, :, self.length : end] = v
+    def scratch(self, layer: int, k: Tensor, v: Tensor, offset: int = 0, span: int = 0) -> tuple[Tensor, Tensor]:
+        """Keys/values (H, N, D) of batch row 0 placed `offset` positions after the filled ones, without making them
+        part of the cache (``length`` stays): views (1, H, length + max(span, offset + N), D) of context + scratch,
+        for one attention call (scratch positions this call did not write hold stale values: the caller's mask
+        hides them). The caller reserves the room first. The next scratch or write overwrites them."""
+        start = self.length + offset
+        end = start + k.shape[1]
+        self.k[layer, 0, :, start:end] = k
+        self.v[layer, 0, :, start:end] = v
+        end = max(end, self.length + span)
         return self.k[layer, :1, :, :end], self.v[layer, :1, :, :end]
 
     def view(self, layer: int) -> tuple[Tensor, Tensor]:

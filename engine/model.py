@@ -33,8 +33,9 @@ from torch import Tensor, nn
 from engine.cache import KVCache
 from engine.config import ModelConfig
 
-# One request's part of a packed denoising step: rows, canvas length, rotary cos/sin, attention mask (canvas_mask).
-Segment = tuple[int, int, Tensor, Tensor, Tensor]
+# One request's part of a packed denoising step: rows, canvas length, rotary cos/sin, attention mask (canvas_mask),
+# index of its first row in its request's whole canvas (0 unless the step runs in row slices).
+Segment = tuple[int, int, Tensor, Tensor, Tensor, int]
 
 
 class RMSNorm(nn.Module):
@@ -123,10 +124,12 @@ class Attention(nn.Module):
         mask = torch.ones(T, start + T, dtype=torch.bool, device=x.device).tril(diagonal=start)
         return self._out(F.scaled_dot_product_attention(q, keys, values, attn_mask=mask))
 
-    def denoise(self, x: Tensor, cos: Tensor, sin: Tensor, cache: KVCache, layer: int, mask: Tensor) -> Tensor:
+    def denoise(
+        self, x: Tensor, cos: Tensor, sin: Tensor, cache: KVCache, layer: int, mask: Tensor, first_row: int = 0
+    ) -> Tensor:
         """Canvas x (B, L, C) against the cached context (batch 1, shared by all B rows) plus the canvas itself."""
         q, k, v = self._qkv(x, cos, sin)  # (B, H, L, D)
-        return self._out(attend_canvas(q, k, v, cache, layer, mask))
+        return self._out(attend_canvas(q, k, v, cache, layer, mask, first_row))
 
     def denoise_packed(
         self,
@@ -138,33 +141,43 @@ class Attention(nn.Module):
         """Several requests' canvases as one flat token batch x (T_total, C): the projections run once over all
         tokens; attention runs per request against that request's own cached context.
 
-        segments[i] = (n_rows, canvas_len, cos, sin, mask) of request i, in the order its tokens appear in x.
+        segments[i] = (n_rows, canvas_len, cos, sin, mask, first_row) of request i, in the order its tokens appear
+        in x.
         """
         qkv = self.qkv(x)  # (T_total, 3C): one matmul for every request
         outs, offset = [], 0
-        for (n, L, cos, sin, mask), cache in zip(segments, caches, strict=True):
+        for (n, L, cos, sin, mask, first_row), cache in zip(segments, caches, strict=True):
             part = qkv[offset : offset + n * L].view(n, L, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
             q, k, v = apply_rotary(part[0], cos, sin), apply_rotary(part[1], cos, sin), part[2]
-            y = attend_canvas(q, k, v, cache, layer, mask)  # (n, H, L, D)
+            y = attend_canvas(q, k, v, cache, layer, mask, first_row)  # (n, H, L, D)
             outs.append(y.transpose(1, 2).reshape(n * L, -1))
             offset += n * L
         return self.proj(torch.cat(outs))
 
 
-def canvas_mask(rows: int, length: int, context: int, causal: bool, device: torch.device) -> Tensor:
-    """Boolean mask (rows * length, context + rows * length) of ``attend_canvas``: every canvas query sees the whole
-    context and its own row's canvas (all of it, or causally), not the other rows' canvases."""
-    n = rows * length
-    index = torch.arange(n, device=device)
-    same_row = (index[:, None] // length) == (index[None, :] // length)
+def canvas_mask(
+    rows: int, length: int, context: int, causal: bool, device: torch.device, first: int = 0, total: int = 0
+) -> Tensor:
+    """Boolean mask (rows * length, context + max(total, rows) * length) of ``attend_canvas``: every canvas query
+    sees the whole context and its own row's canvas (all of it, or causally), not the other rows' canvases. With
+    `first`/`total`: the queries of rows first..first + rows of a canvas of `total` rows, against that whole
+    canvas's key layout (a row slice of a step, ``DiffillModel.denoise``'s `rows`)."""
+    queries = torch.arange(first * length, (first + rows) * length, device=device)
+    keys = torch.arange(max(total, first + rows) * length, device=device)
+    same_row = (queries[:, None] // length) == (keys[None, :] // length)
     if causal:
-        same_row &= index[None, :] <= index[:, None]
-    return torch.cat((torch.ones(n, context, dtype=torch.bool, device=device), same_row), dim=1)
+        same_row &= keys[None, :] <= queries[:, None]
+    return torch.cat((torch.ones(len(queries), context, dtype=torch.bool, device=device), same_row), dim=1)
 
 
-def attend_canvas(q: Tensor, k: Tensor, v: Tensor, cache: KVCache, layer: int, mask: Tensor) -> Tensor:
+def attend_canvas(
+    q: Tensor, k: Tensor, v: Tensor, cache: KVCache, layer: int, mask: Tensor, first_row: int = 0
+) -> Tensor:
     """Exact attention of canvas queries over [context ; own canvas row]. q, k, v: (B, H, L, D); the context is
-    the cache's (batch 1, shared by every row); mask from ``canvas_mask``.
+    the cache's (batch 1, shared by every row); mask from ``canvas_mask``. With `first_row`, the B rows are rows
+    first_row.. of a larger canvas (the mask's width): their keys go where the whole canvas's would, so the one
+    SDPA call sees the key layout of the whole step and its outputs equal those rows of the whole step's (the
+    fused kernel's blocking follows key positions and length; keys laid out afresh differed in the last bits).
 
     The B rows are folded into one query axis and their canvas keys/values are written into the cache's spare
     positions after the context (``KVCache.scratch``: no copy of the context), so the whole step is one fused
@@ -173,7 +186,8 @@ def attend_canvas(q: Tensor, k: Tensor, v: Tensor, cache: KVCache, layer: int, m
     Cost O(B * L * (C + B * L)) per head.
     """
     B, H, L, D = q.shape
-    keys, values = cache.scratch(layer, k.transpose(0, 1).reshape(H, B * L, D), v.transpose(0, 1).reshape(H, B * L, D))
+    k_rows, v_rows = k.transpose(0, 1).reshape(H, B * L, D), v.transpose(0, 1).reshape(H, B * L, D)
+    keys, values = cache.scratch(layer, k_rows, v_rows, first_row * L, mask.shape[1] - cache.length)
     q_fold = q.transpose(0, 1).reshape(1, H, B * L, D)
     y = F.scaled_dot_product_attention(q_fold, keys, values, attn_mask=mask)  # (1, H, B*L, D)
     return y.view(H, B, L, D).transpose(0, 1)
@@ -206,8 +220,10 @@ class Block(nn.Module):
         x = x + self.attn.extend(self.attn_norm(x), cos, sin, cache, layer)
         return x + self.mlp(self.mlp_norm(x))
 
-    def denoise(self, x: Tensor, cos: Tensor, sin: Tensor, cache: KVCache, layer: int, mask: Tensor) -> Tensor:
-        x = x + self.attn.denoise(self.attn_norm(x), cos, sin, cache, layer, mask)
+    def denoise(
+        self, x: Tensor, cos: Tensor, sin: Tensor, cache: KVCache, layer: int, mask: Tensor, first_row: int = 0
+    ) -> Tensor:
+        x = x + self.attn.denoise(self.attn_norm(x), cos, sin, cache, layer, mask, first_row)
         return x + self.mlp(self.mlp_norm(x))
 
     def denoise_packed(self, x: Tensor, segments: list[Segment], caches: list[KVCache], layer: int) -> Tensor:
@@ -321,39 +337,46 @@ class DiffillModel(nn.Module):
         first = cache.last_hidden[:1, None].to(x.dtype).expand(x.shape[0], 1, -1)
         return torch.cat((first, x[:, :-1]), dim=1)
 
-    def denoise(self, canvas: Tensor, cache: KVCache, columns: Tensor | None = None) -> Tensor:
-        """One denoising step: canvas tokens (B, L) against the cached context (batch 1). Returns (B, L, V), or
-        with `columns` (L',) the logits of those canvas positions only, (B, L', V): the vocabulary projection is
-        the largest matmul of a small model, and committed positions need none."""
-        B, L = canvas.shape
+    def _segment(self, canvas: Tensor, cache: KVCache, rows: tuple[int, int] | None) -> Segment:
+        """A canvas's rotary tables and attention mask for one step, with room for its keys after the context."""
+        n, L = canvas.shape
         C = cache.length
         if C + L > self.config.max_seq_len:
             raise ValueError(f"context {C} + canvas {L} exceeds max_seq_len {self.config.max_seq_len}")
+        first, total = rows or (0, n)
         cos, sin = self._rotary(torch.arange(C, C + L, device=canvas.device))
-        cache.reserve(C + B * L)  # attend_canvas keeps the rows' canvas keys/values after the context
-        mask = canvas_mask(B, L, C, self.config.causal_canvas, canvas.device)
+        cache.reserve(C + total * L)  # attend_canvas keeps the rows' canvas keys/values after the context
+        return n, L, cos, sin, canvas_mask(n, L, C, self.config.causal_canvas, canvas.device, first, total), first
+
+    def denoise(
+        self, canvas: Tensor, cache: KVCache, columns: Tensor | None = None, rows: tuple[int, int] | None = None
+    ) -> Tensor:
+        """One denoising step: canvas tokens (B, L) against the cached context (batch 1). Returns (B, L, V), or
+        with `columns` (L',) the logits of those canvas positions only, (B, L', V): the vocabulary projection is
+        the largest matmul of a small model, and committed positions need none. With `rows` = (first, total) the
+        canvas is rows first..first + B of a step over `total` rows (each row attends only to the context and
+        itself): the logits equal those rows of the whole step's (``attend_canvas``), so a big step can run in
+        row slices."""
+        _, _, cos, sin, mask, first = self._segment(canvas, cache, rows)
         x = self.embed(canvas)  # (B, L, C)
         for i, block in enumerate(self.blocks):
-            x = block.denoise(x, cos, sin, cache, i, mask)
+            x = block.denoise(x, cos, sin, cache, i, mask, first)
         if self.config.shift_logits:
             x = self._shifted(x, cache)
         return self.lm_head(self.norm(x if columns is None else x[:, columns]))
 
     def denoise_packed(
-        self, canvases: list[Tensor], caches: list[KVCache], columns: list[Tensor | None] | None = None
+        self,
+        canvases: list[Tensor],
+        caches: list[KVCache],
+        columns: list[Tensor | None] | None = None,
+        rows: list[tuple[int, int] | None] | None = None,
     ) -> list[Tensor]:
         """One denoising step for several requests at once (continuous batching): canvases[i] (n_i, L_i) against
-        caches[i] (batch 1). Returns logits (n_i, L_i, V) per request (or of `columns[i]` only), equal to
-        ``denoise`` on each alone."""
-        segments = []
-        for canvas, cache in zip(canvases, caches, strict=True):
-            n, L = canvas.shape
-            C = cache.length
-            if C + L > self.config.max_seq_len:
-                raise ValueError(f"context {C} + canvas {L} exceeds max_seq_len {self.config.max_seq_len}")
-            cos, sin = self._rotary(torch.arange(C, C + L, device=canvas.device))
-            cache.reserve(C + n * L)
-            segments.append((n, L, cos, sin, canvas_mask(n, L, C, self.config.causal_canvas, canvas.device)))
+        caches[i] (batch 1), optionally a row slice `rows[i]` (``denoise``). Returns logits (n_i, L_i, V) per
+        request (or of `columns[i]` only), equal to ``denoise`` on each alone."""
+        rows = rows or [None] * len(canvases)
+        segments = [self._segment(c, cache, r) for c, cache, r in zip(canvases, caches, rows, strict=True)]
         x = self.embed(torch.cat([c.reshape(-1) for c in canvases]))  # (T_total, C)
         for i, block in enumerate(self.blocks):
             x = block.denoise_packed(x, segments, caches, i)

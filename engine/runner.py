@@ -10,6 +10,12 @@ scheduler that owns queues, a runner that runs steps, one state object per reque
   the family has an exact one) and set up the request's ``DenoiseState``.
 * ``forward(states) -> logits``: ONE model step for every state given, packed into one batch where the family can
   (the server's continuous batching); ``LocalEngine`` calls it with a single state.
+* ``split(state, rows) -> parts``: the state's next step as parts of at most `rows` candidate rows each
+  (``row_slices``), which ``forward`` takes in place of states, in any rounds; the parts' logits, concatenated
+  along the first dimension, are the step's. The server's scheduler runs a big request's step this way between
+  small ones'. Diffill's diffusion model slices (``DiffillModel.denoise``'s `rows`: each part's logits equal those
+  rows of the whole step's); the AR twin (one position per candidate a step) and the released coders run a step
+  whole (``[state]``).
 * ``state.step(logits)``: the family's commit rule; ``state.advance(state.open_flag())``: whether it is done;
   ``completions(state)``: the decoded candidates.
 
@@ -25,6 +31,7 @@ import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Any, Protocol
 
 import torch
@@ -115,9 +122,19 @@ class Runner(Protocol):
 
     def forward(self, states: list[Any]) -> list[Tensor]: ...
 
+    def split(self, state: Any, rows: int) -> list[Any]: ...
+
     def completions(self, state: Any) -> list[Completion]: ...
 
     def describe(self) -> dict[str, Any]: ...
+
+
+def row_slices(n: int, rows: int) -> list[tuple[int, int]]:
+    """[start, stop) of n rows in as few parts of at most `rows` (>= 1) as will do, as even as can be: no part much
+    smaller than the others (a tiny part is a tiny matmul, where CPU BLAS rounds differently)."""
+    parts = -(-n // max(rows, 1))
+    bounds = [n * i // parts for i in range(parts + 1)]
+    return list(pairwise(bounds))
 
 
 class TokenizedRunner:
@@ -132,6 +149,10 @@ class TokenizedRunner:
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer.encode(text))
+
+    def split(self, state: Any, rows: int) -> list[Any]:
+        """The state's next step in parts (module docstring); by default whole."""
+        return [state]
 
     @functools.cached_property
     def line_breaks(self) -> Tensor:
@@ -158,6 +179,8 @@ class DiffusionState:
     its canvas and sample their own continuations. With ``options.max_lines`` a row is over once its committed text
     holds that many line breaks (``engine.sample.end_at_line_limit``): the positions after it need no steps.
     """
+
+    part: tuple[int, int] | None = None  # a forward covers the whole canvas (``CanvasRows``: rows of it)
 
     def __init__(
         self, prompt: Prompt, cache: KVCache, *, mask_id: int, eos_id: int, banned: Tensor, breaks: Tensor | None
@@ -204,6 +227,15 @@ class DiffusionState:
         self.segment_steps += 1
         if self.canvas.shape[0] < self.candidates and self.steps_done >= opts.branch_after:
             self._branch()
+
+    def split(self, rows: int) -> list[DiffusionState | CanvasRows]:
+        """The next step's forward in parts of at most `rows` canvas rows (``row_slices``); [self] when it fits.
+        The open columns are read once, here, for every part."""
+        n = self.canvas.shape[0]
+        if n <= rows:
+            return [self]
+        self.columns()
+        return [CanvasRows(self, start, stop) for start, stop in row_slices(n, rows)]
 
     def _spread(self, part: Tensor, columns: Tensor, fill: float) -> Tensor:
         full = part.new_full(self.canvas.shape, fill)
@@ -254,6 +286,18 @@ class DiffusionState:
             torch.cat([self.canvas, self.canvas.new_full((n, pad), self.eos_id)], dim=1),
             torch.cat([self.logp, self.logp.new_zeros((n, pad))], dim=1),
         )
+
+
+class CanvasRows:
+    """Rows start..stop of a diffusion state's canvas: one part of its next step (``DiffusionState.split``), what
+    ``DiffillRunner.forward`` takes in place of the state."""
+
+    def __init__(self, state: DiffusionState, start: int, stop: int) -> None:
+        self.canvas, self.cache, self.step_columns = state.canvas[start:stop], state.cache, state.step_columns
+        self.part = (start, state.canvas.shape[0])
+
+    def columns(self) -> Tensor | None:
+        return self.step_columns
 
 
 class AutoregressiveState(StepBudget):
@@ -356,8 +400,12 @@ class DiffillRunner(TokenizedRunner):
             return [state.next_logits(self.model) for state in states]
         columns = [s.columns() for s in states]
         if len(states) == 1:
-            return [self.model.denoise(states[0].canvas, states[0].cache, columns[0])]
-        return self.model.denoise_packed([s.canvas for s in states], [s.cache for s in states], columns)
+            return [self.model.denoise(states[0].canvas, states[0].cache, columns[0], states[0].part)]
+        canvases, caches = [s.canvas for s in states], [s.cache for s in states]
+        return self.model.denoise_packed(canvases, caches, columns, [s.part for s in states])
+
+    def split(self, state: DiffusionState | AutoregressiveState, rows: int) -> list[Any]:
+        return state.split(rows) if isinstance(state, DiffusionState) else [state]
 
     def completions(self, state: DiffusionState | AutoregressiveState) -> list[Completion]:
         tok = self.tokenizer

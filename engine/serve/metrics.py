@@ -112,7 +112,7 @@ class Metrics:
         for name, (help_text, value) in gauges.items():
             lines += _header(name, help_text, "gauge") + [f"{name} {value:g}"]
         with self._lock:
-            lines += _counter("diffill_steps_total", "Denoising steps run (one packed forward each).", self.steps_total)
+            lines += _counter("diffill_steps_total", "Packed forwards run (one a round).", self.steps_total)
             lines += _counter("diffill_prefill_tokens_total", "Context tokens prefilled.", self.prefill_tokens_total)
             lines += _counter("diffill_cancelled_total", "Requests cancelled before finishing.", self.cancelled_total)
             lines += _counter(
@@ -139,9 +139,9 @@ class Metrics:
                     errors[code] += n
             lines += _header("diffill_request_errors_total", "Error replies by status.", "counter")
             lines += [f'diffill_request_errors_total{{code="{code}"}} {n}' for code, n in sorted(errors.items())]
-            lines += self.step_seconds.render("diffill_step_seconds", "Time of one denoising step.")
-            lines += self.batch_size.render("diffill_step_batch_requests", "Requests sharing one step.")
-            lines += self.step_tokens.render("diffill_step_tokens", "Canvas tokens (candidates x length) in one step.")
+            lines += self.step_seconds.render("diffill_step_seconds", "Time of one round with a forward.")
+            lines += self.batch_size.render("diffill_step_batch_requests", "Requests sharing one forward.")
+            lines += self.step_tokens.render("diffill_step_tokens", "Canvas tokens in one forward.")
             lines += self.request_seconds.render("diffill_request_seconds", "Latency of successful requests.")
         lines += _header("diffill_step_seconds_recent", "p50/p95 of the last 1024 denoising steps.", "gauge")
         lines += [

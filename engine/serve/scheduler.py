@@ -8,23 +8,38 @@ Each loop iteration of the worker (Orca-style iteration-level scheduling, Yu et 
    a burst of new requests cannot starve running ones): prefill each one through its runner (``engine.runner``:
    ``Runner.start`` reuses the session's context cache where the family keeps one) and take its ``DenoiseState``;
 2. drop requests cancelled meanwhile (a newer request of the same session supersedes a queued one at once);
-3. pick who steps this round (``pick_round``: bulk requests yield to interactive ones, see below), run ONE
-   ``Runner.forward`` over their states (packed into one batch where the family can), then each state's own
-   commit rule (``state.step``);
+3. pick who runs what this round (``pick_round``: bulk requests yield to interactive ones, see below), run ONE
+   ``Runner.forward`` over it (packed into one batch where the family can), then the commit rule (``state.step``)
+   of each request whose step's logits are complete;
 4. finish requests that are done (one host sync for all of them).
 
 Fair rounds. A step costs roughly a fixed overhead plus a share per canvas token (candidates x canvas length; on a
 CPU the share dominates), so a request of 16 x 64 tokens batched with one of 2 x 16 would make every step of the
 small one ~30x dearer. A request with more canvas tokens than ``bulk_tokens`` is *bulk*; the others are
-*interactive* and step every round they are running. A bulk request steps beside interactive ones only while
-that keeps, for **each** of them, the bulk tokens stepped in its rounds within the canvas tokens it stepped itself
-(``Running.own`` / ``Running.beside``): no interactive request's work -- its time -- is ever more than doubled by
-bulk work, measured per request and at every step, not on average. So a short request sees no bulk step at all,
-and a long one lets bulk steps in once it has done that much work itself. When no interactive request runs, bulk
-requests have every round. They are never starved: one that sat out ``patience`` times its own tokens of
-interactive work steps once regardless (deficit round robin; the one exception to the bound above, so bulk work
-gets at least 1/(1 + patience) of a saturated model). Skipping rounds changes nothing in a request's result: each
-state steps only on its own logits with its own generator.
+*interactive* and run their whole step every round they are running.
+
+No forward is larger than the bulk budget: a bulk request's step runs in parts of whole candidate rows, each at
+most ``bulk_tokens`` canvas tokens (at least one row; ``Runner.split``, ``row_slices``), at most one part a round.
+The logits of a step's parts are gathered and the state commits only once the whole step's are there, in a round
+of its own (``COMMIT``: it samples every row at once with the request's one generator, so it is not sliced; for
+16 x 64 on a CPU it costs about as much as the step's forward), so its sampling (seeded generator, commit rule)
+is exactly what it is unsliced, on logits that equal the whole step's (``DiffillModel.denoise``'s `rows`: bit for
+bit in float32 on CPU). A request that arrives meanwhile waits for one such unit only (a part, or a commit), then
+is admitted and steps between them. Diffill's diffusion model slices; the AR twin (one position per candidate a
+step) and the released coders run a step whole, forward and commit in one round.
+
+A bulk unit runs beside interactive requests only while that keeps, for **each** of them, the bulk tokens run in
+its rounds (a commit counts its whole step's) -- plus those of the round it waited for on arrival -- within half
+the canvas tokens it stepped itself (``BULK_SHARE``, ``Running.own`` / ``Running.beside``): no interactive
+request's work is ever stretched past 1.5x by bulk work, measured per request, end to end, at every step, not on
+average; its time stays within 2x, with room for what canvas tokens do not capture (a forward's fixed cost,
+attention over a bulk request's wider key span, a busy machine). So a short request sees one bulk unit at most
+(the one it arrived during, or a part), and a long one lets parts in as it works itself.
+When no interactive request runs, one bulk request's unit has each round (the one that waited longest: deficit
+round robin on ``Running.credit``). Bulk requests are never starved: one that sat out ``patience`` times its next
+unit's tokens of others' work runs it regardless (the one exception to the bound above, so bulk work gets at
+least 1/(1 + patience) of a saturated model). Skipping rounds changes nothing in a request's result: each state
+steps only on its own logits with its own generator.
 
 The states, commit rules and forward are exactly those ``LocalEngine`` drives one request at a time, so a
 request's completions equal ``LocalEngine.complete`` with the same seed, for every family. The packed forward
@@ -45,11 +60,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from engine.api import LocalEngine, pin_threads
 from engine.cache import ContextCache
 from engine.contract import CompletionRequest, CompletionResult, CompletionStats
-from engine.runner import Prompt
+from engine.runner import Prompt, row_slices
 from engine.serve.metrics import Metrics
 from engine.serve.protocol import ProtocolError
 from engine.sessions import SessionStore
@@ -58,8 +74,10 @@ log = logging.getLogger(__name__)
 
 
 PREFILL_TOKENS_PER_ROUND = 2048  # context tokens new requests may prefill between two steps (at least one request)
-BULK_PATIENCE = 8  # interactive work (x its own tokens) a bulk request sits out before it steps regardless
+BULK_PATIENCE = 8  # others' work (x its next unit's tokens) a bulk request sits out before it runs regardless
+BULK_SHARE = 0.5  # bulk tokens an interactive request lets run beside it (its arrival's included), per token of its own
 RETRY_AFTER_SECONDS = 1.0  # what a 503 from a full queue or a stopping server tells clients to wait
+COMMIT = None  # the unit of a split step that commits it (``Running.parts``): a round's work, but no forward
 
 
 class Cancelled(Exception):
@@ -109,39 +127,49 @@ class Running:
     admitted: float
     prefilled: float
     batch_max: int = 1
-    credit: int = 0  # bulk: interactive tokens stepped since this one last stepped
+    credit: int = 0  # bulk: canvas tokens the others ran since this one last ran a part
     own: int = 0  # interactive: canvas tokens it stepped (its work alone)
-    beside: int = 0  # interactive: bulk tokens stepped in the rounds it stepped in (never above `own`, but patience)
+    beside: int = 0  # interactive: bulk tokens run in its rounds and as it arrived (<= share x own, but patience)
+    parts: list[tuple[Any, int]] = field(default_factory=list)  # its step's units not run yet, with their tokens
+    logits: list[Tensor] = field(default_factory=list)  # the logits of its step's parts run so far
+
+    @property
+    def next_tokens(self) -> int:
+        """Canvas tokens the unit it runs next counts (its whole step's, ``Job.rows``, when not split)."""
+        return self.parts[0][1] if self.parts else self.job.rows
 
 
-def pick_round(running: list[Running], bulk_tokens: int, patience: int = BULK_PATIENCE) -> list[Running]:
-    """Who steps this round: every interactive request (at most `bulk_tokens` canvas tokens); the bulk requests
-    when no interactive one runs, else those that fit every interactive request's room (``own - beside`` after this
-    round: none is ever stretched past 2x by bulk work), or whose patience ran out (`patience` x their tokens of
-    interactive work since they last stepped). Updates the counters; order is kept (the packed forward's order does
-    not change results)."""
+def pick_round(
+    running: list[Running], bulk_tokens: int, patience: int = BULK_PATIENCE, share: float = BULK_SHARE
+) -> list[Running]:
+    """Who runs a unit of a step this round (``Running.next_tokens`` each): every interactive request (at most
+    `bulk_tokens` canvas tokens: its whole step); then the bulk requests, most credit first, one unit each while
+    the round's bulk tokens fit its room: `bulk_tokens`, and every interactive request's ``share x own - beside``
+    after this round (none is ever stretched past 1 + share times its work by bulk work). Regardless of that room,
+    a bulk unit runs when no interactive request does (at least one a round), or when its patience ran out
+    (`patience` x its tokens of others' work since it last ran), within `bulk_tokens` unless it is the round's
+    only bulk unit. Updates the counters; the running order is kept (the forward's order changes no result)."""
     interactive = [r for r in running if r.job.rows <= bulk_tokens]
-    if not interactive:
-        for r in running:
-            r.credit = 0
-        return list(running)
     for r in interactive:
         r.own += r.job.rows
-    room = min(r.own - r.beside for r in interactive)
-    quantum = sum(r.job.rows for r in interactive)
-    chosen, bulk = [], 0
+    room = min([bulk_tokens, *(int(share * r.own) - r.beside for r in interactive)])
+    chosen: set[Running] = set()
+    bulk = 0
+    for r in sorted((r for r in running if r.job.rows > bulk_tokens), key=lambda r: -r.credit):
+        tokens = r.next_tokens
+        due = not interactive or r.credit >= patience * tokens
+        if bulk + tokens <= room or (due and (not chosen or bulk + tokens <= bulk_tokens)):
+            chosen.add(r)
+            bulk += tokens
+    others = sum(r.job.rows for r in interactive) + bulk
     for r in running:
-        if r.job.rows <= bulk_tokens:
-            chosen.append(r)
-        elif bulk + r.job.rows <= room or r.credit >= patience * r.job.rows:
-            chosen.append(r)
-            bulk += r.job.rows
+        if r in chosen:
             r.credit = 0
-        else:
-            r.credit += quantum
+        elif r.job.rows > bulk_tokens:
+            r.credit += others
     for r in interactive:
         r.beside += bulk
-    return chosen
+    return [r for r in running if r in chosen or r.job.rows <= bulk_tokens]
 
 
 class Scheduler:
@@ -169,6 +197,7 @@ class Scheduler:
         self._pending: deque[Job] = deque()
         self._jobs: dict[tuple[str, str], Job] = {}  # (owner, request id) -> job, until its future resolves
         self._running: list[Running] = []
+        self._last_round = (0.0, 0)  # when the last round ended, and the bulk tokens it ran
         self._cond = threading.Condition()
         self._stopping = False
         self._paused = False
@@ -344,7 +373,9 @@ class Scheduler:
             self._resolve(job, None, e)
             return
         self.metrics.observe_prefill(computed)
-        self._running.append(Running(job, state, ctx, computed, t0, time.perf_counter()))
+        ended, bulk = self._last_round
+        waited = bulk if job.submitted < ended else 0  # the bulk work it may have waited for counts as beside it
+        self._running.append(Running(job, state, ctx, computed, t0, time.perf_counter(), beside=waited))
         self._account()
 
     def _drop_cancelled(self) -> None:
@@ -363,19 +394,53 @@ class Scheduler:
                 self._finish_error(state, e)
 
     def _step(self) -> None:
-        """One packed forward for this round's requests (``pick_round``), then each request's own commit rule."""
+        """One round: split the steps that start now into units (``_split``), pick who runs which (``pick_round``),
+        one packed forward over the parts it runs, then the commit rule of each request whose step is complete: at
+        once for a step run whole, in a round of its own (``COMMIT``) for a split one."""
         t0 = time.perf_counter()
+        for r in self._running:
+            r.parts = r.parts or self._split(r)
         stepping = pick_round(self._running, self.bulk_tokens)
-        logits = self.runner.forward([r.state for r in stepping])
-        for r, step_logits in zip(stepping, logits, strict=True):
-            r.state.step(step_logits)
-            r.batch_max = max(r.batch_max, len(stepping))
-        open_flags = torch.stack([r.state.open_flag() for r in stepping]).tolist()  # the one host sync per step
-        self.metrics.observe_step(time.perf_counter() - t0, len(stepping), sum(r.job.rows for r in stepping))
-        for r, is_open in zip(stepping, open_flags, strict=True):
+        units = [r.parts.pop(0) for r in stepping]
+        forwarded = [(r, part, tokens) for r, (part, tokens) in zip(stepping, units, strict=True) if part is not COMMIT]
+        logits = self.runner.forward([part for _, part, _ in forwarded]) if forwarded else []
+        stepped = []
+        for (r, _, _), part_logits in zip(forwarded, logits, strict=True):
+            r.batch_max = max(r.batch_max, len(forwarded))
+            if r.parts:  # more parts, or the commit, to come
+                r.logits.append(part_logits)
+            else:
+                r.state.step(part_logits)
+                stepped.append(r)
+        for r, (part, _) in zip(stepping, units, strict=True):
+            if part is COMMIT:  # the whole step's logits are there: commit as unsliced
+                gathered, r.logits = r.logits, []
+                r.state.step(torch.cat(gathered))
+                stepped.append(r)
+        open_flags = torch.stack([r.state.open_flag() for r in stepped]).tolist() if stepped else []  # one sync
+        if forwarded:
+            self.metrics.observe_step(time.perf_counter() - t0, len(forwarded), sum(t for _, _, t in forwarded))
+        bulk = sum(tokens for r, (_, tokens) in zip(stepping, units, strict=True) if r.job.rows > self.bulk_tokens)
+        self._last_round = (time.perf_counter(), bulk)
+        for r, is_open in zip(stepped, open_flags, strict=True):
             if r.state.advance(is_open):
                 self._running.remove(r)
                 self._finish(r)
+
+    def _split(self, r: Running) -> list[tuple[Any, int]]:
+        """A request's next step as units of a round each: parts of at most ``bulk_tokens`` canvas tokens, whole
+        candidate rows (at least one), counted as ``Job.rows`` counts (candidates x requested canvas length), then
+        its commit, which samples every row at once with the request's one generator and so is not sliced: counted
+        as the whole step's tokens. A step that fits, or of a family that runs a step whole (``Runner.split``), is
+        one unit: its forward and commit, counted as ``Job.rows``."""
+        length = r.job.prompt.canvas_length
+        rows = max(1, self.bulk_tokens // length)
+        parts = self.runner.split(r.state, rows)
+        if len(parts) == 1:
+            return [(parts[0], r.job.rows)]
+        slices = row_slices(r.job.request.num_candidates, rows)  # the rows a split step's parts cover
+        units = [(part, (stop - start) * length) for part, (start, stop) in zip(parts, slices, strict=True)]
+        return [*units, (COMMIT, r.job.rows)]
 
     def _finish(self, r: Running) -> None:
         req = r.job.request

@@ -8,6 +8,7 @@ import torch
 from engine.cache import ContextCache, common_prefix_len
 from engine.config import preset
 from engine.model import DiffillModel, sequence_mask
+from engine.runner import row_slices
 
 
 def tiny(causal_canvas: bool = False, shift_logits: bool = False) -> DiffillModel:
@@ -152,6 +153,34 @@ def test_packed_step_of_several_requests_equals_each_alone() -> None:
         packed = model.denoise_packed(canvases, caches)
         for canvas, cache, logits in zip(canvases, caches, packed, strict=True):
             torch.testing.assert_close(logits, model.denoise(canvas, cache), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("causal_canvas", [False, True])
+def test_a_step_in_row_slices_gives_the_whole_steps_logits(causal_canvas: bool) -> None:
+    """A big step run in row slices (the server's scheduler runs a bulk request's step this way between small ones')
+    equals the whole step: each slice's keys go where the whole canvas's would, so even the fused attention kernel
+    sums in the same order -- bit for bit here (float32 on CPU; slices of at least 12 canvas rows), alone, packed
+    with another request, and with only some columns read."""
+    model = tiny(causal_canvas, shift_logits=not causal_canvas)
+    g = torch.Generator().manual_seed(8)
+    canvas = torch.randint(0, 300, (7, 16), generator=g)
+    columns = torch.tensor([0, 3, 4, 9, 15])
+    slices = row_slices(7, 3)
+    assert slices == [(0, 2), (2, 4), (4, 7)]  # as even as can be
+    with torch.inference_mode():
+        ctx, other = ContextCache(model.new_cache()), ContextCache(model.new_cache())
+        ctx.update(model, torch.randint(0, 300, (90,), generator=g).tolist())
+        other.update(model, torch.randint(0, 300, (20,), generator=g).tolist())
+        for cols in (None, columns):
+            whole = model.denoise(canvas, ctx.cache, cols)
+            alone = [model.denoise(canvas[a:b], ctx.cache, cols, rows=(a, 7)) for a, b in slices]
+            packed = [
+                model.denoise_packed([canvas[:2], canvas[a:b]], [other.cache, ctx.cache], [cols, cols], [None, (a, 7)])[
+                    1
+                ]
+                for a, b in slices
+            ]
+            assert torch.equal(torch.cat(alone), whole) and torch.equal(torch.cat(packed), whole)
 
 
 def test_selected_positions_get_the_same_logits_as_the_full_forward() -> None:

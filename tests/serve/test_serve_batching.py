@@ -81,6 +81,24 @@ def test_two_clients_batched_together_get_what_each_gets_alone_and_from_local_en
     assert together["b"].data["stats"]["steps"] <= 5 < together["a"].data["stats"]["steps"]
 
 
+def test_big_requests_stepped_in_row_slices_get_what_they_get_from_local_engine(make_server, reference) -> None:
+    """With --bulk-tokens 32 both requests are bulk: each step runs in parts of whole candidate rows (A: 1 + 2 rows
+    of 16, B: 1 + 1 of 24), one part a round, in turns; the logits of a step's parts are gathered before it commits,
+    so the completions are LocalEngine's."""
+    server = make_server(bulk_tokens=32)
+    scheduler = server.app.scheduler
+    scheduler.pause()
+    with ThreadPoolExecutor(2) as pool:
+        futures = [pool.submit(call, server.url, "POST", "/v1/fim", body) for body in (REQUEST_A, REQUEST_B)]
+        assert scheduler.wait_until(lambda: scheduler.queue_depth == 2, timeout=20)
+        scheduler.resume()
+        replies = [future.result() for future in futures]
+    steps = sum(reply.data["stats"]["steps"] for reply in replies)
+    assert scheduler.metrics.steps_total == 2 * steps  # two parts a step, one part a round
+    for name, body, reply in zip("ab", (REQUEST_A, REQUEST_B), replies, strict=True):
+        assert reply.status == 200 and reply.data["completions"] == local(reference, body, session=f"sliced-{name}")
+
+
 def _request(engine: LocalEngine, body: dict[str, Any], session: str | None = None) -> Prompt:
     options = SampleOptions(body.get("steps", 8), body.get("threshold", 0.9), body["temperature"], body["seed"])
     request = CompletionRequest(
