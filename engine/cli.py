@@ -108,7 +108,7 @@ def cmd_complete(args: argparse.Namespace) -> int:
     for _ in range(max(1, args.repeat)):
         t0 = time.perf_counter()
         raw = engine.complete(
-            request.prefix,
+            request.model_prefix,
             request.suffix,
             language=language,
             canvas_length=canvas,

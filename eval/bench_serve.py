@@ -25,7 +25,7 @@ connections, resident memory, open files and cache bytes, which must stay flat.
 (as an editor sends them) beside a big one (16 x 64, one commit per step), with the server's fair rounds
 (``--bulk-tokens`` default) and without them (``--bulk-tokens 1000000``). Per request, not on average: the worst
 small request's time against alone, in all and once admitted (its prefill and steps, what fair rounds bound), and
-the longest wait for the step in progress when it arrived (one step of the big request at most).
+the longest wait to be admitted (one part of the big request's step, or its commit, at most: engine.serve.scheduler).
 
 Without ``--model``, a random-weight model of ``--preset`` is saved once under /tmp (speed does not depend on the
 weights) with a tokenizer trained on a few stdlib files.
@@ -351,7 +351,7 @@ def soak(model: Path, args: argparse.Namespace, texts: list[str]) -> list[dict[s
 @dataclass
 class Timed:
     """One request that commits one token per step (threshold 1, a fixed amount of work): its wall time, the part
-    of it spent waiting to be admitted (for the step in progress when it arrived), and when it ended."""
+    of it spent waiting to be admitted (for the part or commit in progress when it arrived), and when it ended."""
 
     ms: float
     queue_ms: float
@@ -432,7 +432,7 @@ def print_load(rows: list[dict[str, Any]], extra: bool = False) -> None:
 
 def print_hol(rows: list[dict[str, Any]]) -> None:
     head = "| server | small 2x16 alone ms | beside a 16x64: n | worst ms | worst ratio | worst ratio, once admitted "
-    head += "| worst wait for the step in progress ms | big 16x64 ms |"
+    head += "| worst wait to be admitted ms | big 16x64 ms |"
     print(head)
     print("|---|" + "---:|" * (head.count("|") - 2))
     for r in rows:

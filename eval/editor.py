@@ -170,7 +170,7 @@ def _complete(
 ) -> list[Completion]:
     extra = {"chunks": chunks} if chunks else {}  # backends without cross-file support keep working
     return engine.complete(
-        request.prefix,
+        request.model_prefix,
         request.suffix,
         language=request.language,
         canvas_length=request.canvas_length,

@@ -116,6 +116,24 @@ class FimRequest:
     indent: str  # leading whitespace of the cursor line
     cursor_offset: int  # string index of the cursor in the original document
 
+    @property
+    def healed(self) -> str:
+        """Spaces and tabs typed after code at the end of the cursor's line (``total += |``), else "".
+
+        A BPE tokenizer attaches a space to the word after it (`` count``), so a prefix ending in a bare space ends
+        on a token the model rarely saw there and its candidates start with another space. The model gets
+        ``model_prefix`` (without it), and the validator drops that much leading whitespace from each candidate
+        (``fim.validate``): the text shown follows what the user typed. Indentation alone is left as it is.
+        """
+        line = self.prefix[max(self.prefix.rfind("\n"), self.prefix.rfind("\r")) + 1 :]
+        code = line.rstrip(" \t")
+        return line[len(code) :] if code.strip() else ""
+
+    @property
+    def model_prefix(self) -> str:
+        """The prefix the engine is asked to continue: ``prefix`` without ``healed``."""
+        return self.prefix[: len(self.prefix) - len(self.healed)]
+
 
 def approx_tokens(text: str) -> int:
     """About 3.5 characters per token for code under a BPE tokenizer: ceil(len / 3.5)."""

@@ -140,7 +140,8 @@ class _Validator:
         return syntax.comment is not None and syntax.code(self.line_before) != self.line_before.rstrip()
 
     def finish(self, text: str) -> str | None:
-        text = _normalize(text)
+        healed = len(self.request.healed)  # the model continued the prefix without it (FimRequest.healed)
+        text = _normalize(text[min(healed, len(text) - len(text.lstrip(" \t"))) :])
         if self.request.mode is Mode.SINGLE_LINE:
             return self.first_accepted(self.single_line(text), nested=False)
         return self.first_accepted(self.multi_line(text), nested=True)

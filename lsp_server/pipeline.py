@@ -57,7 +57,7 @@ def run(job: Job) -> list[str]:
         max_lines=request.max_lines,
     )
     completions = job.engine.complete(
-        request.prefix,
+        request.model_prefix,
         request.suffix,
         language=request.language,
         canvas_length=request.canvas_length,

@@ -255,3 +255,23 @@ def test_emoji_and_cjk_before_the_cursor_keep_columns_and_bytes_right(language: 
     assert request.prefix == marked.split("|")[0]
     assert texts(request, case.call_good) == [case.call_kept]
     assert texts(request, case.call_bad) == []
+
+
+def test_trailing_space_after_code_is_healed_and_candidates_follow_what_was_typed() -> None:
+    request = request_at("def f(values):\n    total = 0\n    total += |\n    return total\n", "python")
+    assert request.healed == " "
+    assert request.model_prefix.endswith("total +=")
+    assert request.prefix.endswith("total += ")  # the document's text, for validation
+    # The model continues "total +=": its space-led token loses the space the user typed, one without keeps all.
+    assert texts(request, " len(values)") == ["len(values)"]
+    assert texts(request, "len(values)") == ["len(values)"]
+    assert texts(request, "  len(values)") == [" len(values)"]  # only as much as was typed
+
+
+def test_indentation_and_code_without_trailing_space_are_not_healed() -> None:
+    indented = request_at("def f():\n    |\n", "python")
+    assert indented.healed == "" and indented.model_prefix == indented.prefix
+    plain = request_at("x = f(|)\n", "python")
+    assert plain.healed == "" and plain.model_prefix == plain.prefix
+    crlf = request_at("x = 1\r\ny = \t|\r\n", "python")
+    assert crlf.healed == " \t" and crlf.model_prefix.endswith("\r\ny =")

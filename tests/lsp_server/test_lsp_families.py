@@ -8,6 +8,7 @@ import pytest
 
 from engine.api import load_engine
 from engine.contract import CompletionRequest
+from fim.request import build_request
 from tests.lsp_server.helpers import inline, lsp_session, open_document, wait_for_model
 
 pytestmark = pytest.mark.asyncio
@@ -29,7 +30,8 @@ async def test_a_released_checkpoint_serves_ghost_text_through_the_language_serv
         status = await wait_for_model(client)
     runner = load_engine(path, device="cpu").runner
     canvas = min(32, runner.max_canvas)  # fim's single-line canvas, fitted to the model
-    prompt = runner.prepare(CompletionRequest(PREFIX, SUFFIX, "python", canvas, 4))
+    sent = build_request(PREFIX + SUFFIX, len(PREFIX), "python")  # the server sends model_prefix (space healed)
+    prompt = runner.prepare(CompletionRequest(sent.model_prefix, sent.suffix, "python", canvas, 4))
     last = status["lastCompletion"]
     assert last is not None and last["context_tokens"] == len(prompt.tokens) and last["steps"] >= 1
     assert all(item.insert_text.strip() for item in items)  # empty candidates are never offered
