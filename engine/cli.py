@@ -15,7 +15,6 @@ language server or the benchmarks. Logs and progress go to stderr; stdout carrie
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import importlib
 import json
 import logging
@@ -63,7 +62,7 @@ def cmd_complete(args: argparse.Namespace) -> int:
     from engine.api import editor_threads, load_engine
     from engine.contract import SampleOptions
     from fim.languages import language_from_path, normalize_language
-    from fim.request import FimSettings, build_request
+    from fim.request import FimSettings, ask_engine, build_request
     from fim.text import offset_at
     from fim.validate import Candidate, postprocess
 
@@ -102,19 +101,10 @@ def cmd_complete(args: argparse.Namespace) -> int:
     description = engine.describe()
     settings = FimSettings().fitted(description.get("max_text_tokens"), description.get("max_canvas"))
     request = build_request(text, offset, language, settings, engine.count_tokens)
-    canvas = args.canvas or request.canvas_length  # the engine clamps it to its model
-    n = args.candidates or request.num_candidates
     timings = []
     for _ in range(max(1, args.repeat)):
         t0 = time.perf_counter()
-        raw = engine.complete(
-            request.model_prefix,
-            request.suffix,
-            language=language,
-            canvas_length=canvas,
-            num_candidates=n,
-            options=dataclasses.replace(options, max_lines=request.max_lines),  # as the editors ask
-        )
+        raw = ask_engine(engine, request, options, num_candidates=args.candidates, canvas_length=args.canvas)
         ranked = postprocess(request, [Candidate(c.text, c.score) for c in raw])
         timings.append((time.perf_counter() - t0) * 1e3)
     if args.json:

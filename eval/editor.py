@@ -35,11 +35,11 @@ from tqdm import tqdm
 from eval.metrics import mean, spread
 from fim.confidence import DEFAULT_MIN_CONFIDENCE
 from fim.crossfile import DiskReader, collect
-from fim.request import FimRequest, FimSettings, Mode, build_request
+from fim.request import FimRequest, FimSettings, Mode, ask_engine, build_request
 from fim.validate import Assessed, Candidate, assess, postprocess, select
 
 if TYPE_CHECKING:
-    from engine.contract import Completion, CompletionEngine, ContextChunk, SampleOptions
+    from engine.contract import CompletionEngine, ContextChunk, SampleOptions
 
 
 @dataclass(frozen=True)
@@ -160,34 +160,14 @@ def cut_lines(text: str, request: FimRequest) -> str:
     return "\n".join(text.split("\n")[: request.max_lines]).rstrip()
 
 
-def _complete(
-    engine: CompletionEngine,
-    request: FimRequest,
-    options: SampleOptions,
-    n: int,
-    session: str,
-    chunks: Sequence[ContextChunk] = (),
-) -> list[Completion]:
-    extra = {"chunks": chunks} if chunks else {}  # backends without cross-file support keep working
-    return engine.complete(
-        request.model_prefix,
-        request.suffix,
-        language=request.language,
-        canvas_length=request.canvas_length,
-        num_candidates=n,
-        options=dataclasses.replace(options, max_lines=request.max_lines),  # the editor shows no more lines
-        session_id=session,
-        **extra,
-    )
-
-
 def _samples(
     engine: CompletionEngine, request: FimRequest, config: GenConfig, session: str, chunks: Sequence[ContextChunk]
 ) -> tuple[str, ...]:
     """n i.i.d. samples at the configured temperature, each post-processed alone ("" when rejected)."""
     if config.n <= 1:
         return ()
-    rows = _complete(engine, request, config.options, config.n + 1, session, chunks)[1:]  # row 0 is greedy
+    n = config.n + 1  # row 0 is greedy
+    rows = ask_engine(engine, request, config.options, num_candidates=n, session_id=session, chunks=chunks)[1:]
     kept = [postprocess(request, [Candidate(c.text, c.score)], config.min_confidence) for c in rows]
     return tuple(k[0].text if k else "" for k in kept)
 
@@ -221,7 +201,7 @@ def generate(
     t_collect = time.perf_counter()
     chunks = tuple(chunks_for(request)) if chunks_for is not None else ()
     t0 = time.perf_counter()
-    raw = _complete(engine, request, config.options, request.num_candidates, session, chunks)
+    raw = ask_engine(engine, request, config.options, session_id=session, chunks=chunks)
     t1 = time.perf_counter()
     assessed = assess(request, [Candidate(c.text, c.score) for c in raw])
     ranked = select(request, assessed, config.min_confidence)
@@ -304,7 +284,7 @@ class Asker:
         """One untimed request, so lazy initialisation (allocator pools, kernels, connections) is not charged to
         the first task."""
         request = self.request(task)
-        _complete(self.engine, request, self.config.options, request.num_candidates, "eval:warm-up")
+        ask_engine(self.engine, request, self.config.options, session_id="eval:warm-up")
 
 
 def generate_all(

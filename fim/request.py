@@ -15,9 +15,13 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from fim.languages import normalize_language
 from fim.layout import CLOSERS, BlockSyntax, block_syntax, indent_width, leading_whitespace
+
+if TYPE_CHECKING:  # types only: fim runs without the engine (and torch) imported
+    from engine.contract import Completion, CompletionEngine, ContextChunk, SampleOptions
 
 __all__ = [
     "FimRequest",
@@ -286,4 +290,31 @@ def build_request(
         max_lines=settings.line_limit(mode),
         indent=leading_whitespace(current),
         cursor_offset=lines.start(line) + column,
+    )
+
+
+def ask_engine(
+    engine: CompletionEngine,
+    request: FimRequest,
+    options: SampleOptions,
+    *,
+    num_candidates: int | None = None,
+    canvas_length: int | None = None,
+    session_id: str | None = None,
+    chunks: Sequence[ContextChunk] = (),
+) -> list[Completion]:
+    """The engine's raw candidates for a request, asked the way every caller (the language server, eval,
+    ``diffill complete``) must: the healed prefix (``model_prefix``; ``fim.validate`` strips the same whitespace)
+    and the mode's line limit in the options (the editor shows no more lines). Chunks are passed only when there
+    are some, so backends without cross-file support keep working."""
+    extra = {"chunks": chunks} if chunks else {}
+    return engine.complete(
+        request.model_prefix,
+        request.suffix,
+        language=request.language,
+        canvas_length=canvas_length or request.canvas_length,
+        num_candidates=num_candidates or request.num_candidates,
+        options=replace(options, max_lines=request.max_lines),
+        session_id=session_id,
+        **extra,
     )

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from fim.request import FimSettings, build_request
+from fim.request import FimSettings, ask_engine, build_request
 from fim.validate import Candidate, postprocess
 from lsp_server.cache import CompletionCache
 from lsp_server.crossfile import CrossFile
@@ -50,22 +50,8 @@ def run(job: Job) -> list[str]:
         found = job.cross_file.snippets(job.workspace, document, cursor.offset, budget, job.engine.count_tokens)
         chunks = [ContextChunk(s.path, s.text) for s in found]
     sampling = job.sampling
-    options = SampleOptions(
-        steps=sampling.steps,
-        threshold=sampling.threshold,
-        temperature=sampling.temperature,
-        max_lines=request.max_lines,
-    )
-    completions = job.engine.complete(
-        request.model_prefix,
-        request.suffix,
-        language=request.language,
-        canvas_length=request.canvas_length,
-        num_candidates=request.num_candidates,
-        options=options,
-        session_id=document.uri,
-        chunks=chunks,
-    )
+    options = SampleOptions(steps=sampling.steps, threshold=sampling.threshold, temperature=sampling.temperature)
+    completions = ask_engine(job.engine, request, options, session_id=document.uri, chunks=chunks)
     candidates = [Candidate(c.text, c.score) for c in completions]
     ranked = postprocess(request, candidates, job.sampling.min_confidence)
     texts = [c.text for c in ranked if c.text]
