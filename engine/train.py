@@ -44,7 +44,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from engine.checkpoint import load_checkpoint, save_checkpoint
-from engine.config import preset
+from engine.config import ModelConfig, preset
 from engine.contract import ContextChunk
 from engine.corpus import iter_corpus
 from engine.data import FimExample, iter_fim_examples
@@ -282,6 +282,13 @@ def load_or_train_tokenizer(cfg: TrainConfig, out: Path) -> CodeTokenizer:
     return tok
 
 
+def trained_context(model_cfg: ModelConfig, context_tokens: int) -> ModelConfig:
+    """The config a run saves: `max_context` no longer than the contexts it trains on. Engines fit the editor's
+    window to a checkpoint's `max_context`, and a model never trained on longer contexts does worse on them (the
+    embedded default on fim-dev: docs/speed.md, round 4), besides paying for tokens it cannot use."""
+    return replace(model_cfg, max_context=min(model_cfg.max_context, context_tokens))
+
+
 def initial_model(cfg: TrainConfig) -> tuple[DiffillModel, CodeTokenizer]:
     """The weights and tokenizer of `cfg.init_from`, in float32 for training.
 
@@ -371,6 +378,7 @@ def train(cfg: TrainConfig) -> dict[str, float]:
             cfg.preset, vocab_size=tok.vocab_size, causal_canvas=cfg.autoregressive, shift_logits=cfg.shift_logits
         )
         model = DiffillModel(model_cfg)
+    model.config = model_cfg = trained_context(model_cfg, cfg.context_tokens)
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
     optimizer = torch.optim.AdamW(

@@ -1,6 +1,6 @@
 """CPU time of one warm completion request of an embedded model, on realistic code (the fim-dev files).
 
-    python -m eval.bench_sampling [--autoregressive] [--candidates 4] [--steps 8] [--canvas 32] [--tasks 12]
+    python -m eval.bench_sampling [--model DIR] [--autoregressive] [--candidates 4] [--steps 8] [--canvas 32] [--tasks 12]
         [--max-lines 1] [--initial-canvas N] [--threshold 0.9] [--dtype bfloat16]
 
 For each of the first `--tasks` rest-of-line and full-line tasks of ../shared/benchmarks/fim-dev: a request with
@@ -29,6 +29,7 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "benchmarks" / "fim-dev"
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m eval.bench_sampling", description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--model", type=Path, default=None, help="checkpoint directory (default: the embedded pair)")
     parser.add_argument("--autoregressive", action="store_true")
     parser.add_argument("--candidates", type=int, default=4)
     parser.add_argument("--steps", type=int, default=8)
@@ -45,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     with gzip.open(args.data, "rt", encoding="utf-8") as handle:
         rows = [json.loads(line) for line in handle]
     tasks = [r for kind in ("rest-of-line", "full-line") for r in [r for r in rows if r["kind"] == kind][: args.tasks]]
-    engine = load_engine(None, device="cpu", autoregressive=args.autoregressive, threads=1, dtype=args.dtype)
+    engine = load_engine(args.model, device="cpu", autoregressive=args.autoregressive, threads=1, dtype=args.dtype)
     options = SampleOptions(
         steps=args.steps, threshold=args.threshold, max_lines=args.max_lines, initial_canvas=args.initial_canvas
     )
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         engine.complete(prefix, suffix, session_id=task["id"], **ask)
         cpu_ms.append((time.process_time() - start) * 1e3)
         steps.append(engine.last_stats.steps if engine.last_stats else 0)
-    model = "default-ar" if args.autoregressive else "default"
+    model = str(args.model) if args.model else "default-ar" if args.autoregressive else "default"
     p50, mean = statistics.median(cpu_ms), statistics.mean(cpu_ms)
     mean_steps = statistics.mean(steps)
     print(f"{model}: {len(cpu_ms)} requests, CPU-ms p50 {p50:.0f}, mean {mean:.0f}, steps per request {mean_steps:.1f}")

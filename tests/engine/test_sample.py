@@ -84,24 +84,26 @@ def test_committed_content_keeps_eos_out_of_earlier_positions() -> None:
     assert canvas.tolist() == [[mask, mask, 7, eos]]  # 40/41 are not sure enough; only the tail took <eos>
 
 
-def test_greedy_ends_the_middle_only_when_eos_is_more_likely_than_not() -> None:
+def test_every_row_ends_the_middle_where_eos_is_the_likeliest_token() -> None:
     eos = 2
     vocab = 10
-    # Position 0: <eos> 0.3, five content tokens share the rest: argmax would say <eos>, content as a whole wins.
-    # Position 1: <eos> 0.6.
+    # Position 0: <eos> 0.3 is the likeliest single token (five content tokens share the rest).
+    # Position 1: <eos> 0.35, one content token 0.45: content.
     probs = torch.full((1, 2, vocab), 1e-6)
     probs[0, 0, eos], probs[0, 0, 4:9] = 0.3, torch.tensor([0.2, 0.15, 0.15, 0.1, 0.1])
-    probs[0, 1, eos], probs[0, 1, 5] = 0.6, 0.4
+    probs[0, 1, eos], probs[0, 1, 5], probs[0, 1, 6] = 0.35, 0.45, 0.2
     greedy = torch.zeros(1, 1, 1)
     pred = predict(probs.log(), greedy, torch.tensor([0, 1]), torch.Generator().manual_seed(0), eos)
-    assert pred.tokens.tolist() == [[4, eos]]
-    assert pred.content.tolist() == [[4, 5]]
-    assert pred.conf[0, 0].item() == pytest.approx(0.2, rel=1e-4)
-    # A sampled row still draws <eos> as often as the model says: the two-stage choice is only for greedy rows.
+    assert pred.tokens.tolist() == [[eos, 5]]
+    assert pred.content.tolist() == [[4, 5]]  # where <eos> may not go yet, the best content token
+    assert pred.conf[0, 0].item() == pytest.approx(0.3, rel=1e-4)
+    # Sampled rows end where <eos> is the likeliest token, whatever they draw, and elsewhere draw <eos> as often
+    # as the model says.
     hot = torch.ones(1, 1, 1)
-    logits = probs[:, :1].log().expand(4000, 1, vocab)
+    logits = probs.log().expand(4000, 2, vocab)
     draws = predict(logits, hot.expand(4000, 1, 1), torch.tensor([0, 1]), torch.Generator().manual_seed(0), eos)
-    assert (draws.tokens == eos).float().mean().item() == pytest.approx(0.3, abs=0.03)
+    assert (draws.tokens[:, 0] == eos).all()
+    assert (draws.tokens[:, 1] == eos).float().mean().item() == pytest.approx(0.35, abs=0.03)
 
 
 def test_step_budget_commits_at_least_remaining_over_steps_left() -> None:
@@ -152,9 +154,7 @@ def test_autoregressive_twin_decodes_with_same_interface(tmp_path, small_tokeniz
             logits = runner.model(torch.tensor([seq]), torch.tensor([0]), len(seq))[0, -1].float()
             logits[runner._banned] = -float("inf")
             probs = logits.softmax(-1)
-            ends = probs[tok.eos_id] >= 0.5  # greedy's two-stage choice: <eos> only when more likely than not
-            probs[tok.eos_id] = 0
-            seq.append(tok.eos_id if ends else int(probs.argmax()))
+            seq.append(int(probs.argmax()))  # greedy: the likeliest token, <eos> included
     expected = seq[len(context) :]
     got = tokens[0].tolist()
     if tok.eos_id in expected:  # after <eos> the sampler pads with <eos>

@@ -186,9 +186,12 @@ def test_diffusion_run_adapts_an_autoregressive_checkpoint(tmp_path, tokenizer_p
     model, tok = load_checkpoint(tmp_path / "diff" / "model", device="cpu")
     assert model.config.causal_canvas is False and model.config.shift_logits is shift
     assert model.config.d_model == base.config.d_model  # the AR base's architecture, not the preset's
+    # Both runs trained on 128-token contexts: that is the longest the checkpoints claim, so editors fit it.
+    assert model.config.max_context == base.config.max_context == 128
     torch.testing.assert_close(model.embed.weight, base.embed.weight, atol=1e-6, rtol=1e-5)  # lr ~0: same weights
     # The engine serves it as it is: the shift is inside the model's denoise.
     engine = LocalEngine(DiffillRunner(model, tok))
+    assert engine.describe()["max_text_tokens"] < 128
     for prefix in ("import os\n", "import os\nimport sys\n"):  # the second request extends the cached context
         assert len(engine.complete(prefix, "", language="python", canvas_length=8, num_candidates=2)) == 2
 

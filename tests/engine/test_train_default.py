@@ -43,6 +43,7 @@ def test_recipe_trains_and_exports_both_twins_from_one_base(tmp_path: Path) -> N
     ar, ar_tok = load_checkpoint(tmp_path / "weights" / "default-ar", device="cpu")
     assert diffusion.config.shift_logits and not diffusion.config.causal_canvas
     assert ar.config.causal_canvas
+    assert diffusion.config.max_context == ar.config.max_context == 64  # CONTEXT: what they trained on
     assert tok.to_json() == ar_tok.to_json() and tok.vocab_size == 400
     runs = tmp_path / "runs"
     paths = {
