@@ -1,7 +1,7 @@
 """CPU time of one warm completion request of an embedded model, on realistic code (the fim-dev files).
 
-    python -m eval.bench_sampling [--model DIR] [--autoregressive] [--candidates 4] [--steps 8] [--canvas 32] [--tasks 12]
-        [--max-lines 1] [--initial-canvas N] [--threshold 0.9] [--dtype bfloat16]
+    python -m eval.bench_sampling [--model DIR] [--autoregressive] [--candidates 4] [--steps 8] [--canvas 32]
+        [--tasks 12] [--max-lines 1] [--initial-canvas N] [--threshold 0.9] [--dtype bfloat16]
 
 For each of the first `--tasks` rest-of-line and full-line tasks of ../shared/benchmarks/fim-dev: a request with
 the prefix short by one character warms the session (as typing does), then the request at the cursor is timed
