@@ -19,7 +19,7 @@ REFERENCE = Path(__file__).parent / "data" / "reference_completions.json"
 # top-16 race (was top-64): the greedy candidates stayed the same, the sampled ones draw differently by design;
 # and when forced commits went to confidence peaks first (engine.sample.confidence_peaks), which changes texts.
 # Again when every row ended its middle where <eos> is the likeliest token, and the shipped configs' max_context
-# became the 384 tokens the pair trained on (longer contexts are cut to it).
+# became the 384 tokens the pair trained on (longer contexts are cut to it); and for the twins of the 4,500-step base.
 # Re-recorded whenever the shipped weights change (``python -m tests.engine.test_request_path``).
 # The cases cover both canvas lengths, several candidates, temperature, steps and threshold, and a second language.
 CASES = [
