@@ -1,6 +1,6 @@
 """CPU time of one warm completion request of an embedded model, on realistic code (the fim-dev files).
 
-    python -m eval.bench_sampling [--model DIR] [--autoregressive] [--candidates 4] [--steps 8] [--canvas 32]
+    python -m eval.bench_sampling [--model DIR] [--autoregressive] [--candidates 4] [--steps 8] [--canvas 16]
         [--tasks 12] [--max-lines 1] [--initial-canvas N] [--threshold 0.9] [--dtype bfloat16]
 
 For each of the first `--tasks` rest-of-line and full-line tasks of ../shared/benchmarks/fim-dev: a request with
@@ -22,6 +22,7 @@ import torch
 
 from engine.api import load_engine
 from engine.contract import DTYPES, SampleOptions
+from fim.request import FimSettings
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "benchmarks" / "fim-dev" / "tinygrad-fim-dev.jsonl.gz"
 
@@ -33,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--autoregressive", action="store_true")
     parser.add_argument("--candidates", type=int, default=4)
     parser.add_argument("--steps", type=int, default=8)
-    parser.add_argument("--canvas", type=int, default=32)
+    parser.add_argument("--canvas", type=int, default=FimSettings().single_line_canvas)
     parser.add_argument("--tasks", type=int, default=12, help="tasks of each kind (rest-of-line, full-line)")
     parser.add_argument(
         "--max-lines", type=int, default=1, help="line limit, as the editor's single-line mode (0: none)"

@@ -83,7 +83,8 @@ def test_requests_follow_the_set_mode_and_the_engine_limits() -> None:
     from engine.contract import SampleOptions
 
     settings = settings_for({"max_canvas": 24, "max_text_tokens": 508})
-    assert settings.single_line_canvas == 24 and settings.prefix_tokens + settings.suffix_tokens <= 508
+    assert (settings.single_line_canvas, settings.multi_line_canvas) == (16, 24)
+    assert settings.prefix_tokens + settings.suffix_tokens <= 508
     problem = MINI_PROBLEMS[1]
     auto = make_request(problem.task(), GenConfig(SampleOptions()), FimSettings(), approx_tokens, None)
     forced = make_request(problem.task(), GenConfig(SampleOptions(), mode=Mode.MULTI_LINE), settings, approx_tokens, 24)

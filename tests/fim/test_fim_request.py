@@ -124,5 +124,6 @@ def test_default_budget_windows_a_long_file() -> None:
 def test_settings_fitted_to_an_engine_keep_the_split_and_clamp_the_canvas() -> None:
     fitted = FimSettings().fitted(max_text_tokens=400, max_canvas=24)
     assert (fitted.prefix_tokens, fitted.suffix_tokens) == (300, 100)
-    assert (fitted.single_line_canvas, fitted.multi_line_canvas) == (24, 24)
+    assert (fitted.single_line_canvas, fitted.multi_line_canvas) == (16, 24)
+    assert FimSettings().fitted(max_canvas=12).single_line_canvas == 12
     assert FimSettings().fitted(None, "64") == FimSettings()  # not a positive int: ignored
