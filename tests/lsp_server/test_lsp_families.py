@@ -8,7 +8,7 @@ import pytest
 
 from engine.api import load_engine
 from engine.contract import CompletionRequest
-from fim.request import build_request
+from fim.request import FimSettings, build_request
 from tests.lsp_server.helpers import inline, lsp_session, open_document, wait_for_model
 
 pytestmark = pytest.mark.asyncio
@@ -29,7 +29,7 @@ async def test_a_released_checkpoint_serves_ghost_text_through_the_language_serv
         items = await inline(client, uri, 1, len("    return "))
         status = await wait_for_model(client)
     runner = load_engine(path, device="cpu").runner
-    canvas = min(32, runner.max_canvas)  # fim's single-line canvas, fitted to the model
+    canvas = min(FimSettings().single_line_canvas, runner.max_canvas)  # fim's single-line canvas, fitted
     sent = build_request(PREFIX + SUFFIX, len(PREFIX), "python")  # the server sends model_prefix (space healed)
     prompt = runner.prepare(CompletionRequest(sent.model_prefix, sent.suffix, "python", canvas, 4))
     last = status["lastCompletion"]
