@@ -11,6 +11,7 @@ is serialised by a lock; callers run it off their event loop.
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -36,6 +37,7 @@ from engine.contract import (
 from engine.errors import CheckpointError
 from engine.runner import DiffillRunner, Runner, run_to_end
 from engine.sessions import SessionStore
+from fim.confidence import CALIBRATION_FILE, Calibration
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 DEFAULT_MODEL = WEIGHTS_DIR / "default"
@@ -48,9 +50,15 @@ class LocalEngine:
     """A model in this process behind its family's runner. Thread-safe: one request runs the model at a time."""
 
     def __init__(
-        self, runner: Runner, *, threads: int | None = None, cache_budget_bytes: int = DEFAULT_CACHE_BUDGET
+        self,
+        runner: Runner,
+        *,
+        threads: int | None = None,
+        cache_budget_bytes: int = DEFAULT_CACHE_BUDGET,
+        calibration: Calibration | None = None,
     ) -> None:
         self.runner = runner
+        self.calibration = calibration  # the checkpoint's show-or-stay-silent fit (confidence.json), if it has one
         self.threads = threads  # CPU threads for the model's ops (`pin_threads`); None: torch's setting
         self.sessions = SessionStore(runner.new_cache, cache_budget_bytes)
         self._last_stats: CompletionStats | None = None
@@ -72,6 +80,8 @@ class LocalEngine:
         info = self.runner.describe()
         if info.get("device", "").startswith("cpu"):
             info["cpu_threads"] = self.threads or torch.get_num_threads()
+        if self.calibration is not None:
+            info["calibration"] = self.calibration.to_json()
         return info
 
     def count_tokens(self, text: str) -> int:
@@ -172,8 +182,28 @@ def load_engine(
     ``load_runner``.
     """
     pin_threads(threads)  # loading runs torch ops too
+    calibration = read_calibration(checkpoint_dir(path, autoregressive=autoregressive))  # fails before the weights
     runner = load_runner(path, device, autoregressive=autoregressive, preset=preset, dtype=dtype)
-    return LocalEngine(runner, threads=threads)
+    return LocalEngine(runner, threads=threads, calibration=calibration)
+
+
+def checkpoint_dir(path: str | Path | None, *, autoregressive: bool = False) -> Path:
+    """The directory a model loads from: `path`, or the embedded default (its AR twin when `autoregressive`)."""
+    if path is None:
+        return DEFAULT_AR_MODEL if autoregressive else DEFAULT_MODEL
+    return Path(path)
+
+
+def read_calibration(directory: Path) -> Calibration | None:
+    """The checkpoint's show-or-stay-silent fit (``confidence.json``), None when it has none; a file that is not a
+    valid fit is a CheckpointError naming it."""
+    path = Path(directory) / CALIBRATION_FILE
+    if not path.is_file():
+        return None
+    try:
+        return Calibration.from_json(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise CheckpointError(f"{path} is not a valid confidence calibration: {e}") from None
 
 
 def load_runner(
@@ -200,7 +230,7 @@ def load_runner(
     else:
         torch_dtype = getattr(torch, dtype) if dtype is not None else None
     if path is None:
-        path = DEFAULT_AR_MODEL if autoregressive else DEFAULT_MODEL
+        path = checkpoint_dir(None, autoregressive=autoregressive)
         if not (path / "config.json").exists():
             raise CheckpointError(f"the embedded default model is missing from {path}; pass a checkpoint with --model")
     elif (Path(path) / "config.json").exists():

@@ -61,6 +61,7 @@ def _check_device(device: str) -> None:
 def cmd_complete(args: argparse.Namespace) -> int:
     from engine.api import editor_threads, load_engine
     from engine.contract import SampleOptions
+    from fim.confidence import Calibration
     from fim.languages import language_from_path, normalize_language
     from fim.request import FimSettings, ask_engine, build_request
     from fim.text import offset_at
@@ -100,28 +101,38 @@ def cmd_complete(args: argparse.Namespace) -> int:
     print(f"loaded {engine.describe()} in {time.perf_counter() - t0:.2f}s ({threads} CPU threads)", file=sys.stderr)
     description = engine.describe()
     settings = FimSettings().fitted(description.get("max_text_tokens"), description.get("max_canvas"))
+    calibration = Calibration.of(description)
     request = build_request(text, offset, language, settings, engine.count_tokens)
     timings = []
     for _ in range(max(1, args.repeat)):
         t0 = time.perf_counter()
         raw = ask_engine(engine, request, options, num_candidates=args.candidates, canvas_length=args.canvas)
-        ranked = postprocess(request, [Candidate(c.text, c.score) for c in raw])
+        # Every text worth showing at all, most confident first; the editor's threshold is reported, not applied.
+        ranked = postprocess(request, [Candidate(c.text, c.score) for c in raw], calibration, min_confidence=0.0)
         timings.append((time.perf_counter() - t0) * 1e3)
     if args.json:
         out = {
             "mode": str(request.mode),
-            "completions": [{"text": c.text, "score": c.score} for c in ranked],
+            "completions": [{"text": c.text, "score": c.score, "confidence": c.confidence} for c in ranked],
+            "min_confidence": calibration.min_confidence,
             "raw": [{"text": c.text, "score": c.score} for c in raw],
             "latency_ms": timings,
         }
         print(json.dumps(out, indent=2))
     else:
         print(f"# {request.mode} at {path}:{line}:{col}, {len(ranked)} of {len(raw)} candidates kept", file=sys.stderr)
+        threshold = calibration.min_confidence
         for i, c in enumerate(ranked):
-            print(f"--- completion {i + 1} (score {c.score:.3f})")
+            quiet = "; an editor stays silent: below the model's minConfidence" if c.confidence < threshold else ""
+            print(f"--- completion {i + 1} (score {c.score:.3f}, confidence {c.confidence:.3f}{quiet})")
             print(c.text)
         if not ranked:
-            print("(no syntactically valid completion)", file=sys.stderr)
+            print("(no completion worth showing: none valid, or all degenerate)", file=sys.stderr)
+        elif threshold > 0:
+            print(
+                f"# an editor shows completions with confidence >= {threshold:.3g} (the model's default)",
+                file=sys.stderr,
+            )
         warm = timings[1:] or timings
         print(f"latency: first {timings[0]:.1f} ms, warm median {sorted(warm)[len(warm) // 2]:.1f} ms", file=sys.stderr)
     return 0

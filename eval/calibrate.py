@@ -7,9 +7,11 @@ method (iteratively reweighted least squares) with an L2 penalty on the weights 
 seven numbers, pure Python. The default threshold is then chosen on the same runs: the one with the best precision
 among those that keep at least ``KEEP`` of the right suggestions the editor showed before show-or-stay-silent.
 
-Output: ``calibration.json`` (coefficients, threshold, tables), ``calibration.md`` (the coefficient table to paste
-into ``fim/confidence.py``, the reliability table, the operating points) and ``calibration.png`` (precision
-against show rate as the threshold moves, one line per run, the editor before show-or-stay-silent as a cross).
+Output: ``calibration.json`` (coefficients, threshold, tables), ``calibration.md`` (the fit, the reliability
+table, the operating points), ``calibration.png`` (precision against show rate as the threshold moves, one line per
+run, the editor before show-or-stay-silent as a cross) and, with ``--save MODEL_DIR``, the fit itself as the
+checkpoint's ``confidence.json`` (``fim.confidence.Calibration``): the model's scores mean what this fit says only
+for that model, so the fit travels with it.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any
 
 from eval.showing import at_threshold, baseline, curve, plot_curves, reliability, rescore, signals_of
 from eval.suites.files import DataError
-from fim.confidence import FEATURES, feature_vector
+from fim.confidence import CALIBRATION_FILE, FEATURES, Calibration, feature_vector
 
 KEEP = 0.6  # share of today's right suggestions the default threshold must keep (the goal is 0.5; margin for noise)
 L2 = 1.0  # penalty on the weights: few positives must not push a weight to infinity
@@ -123,10 +125,8 @@ def _pct(value: float) -> str:
 
 
 def markdown(result: Mapping[str, Any]) -> str:
-    coefficients = result["coefficients"]
-    lines = ["## Coefficients (fim/confidence.py)", "", "```python", "COEFFICIENTS: Mapping[str, float] = {"]
-    lines += [f'    "{name}": {coefficients[name]:.4f},' for name in FEATURES]
-    lines += ["}", f"DEFAULT_MIN_CONFIDENCE = {result['threshold']:.4f}", "```", ""]
+    fit_json = json.dumps(result["fit"], indent=2)
+    lines = [f"## The fit ({CALIBRATION_FILE}, `--save MODEL_DIR` writes it)", "", "```json", fit_json, "```", ""]
     lines += ["## Reliability on the calibration runs", ""]
     lines += [
         "| confidence bin | texts | mean predicted | measured right | mean first-line similarity |",
@@ -143,16 +143,23 @@ def markdown(result: Mapping[str, Any]) -> str:
 
 
 def _monotone(rows: Sequence[Mapping[str, Any]]) -> bool:
-    measured = [row["measured"] for row in rows]
-    return all(a <= b for a, b in zip(measured, measured[1:], strict=False))
+    """Measured precision never falls from one bin to the next by more than one text's worth: bins differ in size
+    by one text, so 2 right of 321 then 2 of 322 is a tie, not a fall."""
+    return all(b["measured"] >= a["measured"] - 1 / b["texts"] for a, b in zip(rows, rows[1:], strict=False))
 
 
-def write_calibration(runs: Sequence[Path], held_out: Sequence[Path], out_dir: Path) -> tuple[str, list[Path]]:
-    """Fit on `runs`, choose the threshold there, report every run; returns the Markdown and paths written."""
+def write_calibration(
+    runs: Sequence[Path], held_out: Sequence[Path], out_dir: Path, save: Path | None = None
+) -> tuple[str, list[Path]]:
+    """Fit on `runs`, choose the threshold there, report every run, and with `save` write the fit into that
+    checkpoint directory; returns the Markdown and paths written."""
+    if save is not None and not (Path(save) / "config.json").is_file():
+        raise DataError(f"--save {save}: not a checkpoint directory (no config.json)")
     if not runs:
         raise DataError("no calibration runs given")
     calibration = [r for run in runs for r in load_records(run)]
-    weights = fit(training_rows(calibration))
+    rows = training_rows(calibration)
+    weights = fit(rows)
     coefficients = dict(zip(FEATURES, weights, strict=True))
     threshold = choose_threshold(calibration, coefficients)
     table = reliability(calibration, coefficients)
@@ -165,7 +172,10 @@ def write_calibration(runs: Sequence[Path], held_out: Sequence[Path], out_dir: P
             points.append({"run": name, "decision": "unfiltered (before)"} | before)
             points.append({"run": name, "decision": "minConfidence"} | at_threshold(records, threshold, coefficients))
             curves.append((name, curve(records, coefficients), before))
+    fitted_on = f"{len(rows)} texts of {len(calibration)} tasks: " + ", ".join(Path(run).name for run in runs)
+    fit_json = Calibration(coefficients, threshold, fitted_on).to_json()
     result = {
+        "fit": fit_json,
         "coefficients": coefficients,
         "threshold": threshold,
         "reliability": table,
@@ -181,4 +191,7 @@ def write_calibration(runs: Sequence[Path], held_out: Sequence[Path], out_dir: P
     paths[1].write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     if plot_curves(curves, out_dir / "calibration.png"):
         paths.append(out_dir / "calibration.png")
+    if save is not None:
+        paths.append(Path(save) / CALIBRATION_FILE)
+        paths[-1].write_text(json.dumps(fit_json, indent=2) + "\n", encoding="utf-8")
     return text, paths

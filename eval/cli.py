@@ -32,7 +32,6 @@ from eval.humaneval import SET_MODES, SETS, ExecCache, HumanEvalSuite, default_d
 from eval.runner import run_suite
 from eval.sandbox import Limits, capabilities
 from eval.suites.jsonl import HALVES
-from fim.confidence import DEFAULT_MIN_CONFIDENCE
 from fim.request import Mode
 
 MODES = {"auto": None, "single-line": Mode.SINGLE_LINE, "multi-line": Mode.MULTI_LINE}
@@ -79,9 +78,10 @@ def add_sampling_arguments(p: argparse.ArgumentParser, *, sweep: bool, seed: boo
     )
     p.add_argument(
         "--min-confidence",
-        type=float,
-        default=DEFAULT_MIN_CONFIDENCE,
-        help=f"show-or-stay-silent threshold, completion.minConfidence (default {DEFAULT_MIN_CONFIDENCE})",
+        type=min_confidence,
+        default=0.0,
+        help="show-or-stay-silent threshold in [0, 1], or `model`: the model's own default, as an editor applies "
+        "it (completion.minConfidence; default 0: every text that is not degenerate)",
     )
 
 
@@ -105,6 +105,19 @@ def add_backend_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
+def min_confidence(value: str) -> float | None:
+    """--min-confidence: a number in [0, 1], or "model" (None: the model's calibrated default)."""
+    if value == "model":
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1] or 'model', got {value!r}") from None
+    if not 0.0 <= number <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1] or 'model', got {value!r}")
+    return number
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="diffill eval", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -113,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("humaneval-infilling", help="pass@1 / pass@k, exact match, latency on HumanEval-Infilling")
     add_data_arguments(p)
+    p.add_argument("--half", choices=HALVES, default="all", help="the calibration or held-out half (see docs)")
     add_sampling_arguments(p, sweep=False)
     add_backend_arguments(p)
     p.add_argument("--n", type=int, default=1, help="samples per problem for pass@k (needs --temperature > 0)")
@@ -164,6 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("runs", type=Path, nargs="+", metavar="RUN_DIR", help="runs on the calibration half")
     p.add_argument("--held-out", type=Path, nargs="*", default=[], help="runs to evaluate the fit on")
     p.add_argument("--out", type=Path, help="where calibration.md/.json/.png go (default runs/eval/calibrate-<time>)")
+    p.add_argument("--save", type=Path, metavar="MODEL_DIR", help="write the fit into this checkpoint directory")
     p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser("report", help="one Markdown table and a quality-vs-latency plot from run directories")
@@ -318,11 +333,12 @@ def cmd_humaneval(args: argparse.Namespace) -> int:
         raise UsageError("--n must be in [1, 63], and --n > 1 needs --temperature > 0 (else every sample is the same)")
     data = data_dir(args)
     spec = backend_spec(args)
-    problems = load_problems(data, args.set, args.limit)
+    problems = load_problems(data, args.set, args.limit, args.half)
     suite = HumanEvalSuite(problems, args.set, ExecCache(limits(args), args.workers))
     config = gen_config(args, SET_MODES.get(args.set))
-    identity = {"set": args.set, "data": str(data)}
-    return run_command(args, suite, spec, config, identity, out_dir(args, args.set))
+    identity = {"set": args.set, "data": str(data)} | ({"half": args.half} if args.half != "all" else {})
+    detail = args.set if args.half == "all" else f"{args.set}-{args.half}"
+    return run_command(args, suite, spec, config, identity, out_dir(args, detail))
 
 
 def cmd_safim(args: argparse.Namespace) -> int:
@@ -385,7 +401,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from eval.calibrate import write_calibration
 
     out = args.out or Path("runs") / "eval" / f"calibrate-{time.strftime('%Y%m%d-%H%M%S')}"
-    text, paths = write_calibration(args.runs, args.held_out, out)
+    text, paths = write_calibration(args.runs, args.held_out, out, args.save)
     print(text, end="")
     print("wrote " + ", ".join(map(str, paths)), file=sys.stderr)
     return 0

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 from tqdm import tqdm
 
 from eval.metrics import mean, spread
-from fim.confidence import DEFAULT_MIN_CONFIDENCE
+from fim.confidence import UNCALIBRATED, Calibration
 from fim.crossfile import DiskReader, collect
 from fim.request import FimRequest, FimSettings, Mode, ask_engine, build_request
 from fim.validate import Assessed, Candidate, assess, postprocess, select
@@ -99,7 +99,12 @@ class GenConfig:
     canvas: int | None = None  # overrides the request's canvas length
     candidates: int | None = None  # overrides the request's number of candidates
     n: int = 1  # samples per problem for pass@k (n > 1: one more request of n + 1 candidates)
-    min_confidence: float = DEFAULT_MIN_CONFIDENCE  # the editor's show-or-stay-silent threshold
+    # The show-or-stay-silent threshold: 0 (benchmarks' default) shows every text that is not degenerate; None is
+    # the model's own default (its calibration's, what an editor applies when the user sets nothing).
+    min_confidence: float | None = 0.0
+
+    def threshold(self, calibration: Calibration) -> float:
+        return calibration.min_confidence if self.min_confidence is None else self.min_confidence
 
 
 @dataclass(frozen=True)
@@ -161,14 +166,20 @@ def cut_lines(text: str, request: FimRequest) -> str:
 
 
 def _samples(
-    engine: CompletionEngine, request: FimRequest, config: GenConfig, session: str, chunks: Sequence[ContextChunk]
+    engine: CompletionEngine,
+    request: FimRequest,
+    config: GenConfig,
+    session: str,
+    chunks: Sequence[ContextChunk],
+    calibration: Calibration,
 ) -> tuple[str, ...]:
     """n i.i.d. samples at the configured temperature, each post-processed alone ("" when rejected)."""
     if config.n <= 1:
         return ()
     n = config.n + 1  # row 0 is greedy
     rows = ask_engine(engine, request, config.options, num_candidates=n, session_id=session, chunks=chunks)[1:]
-    kept = [postprocess(request, [Candidate(c.text, c.score)], config.min_confidence) for c in rows]
+    threshold = config.threshold(calibration)
+    kept = [postprocess(request, [Candidate(c.text, c.score)], calibration, threshold) for c in rows]
     return tuple(k[0].text if k else "" for k in kept)
 
 
@@ -194,17 +205,18 @@ def generate(
     config: GenConfig,
     run: str,
     chunks_for: Callable[[FimRequest], Sequence[ContextChunk]] | None = None,
+    calibration: Calibration = UNCALIBRATED,
 ) -> Generation:
-    """One editor request for the task (timed, cross-file collection by `chunks_for` included), plus the pass@k
-    samples when n > 1 (not timed)."""
+    """One editor request for the task (timed, cross-file collection by `chunks_for` included; texts judged under
+    the model's `calibration`), plus the pass@k samples when n > 1 (not timed)."""
     session = session_id(task_id, run)
     t_collect = time.perf_counter()
     chunks = tuple(chunks_for(request)) if chunks_for is not None else ()
     t0 = time.perf_counter()
     raw = ask_engine(engine, request, config.options, session_id=session, chunks=chunks)
     t1 = time.perf_counter()
-    assessed = assess(request, [Candidate(c.text, c.score) for c in raw])
-    ranked = select(request, assessed, config.min_confidence)
+    assessed = assess(request, [Candidate(c.text, c.score) for c in raw], calibration)
+    ranked = select(request, assessed, config.threshold(calibration))
     t2 = time.perf_counter()
     stats = _engine_stats(engine) | (
         {"chunks": float(len(chunks)), "collect_ms": (t0 - t_collect) * 1e3} if chunks_for else {}
@@ -217,7 +229,7 @@ def generate(
         editor=editor,
         fallback=editor or cut_lines(top_raw, request),
         raw=top_raw,
-        samples=_samples(engine, request, config, session, chunks),
+        samples=_samples(engine, request, config, session, chunks, calibration),
         latency_ms=(t2 - t_collect) * 1e3,
         model_ms=(t1 - t0) * 1e3,
         tokens=sum(c.tokens for c in raw),
@@ -239,6 +251,7 @@ class Asker:
     max_canvas: int | None
     run: str = field(default_factory=lambda: secrets.token_hex(4))
     description: dict[str, Any] = field(default_factory=dict)
+    calibration: Calibration = UNCALIBRATED  # the model's show-or-stay-silent fit, from its description
     readers: dict[str, DiskReader] = field(default_factory=dict)  # one cached reader per repository
 
     @classmethod
@@ -246,7 +259,11 @@ class Asker:
         description = engine.describe()
         max_canvas = description.get("max_canvas")
         max_canvas = max_canvas if isinstance(max_canvas, int) and max_canvas > 0 else None
-        return cls(engine, config, settings_for(description), engine.count_tokens, max_canvas, description=description)
+        settings = settings_for(description)
+        calibration = Calibration.of(description)
+        return cls(
+            engine, config, settings, engine.count_tokens, max_canvas, description=description, calibration=calibration
+        )
 
     def settings_of(self, task: FimTask) -> FimSettings:
         if not task.cross_file_tokens:
@@ -278,7 +295,8 @@ class Asker:
 
     def ask(self, task: FimTask) -> Generation:
         chunks_for = functools.partial(self.chunks, task) if task.root is not None else None
-        return generate(self.engine, task.task_id, self.request(task), self.config, self.run, chunks_for)
+        request = self.request(task)
+        return generate(self.engine, task.task_id, request, self.config, self.run, chunks_for, self.calibration)
 
     def warm_up(self, task: FimTask) -> None:
         """One untimed request, so lazy initialisation (allocator pools, kernels, connections) is not charged to

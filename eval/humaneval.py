@@ -18,6 +18,7 @@ et al. 2021 ("Evaluating Large Language Models Trained on Code", eq. 1).
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -31,6 +32,7 @@ from eval.editor import FimTask, GenConfig, Generation, generate_all, place_gap,
 from eval.metrics import edit_similarity, exact_match, first_line, mean, pass_at_k
 from eval.sandbox import Limits, Outcome, run_program
 from eval.suites.files import read_jsonl
+from eval.suites.jsonl import in_half as in_position_half
 from fim.request import Mode
 
 if TYPE_CHECKING:
@@ -83,12 +85,22 @@ def set_path(data_dir: Path, set_name: str) -> Path:
     return path.with_suffix("") if not path.exists() and path.with_suffix("").exists() else path
 
 
-def load_problems(data_dir: Path, set_name: str, limit: int | None = None) -> list[Problem]:
-    """The set's problems in file order."""
+def in_half(problem: Problem, half: str) -> bool:
+    """Whether the problem belongs to `half` (``eval.suites.jsonl.HALVES``). The split goes by the HumanEval
+    problem a task was cut from (`.../HumanEval/12/L3` -> 12), so the lines of one function never land in both
+    halves: a held-out half's contexts are ones the calibration half never saw."""
+    found = re.search(r"HumanEval/(\d+)", problem.task_id)
+    return in_position_half(int(found.group(1)) if found else 0, half)
+
+
+def load_problems(data_dir: Path, set_name: str, limit: int | None = None, half: str = "all") -> list[Problem]:
+    """The set's problems of `half` in file order (the first `limit` of them)."""
     names = [f.name for f in dataclasses.fields(Problem)]
     problems = []
     for record in read_jsonl(set_path(data_dir, set_name)):
-        problems.append(Problem(**{name: record[name] for name in names}))
+        problem = Problem(**{name: record[name] for name in names})
+        if in_half(problem, half):
+            problems.append(problem)
         if limit is not None and len(problems) >= limit:
             break
     return problems

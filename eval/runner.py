@@ -24,6 +24,7 @@ from tqdm import tqdm
 from engine.errors import DiffillError
 from eval.editor import Asker, FimTask, GenConfig, Generation
 from eval.showing import labelled, show_summary
+from fim.confidence import Calibration
 
 if TYPE_CHECKING:
     from engine.contract import CompletionEngine
@@ -140,7 +141,7 @@ def run_suite(
         | (meta or {})
         | {"wall_s": time.perf_counter() - t0, "resumed": len(previous)}
         | suite.summarize(records)
-        | show_summary(records)
+        | show_summary(records, Calibration.of((meta or {}).get("engine") or {}))
     )
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")
     return summary

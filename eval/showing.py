@@ -24,7 +24,7 @@ from typing import Any
 from eval.editor import FimTask
 from eval.metrics import edit_similarity, exact_match, first_line, mean
 from eval.plotting import pyplot
-from fim.confidence import Context, Signals, confidence, degenerate
+from fim.confidence import UNCALIBRATED, Calibration, Context, Signals, confidence, degenerate
 
 SIMILAR = 0.8  # first-line edit similarity that counts as right
 CURVE_POINTS = 21
@@ -148,9 +148,10 @@ def reliability(
     return rows
 
 
-def show_summary(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """What every run reports about showing: the editor's show rate and precision, the same before
-    show-or-stay-silent, and the curve as the threshold moves (records need the fields ``labelled`` adds)."""
+def show_summary(records: Sequence[Mapping[str, Any]], calibration: Calibration = UNCALIBRATED) -> dict[str, Any]:
+    """What every run reports about showing: the run's show rate and precision, the same before
+    show-or-stay-silent and at the model's default threshold (what an editor shows when the user sets nothing),
+    and the curve as the threshold moves (records need the fields ``labelled`` adds)."""
     if not records or "shown" not in records[0]:
         return {}
     shown = [r for r in records if r["shown"]]
@@ -160,6 +161,7 @@ def show_summary(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "precision_right": mean(r["shown_right"] for r in shown),
         "shown_right": sum(r["shown_right"] for r in shown),
         "unfiltered": baseline(records),
+        "model_default": at_threshold(records, calibration.min_confidence),
         "show_curve": curve(records),
     }
 

@@ -8,12 +8,12 @@ A wrong suggestion costs the user attention; showing nothing is better than show
   ``ndndndnd``; the same line over and over), and echoes (text the cursor's line already holds, or exactly the
   lines that follow the cursor). Inside comments and strings, where tree-sitter cannot judge the text, these
   filters and the confidence are all there is.
-* ``confidence(signals)``: a logistic regression on signals the engine already gives -- the candidate's mean token
-  log-probability, its margin to the next distinct candidate, the share of candidates that became the same text,
-  the mode, code vs comment/string, length -- fitted on FIM tasks from a repository outside the training corpus
-  (``diffill eval calibrate``), so that it reads as "probability this suggestion is right" (first line within
-  edit similarity 0.8 of what the user typed). ``completion.minConfidence`` is the threshold the editor applies;
-  its default is chosen on the same calibration half (see docs/eval.md).
+* ``Calibration.confidence(signals)``: a logistic regression on signals the engine already gives -- the
+  candidate's mean token log-probability, its margin to the next distinct candidate, the share of candidates that
+  became the same text, the mode, code vs comment/string, length -- fitted per model on FIM tasks it never trained
+  on (``diffill eval calibrate``), so that it reads as "probability this suggestion is right" (first line within
+  edit similarity 0.8 of what the user typed). The fit and its default threshold travel with the checkpoint
+  (``confidence.json``); ``completion.minConfidence`` overrides the threshold (see docs/eval.md).
 
 Everything here is pure Python (no torch, no tree-sitter): ``fim.validate`` computes the signals.
 """
@@ -26,9 +26,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 __all__ = [
-    "COEFFICIENTS",
-    "DEFAULT_MIN_CONFIDENCE",
+    "CALIBRATION_FILE",
     "FEATURES",
+    "UNCALIBRATED",
+    "Calibration",
     "Context",
     "Signals",
     "confidence",
@@ -154,34 +155,67 @@ def feature_vector(signals: Signals) -> list[float]:
     ]
 
 
-# Fitted by `diffill eval calibrate` on the embedded model's runs over the calibration half of fim-dev (docs/eval.md,
-# "Show or stay silent", has the commands, the reliability table and the held-out figures):
-#   diffill eval jsonl --data ../shared/benchmarks/fim-dev/tinygrad-fim-dev.jsonl.gz --half calibration \
-#       --limit 100 --threads 1 --out runs/eval/fim-dev-calibration
-#   diffill eval calibrate runs/eval/fim-dev-calibration --out runs/eval/calibration
-# Refitted for the issue-15 pair: it too is right on none of those 300 tasks, so the fit is the base rate (about
-# 5e-5) and the weights are near zero; refit for a model that is right sometimes. The next pair (twins from the
-# 3,400-step base) refit the same way (bias -9.98, weights within 0.003 of these); these were kept, as its figures
-# in MODEL_CARD.md were measured with them. Ranking by score alone (zero weights) was measured and lost (docs/eval.md).
-COEFFICIENTS: Mapping[str, float] = {
-    "bias": -9.8062,
-    "score": 0.0187,
-    "margin": 0.0012,
-    "agreement": -0.0027,
-    "multi_line": -0.0007,
-    "prose": -0.0002,
-    "log_chars": -0.0220,
-}
-# completion.minConfidence's default, chosen on the calibration half: the best precision among thresholds keeping
-# 60% of the right suggestions shown before; with none right there, 0 (the degenerate-text filters only).
-DEFAULT_MIN_CONFIDENCE = 0.0
+CALIBRATION_FILE = "confidence.json"  # a checkpoint's own fit, beside its config.json
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """One model's show-or-stay-silent fit: the coefficients of ``confidence`` and the default threshold.
+
+    Scores mean different things for different models, so the fit travels with the checkpoint
+    (``confidence.json``, written by ``diffill eval calibrate --save MODEL_DIR``) and reaches fim through the
+    engine's ``describe()`` (``"calibration"``), locally and from a ``diffill serve`` box alike. A model without one
+    is ``UNCALIBRATED``: texts rank by their mean token log-probability and nothing but degenerate text is hidden.
+    """
+
+    coefficients: Mapping[str, float]
+    min_confidence: float = 0.0  # completion.minConfidence's default for this model, chosen on the calibration set
+    fitted_on: str = ""  # what the fit saw, for people reading the file
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.coefficients) - set(FEATURES))
+        if unknown:
+            raise ValueError(f"unknown confidence features {', '.join(unknown)}; known: {', '.join(FEATURES)}")
+        for name, value in self.coefficients.items():
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                raise ValueError(f"confidence coefficient {name!r} must be a finite number, got {value!r}")
+        threshold = self.min_confidence
+        if isinstance(threshold, bool) or not isinstance(threshold, int | float) or not 0.0 <= threshold <= 1.0:
+            raise ValueError(f"min_confidence must be a number in [0, 1], got {threshold!r}")
+
+    def confidence(self, signals: Signals) -> float:
+        return confidence(signals, self.coefficients)
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "coefficients": {name: self.coefficients.get(name, 0.0) for name in FEATURES},
+            "min_confidence": self.min_confidence,
+            "fitted_on": self.fitted_on,
+        }
+
+    @classmethod
+    def from_json(cls, data: object) -> Calibration:
+        """A calibration from its JSON form; ValueError saying what is wrong otherwise."""
+        if not isinstance(data, Mapping) or not isinstance(data.get("coefficients"), Mapping):
+            raise ValueError('a calibration is a JSON object with a "coefficients" object')
+        fitted_on = data.get("fitted_on", "")
+        return cls(dict(data["coefficients"]), data.get("min_confidence", 0.0), str(fitted_on))
+
+    @classmethod
+    def of(cls, description: Mapping[str, object]) -> Calibration:
+        """The calibration an engine's ``describe()`` carries, or UNCALIBRATED when it has none."""
+        found = description.get("calibration")
+        return UNCALIBRATED if found is None else cls.from_json(found)
+
+
+UNCALIBRATED = Calibration({"score": 1.0}, 0.0, "none: texts rank by their mean token log-probability")
 
 
 def _sigmoid(z: float) -> float:
     return 1.0 / (1.0 + math.exp(-z)) if z >= 0 else math.exp(z) / (1.0 + math.exp(z))
 
 
-def confidence(signals: Signals, coefficients: Mapping[str, float] = COEFFICIENTS) -> float:
-    """Probability that the candidate is right, in [0, 1]."""
+def confidence(signals: Signals, coefficients: Mapping[str, float]) -> float:
+    """Probability that the candidate is right, in [0, 1], under a fit's coefficients (missing ones are 0)."""
     weights: Sequence[float] = [coefficients.get(name, 0.0) for name in FEATURES]
     return _sigmoid(sum(w * x for w, x in zip(weights, feature_vector(signals), strict=True)))

@@ -13,7 +13,8 @@ candidates that share prefixes cost little more than one.
 What survives is then judged for showing (`fim.confidence`): degenerate text (blank, punctuation-only, repetition
 loops, echoes of the line or of what follows) is dropped, every distinct text gets a calibrated confidence from
 its score, its margin to the next text, how many candidates agree on it, the mode and whether the cursor is in a
-comment or string, and texts below `min_confidence` are dropped. `assess` exposes every step for the eval.
+comment or string (under the model's ``Calibration``), and texts below the threshold (the model's default, or
+the user's `min_confidence`) are dropped. `assess` exposes every step for the eval.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
-from fim.confidence import DEFAULT_MIN_CONFIDENCE, Context, Signals, confidence, degenerate
+from fim.confidence import UNCALIBRATED, Calibration, Context, Signals, degenerate
 from fim.edits import Layout, block_end_variants, cut_points, drop_overlap, drop_repeated_lines, limit_lines
 from fim.edits import reindent as reindent_lines
 from fim.languages import get_parser
@@ -152,9 +153,12 @@ def _document_newline(request: FimRequest) -> str:
     return match.group() if match else "\n"
 
 
-def assess(request: FimRequest, candidates: Sequence[Candidate]) -> list[Assessed]:
-    """Every distinct text the candidates post-process to, with its signals, confidence and any rejection;
-    best confidence first (ties: best score, then the model's order). Syntax-rejected candidates are absent."""
+def assess(
+    request: FimRequest, candidates: Sequence[Candidate], calibration: Calibration = UNCALIBRATED
+) -> list[Assessed]:
+    """Every distinct text the candidates post-process to, with its signals, confidence under the model's
+    `calibration` and any rejection; best confidence first (ties: best score, then the model's order).
+    Syntax-rejected candidates are absent."""
     if not candidates:
         return []
     validator = _Validator.of(request)
@@ -180,13 +184,11 @@ def assess(request: FimRequest, candidates: Sequence[Candidate]) -> list[Assesse
             prose=prose,
             chars=len(text.strip()),
         )
-        assessed.append(Assessed(text, signals, confidence(signals), degenerate(text, context)))
+        assessed.append(Assessed(text, signals, calibration.confidence(signals), degenerate(text, context)))
     return sorted(assessed, key=lambda a: (-a.confidence, -a.signals.score))  # stable: ties keep the model's order
 
 
-def select(
-    request: FimRequest, assessed: Sequence[Assessed], min_confidence: float = DEFAULT_MIN_CONFIDENCE
-) -> list[Candidate]:
+def select(request: FimRequest, assessed: Sequence[Assessed], min_confidence: float = 0.0) -> list[Candidate]:
     """The assessed texts worth showing (not degenerate, at least `min_confidence`), in the document's line ending."""
     newline = _document_newline(request)
     return [
@@ -197,11 +199,16 @@ def select(
 
 
 def postprocess(
-    request: FimRequest, candidates: Sequence[Candidate], min_confidence: float = DEFAULT_MIN_CONFIDENCE
+    request: FimRequest,
+    candidates: Sequence[Candidate],
+    calibration: Calibration = UNCALIBRATED,
+    min_confidence: float | None = None,
 ) -> list[Candidate]:
-    """Truncated, de-duplicated, syntax-checked candidates worth showing, most confident first; rejected,
-    degenerate and less confident than `min_confidence` ones dropped.
+    """Truncated, de-duplicated, syntax-checked candidates worth showing, most confident first (under the model's
+    `calibration`); rejected, degenerate and less confident than `min_confidence` (None: the calibration's
+    default) ones dropped.
 
     Returned texts use the document's line ending and are meant to be inserted at the cursor as they are.
     """
-    return select(request, assess(request, candidates), min_confidence)
+    threshold = calibration.min_confidence if min_confidence is None else min_confidence
+    return select(request, assess(request, candidates, calibration), threshold)

@@ -97,7 +97,15 @@ async def _compute(
         if cached:
             return cached
         job = pipeline.Job(
-            engine, document, cursor, ls.fim, ls.settings.completion, ls.cache, ls.cross_file, ls.workspace
+            engine,
+            document,
+            cursor,
+            ls.fim,
+            ls.settings.completion,
+            ls.cache,
+            ls.cross_file,
+            ls.workspace,
+            ls.calibration,
         )
         texts = await turn.run(functools.partial(pipeline.run, job))
     if not ls.is_current(document.uri, kind, generation, document.version):

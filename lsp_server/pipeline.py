@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from fim.confidence import UNCALIBRATED, Calibration
 from fim.request import FimSettings, ask_engine, build_request
 from fim.validate import Candidate, postprocess
 from lsp_server.cache import CompletionCache
@@ -36,6 +37,7 @@ class Job:
     cache: CompletionCache
     cross_file: CrossFile | None = None
     workspace: Workspace | None = None
+    calibration: Calibration = UNCALIBRATED  # the model's show-or-stay-silent fit (its describe()'s "calibration")
 
 
 def run(job: Job) -> list[str]:
@@ -53,7 +55,7 @@ def run(job: Job) -> list[str]:
     options = SampleOptions(steps=sampling.steps, threshold=sampling.threshold, temperature=sampling.temperature)
     completions = ask_engine(job.engine, request, options, session_id=document.uri, chunks=chunks)
     candidates = [Candidate(c.text, c.score) for c in completions]
-    ranked = postprocess(request, candidates, job.sampling.min_confidence)
+    ranked = postprocess(request, candidates, job.calibration, job.sampling.min_confidence)
     texts = [c.text for c in ranked if c.text]
     job.cache.put(document.language_id, document.text, cursor.offset, texts)
     return texts

@@ -31,6 +31,7 @@ from pygls.io_ import StdoutWriter
 from pygls.lsp.server import LanguageServer
 
 from engine.errors import DiffillError
+from fim.confidence import UNCALIBRATED, Calibration
 from fim.request import FimSettings
 from lsp_server import __version__
 from lsp_server.cache import CompletionCache
@@ -97,6 +98,7 @@ class DiffillServer(LanguageServer):
         self.fim = FimSettings()
         self.engine: CompletionEngine | None = None
         self.engine_info: dict[str, Any] = {}
+        self.calibration = UNCALIBRATED  # the engine's show-or-stay-silent fit
         self.state = LoadState.IDLE
         self.load_error: str | None = None
         self.loaded = asyncio.Event()  # set when a load settles (ready or failed)
@@ -275,7 +277,7 @@ class DiffillServer(LanguageServer):
         """Drop the current engine and load the one the settings select, in the background."""
         self._load_generation += 1
         self._close(self.engine)
-        self.engine, self.engine_info = None, {}
+        self.engine, self.engine_info, self.calibration = None, {}, UNCALIBRATED
         self.state, self.load_error = LoadState.LOADING, None
         self.loaded.clear()
         self.cache.clear()
@@ -305,6 +307,7 @@ class DiffillServer(LanguageServer):
             if token:
                 self.work_done_progress.report(token, types.WorkDoneProgressReport(message="warming up"))
             info = await asyncio.to_thread(describe, engine)
+            calibration = Calibration.of(info)  # a server's malformed fit fails the load, with its message
             fim = fim_settings(settings, info)
             await asyncio.to_thread(warm_up, engine, fim, settings.completion)
         except Exception as exc:
@@ -319,7 +322,7 @@ class DiffillServer(LanguageServer):
             if generation != self._load_generation:  # settings changed meanwhile: the newer load wins
                 self._close(engine)
                 return
-            self.engine, self.engine_info = engine, info
+            self.engine, self.engine_info, self.calibration = engine, info, calibration
             self.fim = fim_settings(self.settings, info)
             self.state = LoadState.READY
             self.log_message(logging.INFO, f"engine ready: {info}")

@@ -18,7 +18,6 @@ from types import MappingProxyType
 from typing import Any
 
 from engine.contract import DEFAULT_PRESET, DTYPES, PRESETS
-from fim.confidence import DEFAULT_MIN_CONFIDENCE
 
 __all__ = [
     "CompletionSettings",
@@ -150,9 +149,10 @@ class CompletionSettings:
     max_lines: int = _setting(12, _int_in(1, 200))
     # Typing bursts arrive ~50-150 ms apart; waiting 75 ms skips most keystrokes the user has already passed.
     debounce_ms: int = _setting(75, _int_in(0, 5000))
-    # Show a suggestion only when its calibrated probability of being right reaches this (fim.confidence); the
-    # default was chosen on held-out FIM tasks (docs/eval.md). 0 shows everything that is not degenerate.
-    min_confidence: float = _setting(DEFAULT_MIN_CONFIDENCE, _float_in(0.0, 1.0))
+    # Show a suggestion only when its calibrated probability of being right reaches this (fim.confidence). None:
+    # the model's own default, chosen on FIM tasks it never trained on (its confidence.json; docs/eval.md).
+    # 0 shows everything that is not degenerate.
+    min_confidence: float | None = _setting(None, _optional(_float_in(0.0, 1.0)))
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ import gzip
 import json
 import math
 import random
+import shutil
 from pathlib import Path
 
 import pytest
@@ -101,7 +102,7 @@ def test_calibrate_fits_the_runs_and_writes_the_tables(fim_dev: Path, tmp_path: 
     out = tmp_path / "calibration"
     assert main(["calibrate", *map(str, runs), "--held-out", str(runs[0]), "--out", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "COEFFICIENTS: Mapping[str, float] = {" in text and "DEFAULT_MIN_CONFIDENCE = " in text
+    assert "## The fit (confidence.json" in text and '"min_confidence":' in text
     assert "| confidence bin | texts | mean predicted | measured right | mean first-line similarity |" in text
     result = json.loads((out / "calibration.json").read_text())
     assert set(result["coefficients"]) >= {"bias", "score", "agreement"}
@@ -151,3 +152,38 @@ def test_decisions_before_and_after_show_or_stay_silent() -> None:
     )
     table = reliability(records, bins=2)
     assert [row["measured"] for row in table] == [0.0, 1.0]
+
+
+def test_a_fit_saved_into_a_checkpoint_travels_with_the_model(fim_dev: Path, tmp_path: Path, capsys) -> None:
+    """`calibrate --save MODEL_DIR` writes confidence.json; the engine loads it, describes it (what editors and
+    `diffill serve` clients read), and `--min-confidence model` applies its threshold; a corrupt one is refused.
+    The shipped model (a copy): random weights give no text worth assessing."""
+    from engine.api import DEFAULT_MODEL, load_engine
+    from engine.errors import CheckpointError
+
+    model = tmp_path / "model"
+    shutil.copytree(DEFAULT_MODEL, model)
+    base = ["jsonl", "--data", str(fim_dev), "--model", str(model), "--threads", "1", "--no-progress"]
+    assert main([*base, "--out", str(tmp_path / "before")]) == 0
+    assert main(["calibrate", str(tmp_path / "before"), "--out", str(tmp_path / "fit"), "--save", str(model)]) == 0
+    saved = json.loads((model / "confidence.json").read_text())
+    assert saved == json.loads((tmp_path / "fit" / "calibration.json").read_text())["fit"]
+    assert set(saved["coefficients"]) == {"bias", "score", "margin", "agreement", "multi_line", "prose", "log_chars"}
+    engine = load_engine(model, device="cpu", threads=1)
+    assert engine.describe()["calibration"] == saved
+    engine.close()
+
+    # The model's own threshold, raised to 1, silences everything; the summary's model_default says so too.
+    (model / "confidence.json").write_text(json.dumps(saved | {"min_confidence": 1.0}))
+    assert main([*base, "--min-confidence", "model", "--out", str(tmp_path / "silent")]) == 0
+    silent = _summary(tmp_path / "silent")
+    assert silent["show_rate"] == 0.0 and silent["model_default"]["shown"] == 0
+    assert main([*base, "--out", str(tmp_path / "all")]) == 0  # the benchmark default, 0: shown as before
+    assert _summary(tmp_path / "all")["show_rate"] == _summary(tmp_path / "before")["show_rate"]
+
+    (model / "confidence.json").write_text('{"coefficients": {"bias": ')
+    with pytest.raises(CheckpointError, match="confidence.json is not a valid confidence calibration"):
+        load_engine(model, device="cpu")
+    capsys.readouterr()
+    assert main(["calibrate", str(tmp_path / "before"), "--save", str(tmp_path), "--out", str(tmp_path / "x")]) != 0
+    assert "not a checkpoint directory (no config.json)" in capsys.readouterr().err

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from fim.confidence import Context, Signals, confidence, degenerate, repetition_loop
+from fim.confidence import UNCALIBRATED, Calibration, Context, Signals, degenerate, repetition_loop
 from fim.request import FimRequest, build_request
 from fim.validate import Candidate, assess, postprocess
 
@@ -22,7 +22,7 @@ def request_at(marked: str, language: str = "python") -> FimRequest:
 
 def shown(marked: str, *texts: str, min_confidence: float = 0.0) -> list[str]:
     candidates = [Candidate(text, -0.1) for text in texts]  # confident, so only the filters can drop them
-    return [c.text for c in postprocess(request_at(marked), candidates, min_confidence)]
+    return [c.text for c in postprocess(request_at(marked), candidates, min_confidence=min_confidence)]
 
 
 @pytest.mark.parametrize("marked", [COMMENT, CODE])
@@ -76,9 +76,45 @@ def test_the_cursor_in_a_comment_or_string_counts_as_prose() -> None:
 
 def test_confidence_is_a_probability_and_the_threshold_moves_what_is_shown() -> None:
     signals = Signals(score=-0.5, margin=0.2, agreement=0.5, multi_line=False, prose=False, chars=10)
-    assert 0.0 < confidence(signals) < 1.0
+    assert 0.0 < UNCALIBRATED.confidence(signals) < 1.0
     assert shown(CODE, "values") == ["values"]
     assert shown(CODE, "values", min_confidence=1.0) == []
+
+
+SIGNALS = Signals(score=-0.5, margin=0.2, agreement=0.5, multi_line=False, prose=False, chars=10)
+
+
+def test_a_model_calibration_ranks_by_its_own_fit_and_sets_the_default_threshold() -> None:
+    request = request_at(CODE)
+    candidates = [Candidate("values", -0.2), Candidate("values[0] + values[1] + values[2]", -0.9)]
+    # Uncalibrated: the better mean log-probability first, everything shown.
+    assert [c.text for c in postprocess(request, candidates)] == ["values", "values[0] + values[1] + values[2]"]
+    # A fit that prizes length over score reorders them; its default threshold keeps the short text back ...
+    longer = Calibration({"bias": -3.0, "log_chars": 1.0}, min_confidence=0.5)
+    ranked = postprocess(request, candidates, longer)
+    assert [c.text for c in ranked] == ["values[0] + values[1] + values[2]"]
+    assert ranked[0].confidence == pytest.approx(longer.confidence(assess(request, candidates[1:])[0].signals))
+    # ... and the user's threshold overrides the model's default.
+    assert len(postprocess(request, candidates, longer, min_confidence=0.0)) == 2
+    assert postprocess(request, candidates, longer, min_confidence=1.0) == []
+
+
+def test_a_calibration_round_trips_through_json_and_refuses_what_it_cannot_use() -> None:
+    fit = Calibration({"bias": -2.0, "score": 1.5}, 0.25, "tests")
+    again = Calibration.from_json(fit.to_json())
+    assert again.confidence(SIGNALS) == pytest.approx(fit.confidence(SIGNALS)) and again.min_confidence == 0.25
+    assert Calibration.of({"name": "m"}) is UNCALIBRATED
+    assert Calibration.of({"calibration": fit.to_json()}).min_confidence == 0.25
+    bad = [
+        ([], "a JSON object"),
+        ({"coefficients": {"bias": 1.0, "colour": 2.0}}, "unknown confidence features colour"),
+        ({"coefficients": {"score": float("nan")}}, "'score' must be a finite number"),
+        ({"coefficients": {"score": "1"}}, "'score' must be a finite number"),
+        ({"coefficients": {}, "min_confidence": 1.5}, "min_confidence must be a number in [0, 1]"),
+    ]
+    for data, message in bad:
+        with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
+            Calibration.from_json(data)
 
 
 def test_agreeing_candidates_are_counted_once_with_their_share() -> None:

@@ -8,6 +8,8 @@ deterministically rather than by racing the model.
 
 from __future__ import annotations
 
+import json
+import shutil
 import uuid
 
 import pytest
@@ -299,7 +301,7 @@ async def test_positions_outside_the_document_get_clean_answers(client):
     assert before["errors"] == 0
 
 
-async def test_min_confidence_one_keeps_every_suggestion_back(client, checkpoint):
+async def test_min_confidence_one_keeps_every_suggestion_back(client, checkpoint, tmp_path):
     """completion.minConfidence reaches fim.validate: at 1.0 nothing is confident enough to show."""
     lines = PYTHON.split("\n")
     spots = [(i, len(line) // 2 + 1) for i, line in enumerate(lines) if line.strip()]  # every code line, mid-line
@@ -318,3 +320,16 @@ async def test_min_confidence_one_keeps_every_suggestion_back(client, checkpoint
         for spot in shown:
             open_document(quiet, uris[spot], texts[spot])
             assert await inline(quiet, uris[spot], *spot) == []
+
+    # The model's own default threshold (its confidence.json) does the same with no setting at all, and the user's
+    # setting overrides it.
+    model = tmp_path / "calibrated"
+    shutil.copytree(checkpoint, model)
+    (model / "confidence.json").write_text(json.dumps({"coefficients": {"score": 1.0}, "min_confidence": 1.0}))
+    for settings, expect_shown in ((SETTINGS, False), (SETTINGS | {"completion": {"minConfidence": 0.0}}, True)):
+        async with lsp_session("--model", str(model), init_options=settings) as session:
+            status = await wait_for_model(session)
+            assert status["state"] == "ready"
+            for spot in shown:
+                open_document(session, uris[spot], texts[spot])
+                assert bool(await inline(session, uris[spot], *spot)) is expect_shown
