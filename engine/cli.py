@@ -98,8 +98,9 @@ def cmd_complete(args: argparse.Namespace) -> int:
         preset=args.preset,
         dtype=args.dtype,
     )
-    print(f"loaded {engine.describe()} in {time.perf_counter() - t0:.2f}s ({threads} CPU threads)", file=sys.stderr)
     description = engine.describe()
+    shown = {k: v for k, v in description.items() if k != "calibration"} | {"calibrated": "calibration" in description}
+    print(f"loaded {shown} in {time.perf_counter() - t0:.2f}s ({threads} CPU threads)", file=sys.stderr)
     settings = FimSettings().fitted(description.get("max_text_tokens"), description.get("max_canvas"))
     calibration = Calibration.of(description)
     request = build_request(text, offset, language, settings, engine.count_tokens)
