@@ -15,12 +15,19 @@ Usage, on the event loop:
         texts = await turn.run(work)      # the thread keeps the turn until it returns
 
 The counters are what `diffill/stats` reports, so tests and benchmarks can check the promise by counts.
+
+Every model call runs on the gate's one worker thread (`ModelGate.executor`), and so does everything else that
+runs torch in the server (loading, warming up, closing an engine: `ModelGate.call`). With OpenMP each thread
+that runs torch code gets its own pool of worker threads; a model that is loaded on one thread and run on others
+was measured 15-25% slower per request on the 2-core CPU than one that lives on a single thread
+(docs/speed.md, round 5).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -52,7 +59,7 @@ class Turn:
         if self.handed_over:
             raise RuntimeError("a turn runs one model call")
         counts = self._gate.counts
-        future = asyncio.get_running_loop().run_in_executor(None, work)
+        future = asyncio.get_running_loop().run_in_executor(self._gate.executor, work)
         self.handed_over = True
         counts.model_calls += 1
         counts.model_in_flight += 1
@@ -72,6 +79,12 @@ class ModelGate:
     def __init__(self) -> None:
         self._lock = asyncio.Lock()
         self.counts = GateCounts()
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="diffill-model")
+
+    async def call(self, work: Callable[..., T], *args: Any) -> T:
+        """Engine work that is not a completion (load, warm-up, close, forget) on the model's thread, in order
+        with the model calls; it takes no turn, so it never counts as a model call."""
+        return await asyncio.get_running_loop().run_in_executor(self.executor, work, *args)
 
     @asynccontextmanager
     async def turn(self) -> AsyncIterator[Turn]:

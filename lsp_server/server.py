@@ -200,7 +200,7 @@ class DiffillServer(LanguageServer):
             del self._latest[key]
         self.cross_file.forget(uri)
         if self.engine is not None:  # drops the document's context cache; it takes the engine lock
-            self.spawn(asyncio.to_thread(self.engine.forget, uri))
+            self.spawn(self.gate.call(self.engine.forget, uri))
 
     def spawn(self, work: Awaitable[T]) -> asyncio.Task[T]:
         """Run `work` in the background, keeping a reference (asyncio only keeps weak ones) and logging failures."""
@@ -286,7 +286,7 @@ class DiffillServer(LanguageServer):
 
     def _close(self, engine: CompletionEngine | None) -> None:
         if engine is not None:  # a RemoteEngine pools connections, a LocalEngine holds context caches
-            self.spawn(asyncio.to_thread(engine.close))
+            self.spawn(self.gate.call(engine.close))
 
     async def _progress_token(self) -> str | None:
         if not get_capability(self.client_capabilities, "window.work_done_progress", False):
@@ -303,13 +303,13 @@ class DiffillServer(LanguageServer):
             begin = types.WorkDoneProgressBegin(title="Diffill", message=f"loading the {what}", cancellable=False)
             self.work_done_progress.begin(token, begin)
         try:
-            engine = await asyncio.to_thread(create_engine, settings, self.default_model)
+            engine = await self.gate.call(create_engine, settings, self.default_model)
             if token:
                 self.work_done_progress.report(token, types.WorkDoneProgressReport(message="warming up"))
-            info = await asyncio.to_thread(describe, engine)
+            info = await self.gate.call(describe, engine)
             calibration = Calibration.of(info)  # a server's malformed fit fails the load, with its message
             fim = fim_settings(settings, info)
-            await asyncio.to_thread(warm_up, engine, fim, settings.completion)
+            await self.gate.call(warm_up, engine, fim, settings.completion)
         except Exception as exc:
             if generation == self._load_generation:
                 self.state, self.load_error = LoadState.FAILED, str(exc) or type(exc).__name__
