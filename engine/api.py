@@ -15,9 +15,9 @@ import json
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
@@ -39,6 +39,7 @@ from engine.runner import DiffillRunner, Runner, run_to_end
 from engine.sessions import SessionStore
 from fim.confidence import CALIBRATION_FILE, Calibration
 
+T = TypeVar("T")
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 DEFAULT_MODEL = WEIGHTS_DIR / "default"
 DEFAULT_AR_MODEL = WEIGHTS_DIR / "default-ar"
@@ -162,6 +163,29 @@ def pin_threads(threads: int | None) -> None:
     """
     if threads is not None and torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
+
+
+def in_passing_thread(work: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """`work(*args, **kwargs)` in a thread that ends with it: its result, or its exception raised here.
+
+    With OpenMP every thread that runs torch code keeps a pool of worker threads, and a model loaded on one thread
+    and run on another was measured 15-25% slower per request on a 2-core CPU (docs/speed.md, round 5); loading
+    on a thread that then ends leaves no such pool behind for the thread that runs the model.
+    """
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["result"] = work(*args, **kwargs)
+        except BaseException as e:  # re-raised in the caller's thread
+            box["error"] = e
+
+    thread = threading.Thread(target=target, name="diffill-load")
+    thread.start()
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    return box["result"]
 
 
 def load_engine(

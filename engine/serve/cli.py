@@ -138,10 +138,13 @@ def main(argv: list[str] | None = None) -> int:
             logging.warning("serving with a token but without TLS: the token crosses the network in clear text")
         logging.info("open-file limit %d", raise_fd_limit())
         sock = bind(config.host, config.port)  # a busy port fails here, before seconds of model loading
-        from engine.api import load_engine
+        from engine.api import in_passing_thread, load_engine
 
         t0 = time.perf_counter()
-        engine = load_engine(args.model, device=args.device, preset=args.preset, dtype=args.dtype, threads=args.threads)
+        # The scheduler's thread runs the model; loading here on the main thread would leave an OpenMP pool behind.
+        engine = in_passing_thread(
+            load_engine, args.model, device=args.device, preset=args.preset, dtype=args.dtype, threads=args.threads
+        )
         logging.info("loaded %s in %.2fs", engine.describe(), time.perf_counter() - t0)
         asyncio.run(serve_forever(engine, config, sock))
     except DiffillError as e:

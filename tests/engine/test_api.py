@@ -48,3 +48,19 @@ def test_a_local_model_runs_in_bfloat16_when_asked_and_refuses_unknown_types(tin
     assert load_engine(tiny_checkpoint, device="cpu", dtype="float32").describe()["dtype"] == "float32"
     with pytest.raises(ValueError, match="dtype"):
         load_engine(tiny_checkpoint, device="cpu", dtype="int3")
+
+
+def test_loading_in_a_passing_thread_returns_the_engine_or_raises_its_error(tiny_checkpoint, tmp_path) -> None:
+    """What `diffill serve` loads with: the work runs on another thread that ends, its result or error comes back."""
+    import threading
+
+    from engine.errors import CheckpointError
+
+    seen = []
+    engine = api.in_passing_thread(
+        lambda: seen.append(threading.current_thread()) or load_engine(tiny_checkpoint, device="cpu", threads=1)
+    )
+    assert seen[0] is not threading.current_thread() and not seen[0].is_alive()
+    assert engine.describe()["max_canvas"] > 0
+    with pytest.raises(CheckpointError):
+        api.in_passing_thread(load_engine, tmp_path / "missing", device="cpu")
