@@ -31,6 +31,26 @@ def test_remote_engine_round_trips_and_equals_local_engine(server, reference) ->
     remote.close()
 
 
+def test_a_box_hands_its_model_calibration_to_its_clients(tiny_checkpoint, tmp_path) -> None:
+    """The checkpoint's confidence.json reaches editors through /v1/info, as fim reads it."""
+    import json
+    import shutil
+
+    from engine.api import load_engine
+    from engine.serve.app import ServeConfig
+    from engine.serve.server import ServeThread
+    from fim.confidence import Calibration
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_checkpoint, model)
+    fit = {"coefficients": {"bias": -2.0, "score": 1.5}, "min_confidence": 0.25, "fitted_on": "a test"}
+    (model / "confidence.json").write_text(json.dumps(fit))
+    with ServeThread(load_engine(model, device="cpu"), ServeConfig(port=0)) as box, RemoteEngine(box.url) as remote:
+        calibration = Calibration.of(remote.describe())
+    assert calibration.min_confidence == 0.25 and calibration.fitted_on == "a test"
+    assert calibration.coefficients["score"] == 1.5 and calibration.coefficients["margin"] == 0.0
+
+
 def test_remote_errors_are_clear(make_server) -> None:
     server = make_server(tokens=("right",), max_body_bytes=4096)
     kwargs = dict(language="python", canvas_length=8, num_candidates=1)
