@@ -1,11 +1,11 @@
 """``diffill eval``: FIM benchmarks on any completion backend, side by side (see docs/eval.md).
 
-    diffill eval humaneval-infilling --set single-line [BACKEND] [--limit N] [--out DIR]
+    diffill eval humaneval-infilling --set single-line [--half calibration|held-out] [BACKEND] [--limit N] [--out DIR]
     diffill eval safim --data DIR --split {block,control,api} [--lang python,java,cpp,csharp] [BACKEND]
     diffill eval santacoder-fim --data FILE [--lang python,javascript,java] [BACKEND]
     diffill eval repo PATH [--languages python,go] [--n N] [--seed S] [--cross-file] [BACKEND]
     diffill eval jsonl --data FILE [--half calibration|held-out] [--limit N] [BACKEND]
-    diffill eval calibrate RUN_DIR... [--held-out RUN_DIR...] [--out DIR]
+    diffill eval calibrate RUN_DIR... [--held-out RUN_DIR...] [--out DIR] [--save MODEL_DIR]
     diffill eval report RUN_DIR... [--out DIR]
     diffill eval speed [--set single-line] [--steps 1 2 4 8 16] [--thresholds 0.5 0.7 0.9 1.0] [--limit N]
 
