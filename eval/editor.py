@@ -103,9 +103,6 @@ class GenConfig:
     # the model's own default (its calibration's, what an editor applies when the user sets nothing).
     min_confidence: float | None = 0.0
 
-    def threshold(self, calibration: Calibration) -> float:
-        return calibration.min_confidence if self.min_confidence is None else self.min_confidence
-
 
 @dataclass(frozen=True)
 class Generation:
@@ -178,7 +175,7 @@ def _samples(
         return ()
     n = config.n + 1  # row 0 is greedy
     rows = ask_engine(engine, request, config.options, num_candidates=n, session_id=session, chunks=chunks)[1:]
-    threshold = config.threshold(calibration)
+    threshold = calibration.threshold(config.min_confidence)
     kept = [postprocess(request, [Candidate(c.text, c.score)], calibration, threshold) for c in rows]
     return tuple(k[0].text if k else "" for k in kept)
 
@@ -216,7 +213,7 @@ def generate(
     raw = ask_engine(engine, request, config.options, session_id=session, chunks=chunks)
     t1 = time.perf_counter()
     assessed = assess(request, [Candidate(c.text, c.score) for c in raw], calibration)
-    ranked = select(request, assessed, config.threshold(calibration))
+    ranked = select(request, assessed, calibration.threshold(config.min_confidence))
     t2 = time.perf_counter()
     stats = _engine_stats(engine) | (
         {"chunks": float(len(chunks)), "collect_ms": (t0 - t_collect) * 1e3} if chunks_for else {}

@@ -186,6 +186,10 @@ class Calibration:
     def confidence(self, signals: Signals) -> float:
         return confidence(signals, self.coefficients)
 
+    def threshold(self, min_confidence: float | None) -> float:
+        """The threshold in force: the user's `min_confidence`, or this model's default when it is None."""
+        return self.min_confidence if min_confidence is None else min_confidence
+
     def to_json(self) -> dict[str, object]:
         return {
             "coefficients": {name: self.coefficients.get(name, 0.0) for name in FEATURES},

@@ -210,5 +210,4 @@ def postprocess(
 
     Returned texts use the document's line ending and are meant to be inserted at the cursor as they are.
     """
-    threshold = calibration.min_confidence if min_confidence is None else min_confidence
-    return select(request, assess(request, candidates, calibration), threshold)
+    return select(request, assess(request, candidates, calibration), calibration.threshold(min_confidence))
