@@ -63,6 +63,7 @@ def test_speed_sweep_writes_table_json_and_plot(tiny_checkpoint, tiny_ar_checkpo
     assert main([*argv, "--limit", "2", "--steps", "1", "4", "--thresholds", "0.9", "--out", str(out), *COMMON]) == 0
     report = json.loads((out / "speed.json").read_text())
     assert [p["label"] for p in report["points"]] == ["K=1, τ=0.9", "K=4, τ=0.9", "AR"]
+    assert all({"edit_similarity", "show_rate"} <= set(p) for p in report["points"])
     assert "| autoregressive | AR |" in (out / "speed.md").read_text()
     pytest.importorskip("matplotlib")
     assert (out / "speed.png").read_bytes().startswith(b"\x89PNG")

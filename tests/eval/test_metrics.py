@@ -97,11 +97,11 @@ def test_requests_follow_the_set_mode_and_the_engine_limits() -> None:
     assert (custom.canvas_length, custom.num_candidates) == (8, 3)
 
 
-def _point(model: str, steps: int | None, pass1: float, p50: float, tps: float):
+def _point(model: str, steps: int | None, pass1: float, p50: float, tps: float, similarity: float = 0.5):
     from eval.speed import Point
 
     threshold = None if steps is None else 0.9
-    return Point(model, steps, threshold, 100, pass1, pass1, 0.0, p50, p50 * 2, tps)
+    return Point(model, steps, threshold, 100, pass1, pass1, 0.0, similarity, 0.9, p50, p50 * 2, tps)
 
 
 def test_equal_quality_picks_the_fastest_diffusion_point_at_least_as_good_as_ar() -> None:
@@ -114,4 +114,17 @@ def test_equal_quality_picks_the_fastest_diffusion_point_at_least_as_good_as_ar(
     assert match["diffusion"] == "K=4, τ=0.9"
     assert match["latency_speedup_p50"] == pytest.approx(2.5) and match["tokens_per_s_ratio"] == pytest.approx(3.0)
     assert equal_quality(points[:1] + [ar])["diffusion"] is None  # nothing reaches the AR twin
-    assert equal_quality([*points[:2], _point("autoregressive", None, 0.0, 1.0, 1.0)]) is None
+    assert equal_quality([*points[:2], _point("autoregressive", None, 0.0, 1.0, 1.0, similarity=0.0)]) is None
+
+
+def test_equal_quality_needs_edit_similarity_too() -> None:
+    """Issue 14 judges quality by pass@1 and first-line edit similarity: more passes with worse lines is not equal."""
+    from eval.speed import equal_quality
+
+    ar = _point("autoregressive", None, 0.40, 100.0, 200.0, similarity=0.27)
+    fast = _point("diffusion", 4, 0.45, 40.0, 600.0, similarity=0.20)  # passes more, writes worse first lines
+    slow = _point("diffusion", 8, 0.41, 90.0, 300.0, similarity=0.28)
+    assert equal_quality([fast, slow, ar])["diffusion"] == "K=8, τ=0.9"
+    match = equal_quality([fast, ar])
+    assert match["diffusion"] is None and match["best_diffusion"] == "K=4, τ=0.9"
+    assert match["pass1_gap"] == pytest.approx(-0.05) and match["edit_similarity_gap"] == pytest.approx(0.07)
