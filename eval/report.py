@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from eval.plotting import pyplot
+from eval.plotting import log_latency_axis, pyplot
 from eval.showing import plot_curves
 from eval.suites.files import DataError
 
@@ -120,10 +120,6 @@ def plot(rows: Sequence[Row], path: Path) -> bool:
     plt = pyplot("plot")
     if plt is None:
         return False
-    import matplotlib.ticker
-
-    from eval.speed import minor_label
-
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     suites = sorted({r.suite for r in rows})
     colours = {suite: f"C{i % 10}" for i, suite in enumerate(suites)}
@@ -137,9 +133,7 @@ def plot(rows: Sequence[Row], path: Path) -> bool:
     for suite in suites:
         metric = next(r.metric for r in rows if r.suite == suite)
         ax.scatter([], [], marker="o", color=colours[suite], label=f"{suite} ({metric})")
-    ax.set_xscale("log")
-    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:g}"))
-    ax.xaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(minor_label))
+    log_latency_axis(ax, [max(r.p50_ms, MIN_LATENCY_MS) for r in rows if not math.isnan(r.quality)])
     ax.set_ylim(0, 1.05)
     ax.set_xlabel("p50 latency per completion (ms, log scale; squares: reference rows)")
     ax.set_ylabel("quality (suite's headline metric)")

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from eval.editor import GenConfig
 from eval.humaneval import ExecCache, Problem, evaluate
 from eval.metrics import mean
-from eval.plotting import pyplot
+from eval.plotting import log_latency_axis, pyplot
 
 if TYPE_CHECKING:
     from engine.contract import CompletionEngine
@@ -175,22 +175,15 @@ def markdown(points: Sequence[Point], meta: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def minor_label(value: float, _: int) -> str:
-    """Label 2x and 5x minor ticks of a log axis, so a range within one decade still reads."""
-    return f"{value:g}" if f"{value:e}"[0] in "25" else ""
-
-
 QUALITY = (("pass1", "pass@1 (editor)"), ("edit_similarity", "first-line edit similarity"))
 
 
 def plot(points: Sequence[Point], path: Path, title: str) -> bool:
     """Quality against p50 latency, one panel per quality measure (pass@1, first-line edit similarity): a line per
-    threshold (labelled by steps), a star for the AR twin."""
+    threshold (labelled by steps), a star for the AR twin and a dashed line at half its p50 (issue 14's target)."""
     plt = pyplot("speed.png")
     if plt is None:
         return False
-    import matplotlib.ticker
-
     fig, axes = plt.subplots(1, len(QUALITY), figsize=(12, 4.5))
     for ax, (field, name) in zip(axes, QUALITY, strict=True):
         value = operator.attrgetter(field)
@@ -203,9 +196,8 @@ def plot(points: Sequence[Point], path: Path, title: str) -> bool:
             if p.model == "autoregressive":
                 star = {"marker": "*", "s": 200, "color": "black", "zorder": 3}
                 ax.scatter([p.p50_ms], [value(p)], label="autoregressive twin", **star)
-        ax.set_xscale("log")
-        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
-        ax.xaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(minor_label))
+                ax.axvline(p.p50_ms / 2, color="grey", linestyle="--", linewidth=1, label="half the AR twin's p50")
+        log_latency_axis(ax, [p.p50_ms for p in points] + [p.p50_ms / 2 for p in points if p.steps is None])
         ax.set_ylim(0, max(0.05, 1.1 * max(value(p) for p in points)))
         ax.set_xlabel("p50 latency per completion (ms, log scale)")
         ax.set_ylabel(name)
