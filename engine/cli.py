@@ -212,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: half the cores, 1..4)")
     p.add_argument("--steps", type=int, default=8)
     p.add_argument("--threshold", type=float, default=0.9)
-    p.add_argument("--temperature", type=float, default=0.8)
+    p.add_argument("--temperature", type=float, default=None, help="of the alternatives (default: the model's own)")
     p.add_argument("--candidates", type=int, default=None, help="default: per mode (fim settings)")
     p.add_argument("--canvas", type=int, default=None, help="canvas tokens (default: per mode)")
     p.add_argument("--seed", type=int, default=0)

@@ -17,13 +17,16 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, runtime_checkable
 
 # Weight/activation types a local model can run in. "auto" (engine.checkpoint.default_dtype): bfloat16 on GPUs and
 # on CPUs with AMX / AVX512-BF16 (a warm single-line request took 368 instead of 825 CPU-ms, docs/speed.md), else
 # float32.
 DTYPES = ("auto", "float32", "bfloat16")
+
+# The alternatives' temperature of a model that names none (its checkpoint's `temperature`, the adapters' presets).
+DEFAULT_TEMPERATURE = 0.8
 
 MAX_CANDIDATES = 64  # one batch of candidates per request; more is a client error, not a bigger batch
 # How a released coder samples (engine.adapters.presets): "fast" for typing (the request's steps, threshold and
@@ -50,8 +53,9 @@ class SampleOptions:
     # (Fast-dLLM's parallel-decoding threshold) while committing easy tokens (indentation, brackets) in bulk.
     threshold: float = 0.9
     # Temperature of candidates after the first; 0 = greedy. The first candidate is always greedy so that one
-    # candidate is the model's single best guess.
-    temperature: float = 0.8
+    # candidate is the model's single best guess. None: the model's own (``DEFAULT_TEMPERATURE`` unless its
+    # checkpoint says otherwise; the runner fills it in, ``with_temperature``).
+    temperature: float | None = None
     seed: int = 0
     early_exit: bool = True
     # Diffusion canvases start this long and grow by as much only while the middle has not ended inside them
@@ -76,7 +80,7 @@ class SampleOptions:
             raise ValueError(f"max_lines must be >= 0, got {self.max_lines}")
         if not 0.0 <= self.threshold <= 1.0:
             raise ValueError(f"threshold must be in [0, 1], got {self.threshold}")
-        if self.temperature < 0:
+        if self.temperature is not None and not self.temperature >= 0:
             raise ValueError(f"temperature must be >= 0, got {self.temperature}")
 
 
@@ -103,6 +107,13 @@ class CompletionRequest:
     session_id: str | None = None  # the editor document whose context cache to reuse; None = a private one
     request_id: str = field(default_factory=lambda: secrets.token_hex(8))
     chunks: tuple[ContextChunk, ...] = ()
+
+
+def with_temperature(request: CompletionRequest, default: float) -> CompletionRequest:
+    """`request` with the model's `default` temperature where its options leave it to the model (None)."""
+    if request.options.temperature is not None:
+        return request
+    return replace(request, options=replace(request.options, temperature=default))
 
 
 @dataclass(frozen=True)

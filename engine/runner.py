@@ -38,7 +38,7 @@ import torch
 from torch import Tensor
 
 from engine.cache import ContextCache, KVCache
-from engine.contract import Completion, CompletionRequest, SampleOptions, fit_canvas
+from engine.contract import Completion, CompletionRequest, SampleOptions, fit_canvas, with_temperature
 from engine.layout import N_CONTEXT_TAGS, context_tokens, encode_chunks
 from engine.model import DiffillModel
 from engine.sample import (
@@ -370,6 +370,7 @@ class DiffillRunner(TokenizedRunner):
 
     def prepare(self, request: CompletionRequest) -> Prompt:
         tok = self.tokenizer
+        request = with_temperature(request, self.model.config.temperature)
         prefix, suffix = tok.encode(request.prefix), tok.encode(request.suffix)
         chunks = encode_chunks(tok.encode, request.chunks, request.language)
         context = context_tokens(tok, prefix, suffix, request.language, self.max_context, chunks)
@@ -427,4 +428,5 @@ class DiffillRunner(TokenizedRunner):
             "max_context": self.max_context,
             "max_text_tokens": self.max_context - N_CONTEXT_TAGS,  # prefix + suffix (fim budgets against it)
             "max_canvas": self.max_canvas,
+            "temperature": self.model.config.temperature,  # what a request that leaves it to the model gets
         }

@@ -64,7 +64,9 @@ def add_sampling_arguments(p: argparse.ArgumentParser, *, sweep: bool, seed: boo
     if not sweep:
         p.add_argument("--steps", type=int, default=8, help="denoising step budget")
         p.add_argument("--threshold", type=float, default=0.9, help="confidence threshold for parallel commits")
-    p.add_argument("--temperature", type=float, default=0.8, help="temperature of candidates after the first")
+    p.add_argument(
+        "--temperature", type=float, help="temperature of candidates after the first (default: the model's own)"
+    )
     if seed:
         p.add_argument("--seed", type=int, default=0)
     p.add_argument("--mode", choices=sorted(MODES), help="request mode (default: the suite's, else auto)")
@@ -329,7 +331,7 @@ def run_command(
 
 
 def cmd_humaneval(args: argparse.Namespace) -> int:
-    if not 1 <= args.n <= 63 or (args.n > 1 and args.temperature <= 0):
+    if not 1 <= args.n <= 63 or (args.n > 1 and args.temperature is not None and args.temperature <= 0):
         raise UsageError("--n must be in [1, 63], and --n > 1 needs --temperature > 0 (else every sample is the same)")
     data = data_dir(args)
     spec = backend_spec(args)

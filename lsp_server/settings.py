@@ -143,7 +143,8 @@ class CompletionSettings:
     # Sampler knobs, passed to engine.sample.SampleOptions (same ranges).
     steps: int = _setting(8, _int_in(1, 256))
     threshold: float = _setting(0.9, _float_in(0.0, 1.0))
-    temperature: float = _setting(0.8, _float_in(0.0, 10.0))
+    # None: the model's own (its checkpoint's `temperature`, tuned per model; engine.contract.with_temperature).
+    temperature: float | None = _setting(None, _optional(_float_in(0.0, 10.0)))
     # None: fim's per-mode defaults (more for short single-line canvases, fewer for multi-line ones).
     candidates: int | None = _setting(None, _optional(_int_in(1, 16)))
     max_lines: int = _setting(12, _int_in(1, 200))

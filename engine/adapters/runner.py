@@ -58,7 +58,16 @@ from engine.adapters.weights import load_tensors, tensor_locations
 from engine.cache import ContextCache
 from engine.checkpoint import default_dtype, resolve_device
 from engine.config import read_config
-from engine.contract import DEFAULT_PRESET, Completion, CompletionRequest, ContextChunk, SampleOptions, fit_canvas
+from engine.contract import (
+    DEFAULT_PRESET,
+    DEFAULT_TEMPERATURE,
+    Completion,
+    CompletionRequest,
+    ContextChunk,
+    SampleOptions,
+    fit_canvas,
+    with_temperature,
+)
 from engine.errors import CheckpointError
 from engine.layout import encode_chunks, fit_chunks, fit_context
 from engine.runner import Prompt, StepBudget, TokenizedRunner, run_to_end
@@ -276,7 +285,7 @@ def fill_layout(
 ) -> tuple[Tensor, Tensor]:
     """Fill a laid-out prompt for n candidates through the request path's state (as ``LocalEngine`` drives it):
     canvas tokens and commit log-probabilities, (n, L) each. For benchmarks and tests on raw layouts."""
-    request = CompletionRequest("", "", "other", layout.canvas_len, n, options)
+    request = with_temperature(CompletionRequest("", "", "other", layout.canvas_len, n, options), DEFAULT_TEMPERATURE)
     state = AdapterState(Prompt(request, layout.tokens, layout.canvas_len, len(layout.tokens), layout), sampling,
                          banned, model.embed.weight.device)  # fmt: skip
     run_to_end(state, lambda states: step_logits(model, states))

@@ -73,13 +73,17 @@ def copy_checkpoint(src: Path, dst: Path) -> Path:
         (lambda d: (d / "config.json").unlink(), "config.json"),
         (lambda d: (d / "config.json").write_text("{not json"), "config.json"),
         (lambda d: (d / "config.json").write_text('{"d_model": 63}'), "config.json"),
+        (lambda d: (d / "config.json").write_text('{"temperature": -1}'), "config.json"),
         (lambda d: (d / "tokenizer.json").unlink(), "tokenizer.json"),
         (lambda d: (d / "tokenizer.json").write_text("garbage"), "tokenizer.json"),
         (lambda d: (d / "model.safetensors").unlink(), "model.safetensors"),
         (lambda d: truncate(d / "model.safetensors"), "model.safetensors"),
         (lambda d: (d / "model.safetensors").write_bytes(b"\x00" * 64), "model.safetensors"),
     ],
-    ids=["no-config", "bad-json", "bad-config", "no-tokenizer", "bad-tokenizer", "no-weights", "truncated", "garbage"],
+    ids=[
+        *("no-config", "bad-json", "bad-config", "bad-temperature", "no-tokenizer", "bad-tokenizer", "no-weights"),
+        *("truncated", "garbage"),
+    ],
 )
 def test_damaged_checkpoint_errors_name_the_file(tiny_checkpoint: Path, tmp_path: Path, damage, expected) -> None:
     d = copy_checkpoint(tiny_checkpoint, tmp_path / "ckpt")

@@ -7,7 +7,7 @@ import torch
 
 from engine.api import LocalEngine
 from engine.checkpoint import load_checkpoint
-from engine.contract import CompletionRequest, SampleOptions
+from engine.contract import DEFAULT_TEMPERATURE, CompletionRequest, SampleOptions
 from engine.runner import DiffillRunner, run_to_end
 from engine.sample import Prediction, candidate_scores, confidence_peaks, denoise_step, predict
 
@@ -46,6 +46,31 @@ def test_same_seed_same_output_other_seed_differs(engine) -> None:
     assert torch.equal(a, b)
     assert not torch.equal(a[1:], c[1:])
     assert torch.equal(a[0], c[0])  # the first candidate is greedy whatever the seed
+
+
+def test_a_request_that_leaves_the_temperature_to_the_model_gets_its_checkpoints(tiny_checkpoint, tmp_path) -> None:
+    """SampleOptions.temperature None: the checkpoint's `temperature` (config.json), applied by the runner."""
+    import json
+    import shutil
+
+    warm = tmp_path / "warm"
+    shutil.copytree(tiny_checkpoint, warm)
+    config = json.loads((warm / "config.json").read_text())
+    (warm / "config.json").write_text(json.dumps({**config, "temperature": 3.0}))
+    engine = LocalEngine(DiffillRunner(*load_checkpoint(warm, device="cpu")))
+    assert engine.describe()["temperature"] == 3.0
+    own, _ = run_fill(engine, SampleOptions(seed=5), n=4)
+    assert torch.equal(own, run_fill(engine, SampleOptions(seed=5, temperature=3.0), n=4)[0])
+    assert not torch.equal(own[1:], run_fill(engine, SampleOptions(seed=5, temperature=0.3), n=4)[0][1:])
+    default = LocalEngine(DiffillRunner(*load_checkpoint(tiny_checkpoint, device="cpu")))  # names none: 0.8
+    assert default.describe()["temperature"] == DEFAULT_TEMPERATURE == 0.8
+    same = run_fill(default, SampleOptions(seed=5, temperature=DEFAULT_TEMPERATURE), n=4)[0]
+    assert torch.equal(run_fill(default, SampleOptions(seed=5), n=4)[0], same)
+
+
+def test_a_negative_temperature_is_refused() -> None:
+    with pytest.raises(ValueError, match="temperature must be >= 0"):
+        SampleOptions(temperature=-0.1)
 
 
 def prediction(tokens: list[list[int]], conf: list[list[float]], content=None, content_conf=None) -> Prediction:

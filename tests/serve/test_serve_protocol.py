@@ -47,6 +47,14 @@ def test_native_request_built_by_the_client_is_what_the_server_parses() -> None:
     assert (parsed.options, parsed.session_id, parsed.request_id) == (options, "d", "r")
 
 
+def test_a_request_without_a_temperature_leaves_it_to_the_servers_model() -> None:
+    """No temperature (absent or null on the wire) stays None, so the server's runner applies its model's own."""
+    wire = native_request("p", "s", language="go", canvas_length=16, num_candidates=2, options=SampleOptions())
+    assert parse_native(wire, LIMITS).options.temperature is None
+    assert parse_native({"prefix": "p"}, LIMITS).options.temperature is None
+    assert parse_native({"prefix": "p", "temperature": 0}, LIMITS).options.temperature == 0.0
+
+
 @pytest.mark.parametrize(
     "fields,status",
     [
