@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from engine.contract import DEFAULT_TEMPERATURE
+from engine.contract import DEFAULT_TEMPERATURE, check_temperature
 from engine.errors import CheckpointError
 
 MODEL_TYPE = "diffill"
@@ -65,8 +65,7 @@ class ModelConfig:
             raise ValueError(f"head_dim ({self.head_dim}) must be even for rotary embeddings")
         if self.shift_logits and self.causal_canvas:
             raise ValueError("shift_logits is for the diffusion model; the AR twin predicts the next token already")
-        if not self.temperature >= 0:
-            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        check_temperature(self.temperature)
         if self.model_type != MODEL_TYPE:
             raise ValueError(f"model_type must be {MODEL_TYPE!r}, got {self.model_type!r}")
 

@@ -39,6 +39,12 @@ DEFAULT_PRESET = "fast"
 MAX_CHUNKS = 64
 
 
+def check_temperature(value: float | None) -> None:
+    """A temperature (None: left to the model) must be a number >= 0 (NaN is not)."""
+    if value is not None and not value >= 0:
+        raise ValueError(f"temperature must be >= 0, got {value}")
+
+
 def check_preset(name: str) -> str:
     if name not in PRESETS:
         raise ValueError(f"preset must be one of {', '.join(PRESETS)}, got {name!r}")
@@ -80,8 +86,7 @@ class SampleOptions:
             raise ValueError(f"max_lines must be >= 0, got {self.max_lines}")
         if not 0.0 <= self.threshold <= 1.0:
             raise ValueError(f"threshold must be in [0, 1], got {self.threshold}")
-        if self.temperature is not None and not self.temperature >= 0:
-            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        check_temperature(self.temperature)
 
 
 @dataclass(frozen=True)

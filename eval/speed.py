@@ -197,7 +197,7 @@ def plot(points: Sequence[Point], path: Path, title: str) -> bool:
                 star = {"marker": "*", "s": 200, "color": "black", "zorder": 3}
                 ax.scatter([p.p50_ms], [value(p)], label="autoregressive twin", **star)
                 ax.axvline(p.p50_ms / 2, color="grey", linestyle="--", linewidth=1, label="half the AR twin's p50")
-        log_latency_axis(ax, [p.p50_ms for p in points] + [p.p50_ms / 2 for p in points if p.steps is None])
+        log_latency_axis(ax, [p.p50_ms for p in points] + [p.p50_ms / 2 for p in points if p.model == "autoregressive"])
         ax.set_ylim(0, max(0.05, 1.1 * max(value(p) for p in points)))
         ax.set_xlabel("p50 latency per completion (ms, log scale)")
         ax.set_ylabel(name)

@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 
 from engine.adapters.families import A2D_QWEN2, A2D_QWEN3, CODA, DREAM, LLADA, OPEN_DCODER, Family
 from engine.adapters.sampler import AdapterSampling
-from engine.contract import DEFAULT_PRESET, DEFAULT_TEMPERATURE, SampleOptions, check_preset
+from engine.contract import DEFAULT_PRESET, SampleOptions, check_preset
 
 
 @dataclass(frozen=True)
@@ -47,8 +47,6 @@ class Preset:
             steps = math.ceil(canvas / self.tokens_per_step)
         threshold = requested.threshold if self.threshold is None else self.threshold
         temperature = requested.temperature if self.temperature is None else self.temperature
-        if temperature is None:  # left to the model: a released coder's fast sampling has no tuned one
-            temperature = DEFAULT_TEMPERATURE
         return replace(requested, steps=max(1, steps), threshold=threshold, temperature=temperature)
 
 

@@ -225,6 +225,8 @@ class AdapterRunner(TokenizedRunner):
         extra = chunk_region(tok, request.chunks, request.language, room - len(before) - len(after))
         layout = build_layout(self.family, tok, before, after, canvas, extra)
         requested = len(prefix) + len(suffix) + self._format_tokens
+        # Left to the model (None): a released coder's fast sampling has no tuned temperature of its own.
+        request = with_temperature(request, DEFAULT_TEMPERATURE)
         request = replace(request, options=self.preset.options(request.options, canvas))
         return Prompt(request, layout.tokens, canvas, requested_tokens=requested, layout=layout)
 

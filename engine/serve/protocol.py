@@ -170,13 +170,18 @@ def get_float(data: Mapping[str, Any], key: str, default: float, lo: float, hi: 
     return float(value)
 
 
+def get_opt_float(data: Mapping[str, Any], key: str, lo: float, hi: float) -> float | None:
+    value = data.get(key)
+    return None if value is None else get_float(data, key, lo, lo, hi)
+
+
 def sample_options(data: Mapping[str, Any], temperature: float | None, seed: int = 0) -> SampleOptions:
     """A request's sampling; `temperature` where it names none (None: the model's own, ``with_temperature``)."""
-    asked = data.get("temperature")
+    asked = get_opt_float(data, "temperature", 0.0, 100.0)
     return SampleOptions(
         steps=get_int(data, "steps", SampleOptions.steps, 1, MAX_STEPS),
         threshold=get_float(data, "threshold", SampleOptions.threshold, 0.0, 1.0),
-        temperature=temperature if asked is None else get_float(data, "temperature", 0.0, 0.0, 100.0),
+        temperature=temperature if asked is None else asked,
         seed=get_int(data, "seed", seed, 0, MAX_SEED),
         max_lines=get_int(data, "max_lines", 0, 0, MAX_LINES),
     )
