@@ -16,6 +16,11 @@ from engine.errors import CheckpointError
 
 MODEL_TYPE = "diffill"
 
+# Tokens a sampled candidate draws from at each position when a checkpoint names no `top_k`. 16, not 64: topk over
+# a 12k vocabulary for 4 x 32 positions took 9.9 ms at k=64 and 4.8 at k=16 (1 CPU thread); a warm request 298 ->
+# 271 CPU-ms.
+DEFAULT_TOP_K = 16
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -52,6 +57,9 @@ class ModelConfig:
     # shows a line on 82% of HumanEval-Infilling single-line problems at 1.2, 73% at 0.8; its AR twin does best at
     # 0.8).
     temperature: float = DEFAULT_TEMPERATURE
+    # How many of a position's likeliest tokens a sampled candidate draws from (``engine.sample.predict``); tuned per
+    # model beside the temperature, since the two move together (docs/speed.md, round 7).
+    top_k: int = DEFAULT_TOP_K
     model_type: str = MODEL_TYPE
 
     def __post_init__(self) -> None:
@@ -66,6 +74,8 @@ class ModelConfig:
         if self.shift_logits and self.causal_canvas:
             raise ValueError("shift_logits is for the diffusion model; the AR twin predicts the next token already")
         check_temperature(self.temperature)
+        if isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < 1:
+            raise ValueError(f"top_k must be an integer >= 1, got {self.top_k!r}")
         if self.model_type != MODEL_TYPE:
             raise ValueError(f"model_type must be {MODEL_TYPE!r}, got {self.model_type!r}")
 

@@ -183,11 +183,20 @@ class DiffusionState:
     part: tuple[int, int] | None = None  # a forward covers the whole canvas (``CanvasRows``: rows of it)
 
     def __init__(
-        self, prompt: Prompt, cache: KVCache, *, mask_id: int, eos_id: int, banned: Tensor, breaks: Tensor | None
+        self,
+        prompt: Prompt,
+        cache: KVCache,
+        *,
+        mask_id: int,
+        eos_id: int,
+        banned: Tensor,
+        breaks: Tensor | None,
+        top_k: int,
     ) -> None:
         req, device = prompt.request, cache.k.device
         opts = req.options
         self.options, self.cache, self.mask_id, self.eos_id, self.banned = opts, cache, mask_id, eos_id, banned
+        self.top_k = top_k
         self.breaks = breaks if opts.max_lines else None
         self.generator = torch.Generator(device=device).manual_seed(opts.seed)
         self.candidates, self.target = req.num_candidates, prompt.canvas_length
@@ -216,7 +225,7 @@ class DiffusionState:
         """One step from the logits of ``step_columns`` (all canvas positions unless ``columns`` narrowed them)."""
         opts, columns = self.options, self.step_columns
         self.step_columns = None
-        pred = predict(logits, self.temps, self.banned, self.generator, self.eos_id)
+        pred = predict(logits, self.temps, self.banned, self.generator, self.eos_id, self.top_k)
         if columns is not None:  # positions outside `columns` are committed in every row: denoise_step skips them
             pred = Prediction(*(self._spread(part, columns, fill) for part, fill in zip(pred, _UNUSED, strict=True)))
         left = max(self.segment_budget - self.segment_steps, 1)
@@ -309,11 +318,19 @@ class AutoregressiveState(StepBudget):
     """
 
     def __init__(
-        self, prompt: Prompt, cache: KVCache, last_logits: Tensor, *, eos_id: int, banned: Tensor, breaks: Tensor | None
+        self,
+        prompt: Prompt,
+        cache: KVCache,
+        last_logits: Tensor,
+        *,
+        eos_id: int,
+        banned: Tensor,
+        breaks: Tensor | None,
+        top_k: int,
     ) -> None:
         req, device = prompt.request, cache.k.device
         n, length = req.num_candidates, prompt.canvas_length
-        self.options, self.eos_id, self.banned, self.length = req.options, eos_id, banned, length
+        self.options, self.eos_id, self.banned, self.length, self.top_k = req.options, eos_id, banned, length, top_k
         self.generator = torch.Generator(device=device).manual_seed(req.options.seed)
         self.rows = cache.repeat(n, capacity=cache.length + length)
         self.temps = row_temperatures(n, req.options.temperature, device)
@@ -331,7 +348,7 @@ class AutoregressiveState(StepBudget):
 
     def step(self, logits: Tensor) -> None:
         i = self.steps_done
-        pred = predict(logits[:, None], self.temps, self.banned, self.generator, self.eos_id)  # (N, 1)
+        pred = predict(logits[:, None], self.temps, self.banned, self.generator, self.eos_id, self.top_k)  # (N, 1)
         token, prob = pred.tokens[:, 0], pred.conf[:, 0]
         self.out[:, i] = torch.where(self.done, self.eos_id, token)
         self.logp[:, i] = torch.where(self.done, 0.0, prob.clamp_min(1e-12).log())
@@ -387,14 +404,10 @@ class DiffillRunner(TokenizedRunner):
         last_logits, computed = ctx.update(self.model, prompt.tokens)
         tok = self.tokenizer
         breaks = self.line_breaks if prompt.request.options.max_lines else None
+        common = {"eos_id": tok.eos_id, "banned": self._banned, "breaks": breaks, "top_k": self.model.config.top_k}
         if self.autoregressive:
-            state = AutoregressiveState(prompt, ctx.cache, last_logits, eos_id=tok.eos_id, banned=self._banned,
-                                        breaks=breaks)  # fmt: skip
-            return state, computed
-        state = DiffusionState(
-            prompt, ctx.cache, mask_id=tok.mask_id, eos_id=tok.eos_id, banned=self._banned, breaks=breaks
-        )
-        return state, computed
+            return AutoregressiveState(prompt, ctx.cache, last_logits, **common), computed
+        return DiffusionState(prompt, ctx.cache, mask_id=tok.mask_id, **common), computed
 
     def forward(self, states: list[Any]) -> list[Tensor]:
         if self.autoregressive:  # per-candidate caches of different lengths: one extend per request
@@ -429,4 +442,5 @@ class DiffillRunner(TokenizedRunner):
             "max_text_tokens": self.max_context - N_CONTEXT_TAGS,  # prefix + suffix (fim budgets against it)
             "max_canvas": self.max_canvas,
             "temperature": self.model.config.temperature,  # what a request that leaves it to the model gets
+            "top_k": self.model.config.top_k,
         }

@@ -37,11 +37,6 @@ __all__ = [
 ]
 
 
-# Tokens a sampled candidate draws from at each position (see `predict`). 16, not 64: topk over a 12k vocabulary
-# for 4 x 32 positions took 9.9 ms at k=64 and 4.8 at k=16 (1 CPU thread); a warm request 298 -> 271 CPU-ms.
-TOP_K = 16
-
-
 def row_temperatures(n: int, temperature: float, device: torch.device | str) -> Tensor:
     """(n, 1, 1): the first row greedy (0), the others at `temperature`."""
     temps = torch.full((n, 1, 1), temperature, device=device)
@@ -66,14 +61,15 @@ class Prediction(NamedTuple):
 
 
 def predict(
-    logits: Tensor, temps: Tensor, banned: Tensor, generator: torch.Generator | None, eos_id: int, top_k: int = TOP_K
+    logits: Tensor, temps: Tensor, banned: Tensor, generator: torch.Generator | None, eos_id: int, top_k: int
 ) -> Prediction:
     """Tokens and their probabilities for every position. logits (B, L, V); temps (B, 1, 1).
 
-    Sampled rows draw from the tempered distribution restricted to its `top_k` most likely tokens and report the
-    drawn token's tempered probability; greedy rows (temp 0) take the most likely token. Every row also ends its
-    middle (<eos>) wherever <eos> is the single most likely token, so a sampled row does not fill the end of the
-    canvas, where the model says "the middle is over" more than anything else, with content it drew at random.
+    Sampled rows draw from the tempered distribution restricted to its `top_k` most likely tokens (the model's
+    ``ModelConfig.top_k``) and report the drawn token's tempered probability; greedy rows (temp 0) take the most
+    likely token. Every row also ends its middle (<eos>) wherever <eos> is the single most likely token, so a
+    sampled row does not fill the end of the canvas, where the model says "the middle is over" more than anything
+    else, with content it drew at random.
     (``denoise_step`` lets <eos> go only where every later position is <eos> too, so an uncertain <eos> early in
     the canvas cannot cut a middle short.) On the first 200 HumanEval-Infilling single-line problems, first-line
     edit similarity 0.123 with the earlier rule (greedy rows end where p(<eos>) >= 0.5, sampled rows only where

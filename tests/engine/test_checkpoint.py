@@ -74,6 +74,8 @@ def copy_checkpoint(src: Path, dst: Path) -> Path:
         (lambda d: (d / "config.json").write_text("{not json"), "config.json"),
         (lambda d: (d / "config.json").write_text('{"d_model": 63}'), "config.json"),
         (lambda d: (d / "config.json").write_text('{"temperature": -1}'), "config.json"),
+        (lambda d: (d / "config.json").write_text('{"top_k": 0}'), "config.json"),
+        (lambda d: (d / "config.json").write_text('{"top_k": 2.5}'), "config.json"),
         (lambda d: (d / "tokenizer.json").unlink(), "tokenizer.json"),
         (lambda d: (d / "tokenizer.json").write_text("garbage"), "tokenizer.json"),
         (lambda d: (d / "model.safetensors").unlink(), "model.safetensors"),
@@ -81,7 +83,17 @@ def copy_checkpoint(src: Path, dst: Path) -> Path:
         (lambda d: (d / "model.safetensors").write_bytes(b"\x00" * 64), "model.safetensors"),
     ],
     ids=[
-        *("no-config", "bad-json", "bad-config", "bad-temperature", "no-tokenizer", "bad-tokenizer", "no-weights"),
+        *(
+            "no-config",
+            "bad-json",
+            "bad-config",
+            "bad-temperature",
+            "top-k-0",
+            "top-k-float",
+            "no-tokenizer",
+            "bad-tokenizer",
+            "no-weights",
+        ),
         *("truncated", "garbage"),
     ],
 )

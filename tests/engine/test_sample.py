@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+
 import pytest
 import torch
 
 from engine.api import LocalEngine
 from engine.checkpoint import load_checkpoint
+from engine.config import DEFAULT_TOP_K
 from engine.contract import DEFAULT_TEMPERATURE, CompletionRequest, SampleOptions
 from engine.runner import DiffillRunner, run_to_end
 from engine.sample import Prediction, candidate_scores, confidence_peaks, denoise_step, predict
@@ -50,13 +54,7 @@ def test_same_seed_same_output_other_seed_differs(engine) -> None:
 
 def test_a_request_that_leaves_the_temperature_to_the_model_gets_its_checkpoints(tiny_checkpoint, tmp_path) -> None:
     """SampleOptions.temperature None: the checkpoint's `temperature` (config.json), applied by the runner."""
-    import json
-    import shutil
-
-    warm = tmp_path / "warm"
-    shutil.copytree(tiny_checkpoint, warm)
-    config = json.loads((warm / "config.json").read_text())
-    (warm / "config.json").write_text(json.dumps({**config, "temperature": 3.0}))
+    warm = with_config(tiny_checkpoint, tmp_path / "warm", temperature=3.0)
     engine = LocalEngine(DiffillRunner(*load_checkpoint(warm, device="cpu")))
     assert engine.describe()["temperature"] == 3.0
     own, _ = run_fill(engine, SampleOptions(seed=5), n=4)
@@ -66,6 +64,39 @@ def test_a_request_that_leaves_the_temperature_to_the_model_gets_its_checkpoints
     assert default.describe()["temperature"] == DEFAULT_TEMPERATURE == 0.8
     same = run_fill(default, SampleOptions(seed=5, temperature=DEFAULT_TEMPERATURE), n=4)[0]
     assert torch.equal(run_fill(default, SampleOptions(seed=5), n=4)[0], same)
+
+
+def with_config(checkpoint, dst, **fields):
+    """A copy of `checkpoint` whose config.json has `fields` changed."""
+    shutil.copytree(checkpoint, dst)
+    config = json.loads((dst / "config.json").read_text())
+    (dst / "config.json").write_text(json.dumps({**config, **fields}))
+    return dst
+
+
+@pytest.mark.parametrize("twin", ["diffusion", "autoregressive"])
+def test_the_alternatives_draw_from_the_models_own_top_k(tiny_checkpoint, small_tokenizer, tmp_path, twin) -> None:
+    """config.json `top_k`: with 1 every sampled candidate takes the likeliest token, as the greedy one does; the
+    default (16) lets them differ. Both twins' states read it."""
+    from engine.checkpoint import save_checkpoint
+    from engine.config import preset
+    from engine.model import DiffillModel
+
+    checkpoint = tiny_checkpoint
+    if twin == "autoregressive":
+        torch.manual_seed(0)
+        model = DiffillModel(preset("tiny", vocab_size=small_tokenizer.vocab_size, causal_canvas=True)).eval()
+        checkpoint = save_checkpoint(tmp_path / "ar", model, small_tokenizer)
+    options = SampleOptions(seed=5, temperature=3.0)
+    default = LocalEngine(DiffillRunner(*load_checkpoint(checkpoint, device="cpu")))
+    assert default.describe()["top_k"] == DEFAULT_TOP_K == 16
+    spread, _ = run_fill(default, options, n=4)
+    assert not all(torch.equal(spread[0], row) for row in spread[1:])
+    narrow = LocalEngine(DiffillRunner(*load_checkpoint(with_config(checkpoint, tmp_path / "k1", top_k=1))))
+    assert narrow.describe()["top_k"] == 1
+    one, _ = run_fill(narrow, options, n=4)
+    assert all(torch.equal(one[0], row) for row in one[1:])
+    assert torch.equal(one[0], spread[0])  # the greedy candidate does not depend on top_k
 
 
 def test_a_negative_temperature_is_refused() -> None:
@@ -118,7 +149,7 @@ def test_every_row_ends_the_middle_where_eos_is_the_likeliest_token() -> None:
     probs[0, 0, eos], probs[0, 0, 4:9] = 0.3, torch.tensor([0.2, 0.15, 0.15, 0.1, 0.1])
     probs[0, 1, eos], probs[0, 1, 5], probs[0, 1, 6] = 0.35, 0.45, 0.2
     greedy = torch.zeros(1, 1, 1)
-    pred = predict(probs.log(), greedy, torch.tensor([0, 1]), torch.Generator().manual_seed(0), eos)
+    pred = predict(probs.log(), greedy, torch.tensor([0, 1]), torch.Generator().manual_seed(0), eos, DEFAULT_TOP_K)
     assert pred.tokens.tolist() == [[eos, 5]]
     assert pred.content.tolist() == [[4, 5]]  # where <eos> may not go yet, the best content token
     assert pred.conf[0, 0].item() == pytest.approx(0.3, rel=1e-4)
@@ -126,7 +157,9 @@ def test_every_row_ends_the_middle_where_eos_is_the_likeliest_token() -> None:
     # as the model says.
     hot = torch.ones(1, 1, 1)
     logits = probs.log().expand(4000, 2, vocab)
-    draws = predict(logits, hot.expand(4000, 1, 1), torch.tensor([0, 1]), torch.Generator().manual_seed(0), eos)
+    draws = predict(
+        logits, hot.expand(4000, 1, 1), torch.tensor([0, 1]), torch.Generator().manual_seed(0), eos, DEFAULT_TOP_K
+    )
     assert (draws.tokens[:, 0] == eos).all()
     assert (draws.tokens[:, 1] == eos).float().mean().item() == pytest.approx(0.35, abs=0.03)
 
