@@ -20,6 +20,12 @@
 #   (one data process made ~92k tokens/s on the busy 2-core VM, so ~12 workers for ~1M tokens/s; PRESET=cpu-7m
 #   suits that budget better than cpu-4m.)
 #
+# CONTINUE_STEPS=N adds a third stage: both twins trained N steps more on the same further batches (seed 2), with a
+# fresh warm-up and cosine (CONTINUE_LR), and those are exported. CONTINUE_FROM=DIR continues the pair in DIR
+# (default/ and default-ar/, e.g. engine/weights: all a bare machine has) instead of this run's twins, skipping
+# stages 1-2; the round-7 pair of MODEL_CARD.md was made so:
+#   CONTINUE_FROM=engine/weights CONTINUE_STEPS=2400 EXPORT=runs/weights bash scripts/train_default.sh
+#
 # MAX_MINUTES caps each stage's wall time (it stops with a checkpoint; re-run to continue). Weights are exported
 # (bf16, shards < 16 MiB) to $EXPORT/default and $EXPORT/default-ar once both twins have finished.
 set -euo pipefail
@@ -45,6 +51,9 @@ EVAL_EVERY=${EVAL_EVERY:-250}
 THREADS=${THREADS:-1}               # base threads (1 beat 2 on a busy 2-core VM); each twin gets half, min 1
 DATA_WORKERS=${DATA_WORKERS:-0}   # processes cutting and tokenizing examples (a GPU needs ~12)
 MAX_MINUTES=${MAX_MINUTES:-}
+CONTINUE_STEPS=${CONTINUE_STEPS:-0}
+CONTINUE_LR=${CONTINUE_LR:-1e-3}
+CONTINUE_FROM=${CONTINUE_FROM:-}
 mkdir -p "$RUNS"
 
 if [ ! -f "$CORPUS/train.jsonl" ]; then
@@ -55,7 +64,7 @@ if [ ! -f "$CORPUS/train.jsonl" ]; then
   [ -n "$BENCH" ] || { echo "set BENCHMARKS to the HumanEval-Infilling directory (decontamination)" >&2; exit 2; }
   $PY -m engine.cli corpus --out "$CORPUS" --benchmarks "$BENCH"
 fi
-[ -f "$RUNS/tokenizer.json" ] || $PY -c "
+[ -n "$CONTINUE_FROM" ] || [ -f "$RUNS/tokenizer.json" ] || $PY -c "
 from pathlib import Path
 from engine.tokenizer import train_tokenizer
 from engine.train import corpus_sample
@@ -70,6 +79,25 @@ finished() {  # run directory, steps: has that run checkpointed its last step?
   [ -f "$1/train_state/step.json" ] && grep -q "\"step\": $2," "$1/train_state/step.json"
 }
 
+# Two runs side by side from $1 (diffusion) and $2 (AR), same batches: train_twins DIR STEPS ARGS...
+train_twins() {
+  local dir=$1 steps=$2 from_diffusion=$3 from_ar=$4
+  shift 4
+  local threads=$(( THREADS > 1 ? THREADS / 2 : 1 ))
+  mkdir -p "$dir"
+  finished "$dir/diffusion" "$steps" || OMP_NUM_THREADS=$threads $PY -m engine.cli train "${common[@]}" \
+    --init-from "$from_diffusion" --steps "$steps" "$@" "${shift_flag[@]}" --out "$dir/diffusion" >> "$dir/diffusion.log" 2>&1 &
+  finished "$dir/ar" "$steps" || OMP_NUM_THREADS=$threads $PY -m engine.cli train "${common[@]}" \
+    --init-from "$from_ar" --steps "$steps" "$@" --autoregressive --out "$dir/ar" >> "$dir/ar.log" 2>&1 &
+  wait
+  for run in diffusion ar; do
+    finished "$dir/$run" "$steps" || { echo "$dir/$run stopped before its last step; re-run to continue" >&2; exit 3; }
+  done
+}
+shift_flag=(--no-shift-logits)
+[ "$SHIFT" = 1 ] && shift_flag=(--shift-logits)
+
+if [ -z "$CONTINUE_FROM" ]; then
 # Stage 1: the AR base, float32 export (the twins start from it).
 echo "AR base: $RUNS/base ($BASE_STEPS steps)" >&2
 finished "$RUNS/base" "$BASE_STEPS" || OMP_NUM_THREADS=$THREADS $PY -m engine.cli train "${common[@]}" --out "$RUNS/base" --autoregressive \
@@ -78,27 +106,38 @@ finished "$RUNS/base" "$BASE_STEPS" || OMP_NUM_THREADS=$THREADS $PY -m engine.cl
 finished "$RUNS/base" "$BASE_STEPS" || { echo "AR base stopped before its last step; re-run to continue" >&2; exit 3; }
 
 # Stage 2: both twins from the base, side by side, same batches (seed 1: data the base's stream did not start on).
-twin_threads=$(( THREADS > 1 ? THREADS / 2 : 1 ))
-shift_flag=(--no-shift-logits)
-[ "$SHIFT" = 1 ] && shift_flag=(--shift-logits)
 # The twins live under a directory named after the base step they branch from: raising BASE_STEPS later continues
 # the base (flat learning rate, so nothing is lost) and then adapts fresh twins from the longer base.
 TWINS=$RUNS/twins-$BASE_STEPS
-mkdir -p "$TWINS"
-stage2=(--init-from "$RUNS/base/model" --seed 1 --steps "$ADAPT_STEPS" --lr "$ADAPT_LR" --warmup 20
-        --cross-file-rate "$CROSS_FILE_RATE")
 echo "twins: $TWINS/diffusion and $TWINS/ar ($ADAPT_STEPS steps each)" >&2
-finished "$TWINS/diffusion" "$ADAPT_STEPS" || OMP_NUM_THREADS=$twin_threads $PY -m engine.cli train "${common[@]}" \
-  "${stage2[@]}" "${shift_flag[@]}" --out "$TWINS/diffusion" >> "$TWINS/diffusion.log" 2>&1 &
-finished "$TWINS/ar" "$ADAPT_STEPS" || OMP_NUM_THREADS=$twin_threads $PY -m engine.cli train "${common[@]}" \
-  "${stage2[@]}" --autoregressive --out "$TWINS/ar" >> "$TWINS/ar.log" 2>&1 &
-wait
-for run in diffusion ar; do
-  finished "$TWINS/$run" "$ADAPT_STEPS" || { echo "$run stopped before its last step; re-run to continue" >&2; exit 3; }
-done
+train_twins "$TWINS" "$ADAPT_STEPS" "$RUNS/base/model" "$RUNS/base/model" --seed 1 --lr "$ADAPT_LR" --warmup 20 \
+  --cross-file-rate "$CROSS_FILE_RATE"
+from_diffusion=$TWINS/diffusion/model
+from_ar=$TWINS/ar/model
+else
+# The pair in CONTINUE_FROM, copied once: the export below may replace it (EXPORT=engine/weights), and a resumed
+# run reads its starting weights again.
+TWINS=$RUNS/from-$(basename "$CONTINUE_FROM")
+if [ ! -d "$TWINS/start" ]; then
+  rm -rf "$TWINS/start.tmp" && mkdir -p "$TWINS/start.tmp"
+  cp -r "$CONTINUE_FROM/default" "$CONTINUE_FROM/default-ar" "$TWINS/start.tmp/"
+  mv "$TWINS/start.tmp" "$TWINS/start"
+fi
+from_diffusion=$TWINS/start/default
+from_ar=$TWINS/start/default-ar
+fi
+
+# Stage 3 (CONTINUE_STEPS > 0): both twins further, same batches (seed 2), fresh warm-up and cosine.
+if [ "$CONTINUE_STEPS" -gt 0 ]; then
+  echo "continued twins: $TWINS/continued-$CONTINUE_STEPS ($CONTINUE_STEPS steps each)" >&2
+  train_twins "$TWINS/continued-$CONTINUE_STEPS" "$CONTINUE_STEPS" "$from_diffusion" "$from_ar" --seed 2 \
+    --lr "$CONTINUE_LR" --warmup 50 --cross-file-rate "$CROSS_FILE_RATE"
+  from_diffusion=$TWINS/continued-$CONTINUE_STEPS/diffusion/model
+  from_ar=$TWINS/continued-$CONTINUE_STEPS/ar/model
+fi
 
 mkdir -p "$EXPORT"
 rm -rf "$EXPORT/default" "$EXPORT/default-ar"
-cp -r "$TWINS/diffusion/model" "$EXPORT/default"
-cp -r "$TWINS/ar/model" "$EXPORT/default-ar"
+cp -r "$from_diffusion" "$EXPORT/default"
+cp -r "$from_ar" "$EXPORT/default-ar"
 echo "exported: $EXPORT/default $EXPORT/default-ar" >&2

@@ -62,3 +62,23 @@ def test_recipe_trains_and_exports_both_twins_from_one_base(tmp_path: Path) -> N
     assert "resumed from" in paths["base"].read_text().removeprefix(logs["base"])
     assert (runs / "twins-6" / "diffusion" / "model" / "config.json").is_file()
     assert paths["diffusion"].read_text() == logs["diffusion"]
+    # Stage 3: both twins continued on further batches, exported from there.
+    more = {**env, "BASE_STEPS": "6", "CONTINUE_STEPS": "2"}
+    subprocess.run(["bash", str(SCRIPT)], env=more, check=True, capture_output=True, timeout=300)
+    continued = runs / "twins-6" / "continued-2"
+    for run in ("diffusion", "ar"):
+        assert (
+            f"starting from the weights of {runs / 'twins-6' / run / 'model'}" in (continued / f"{run}.log").read_text()
+        )
+    for name, run in (("default", "diffusion"), ("default-ar", "ar")):
+        exported = (tmp_path / "weights" / name / "model.safetensors").read_bytes()
+        assert exported == (continued / run / "model" / "model.safetensors").read_bytes()
+    # CONTINUE_FROM: a pair on its own (all a bare machine has) is continued without a base or a tokenizer run.
+    alone = {**more, "RUNS": str(tmp_path / "runs2"), "EXPORT": str(tmp_path / "weights2")}
+    alone["CONTINUE_FROM"] = str(tmp_path / "weights")
+    subprocess.run(["bash", str(SCRIPT)], env=alone, check=True, capture_output=True, timeout=300)
+    assert not (tmp_path / "runs2" / "base").exists() and not (tmp_path / "runs2" / "tokenizer.json").exists()
+    assert (tmp_path / "runs2" / "from-weights" / "continued-2" / "ar" / "model" / "config.json").is_file()
+    diffusion2, tok2 = load_checkpoint(tmp_path / "weights2" / "default", device="cpu")
+    assert diffusion2.config == diffusion.config and tok2.to_json() == tok.to_json()
+    assert load_checkpoint(tmp_path / "weights2" / "default-ar", device="cpu")[0].config.causal_canvas
