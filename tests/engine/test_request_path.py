@@ -20,6 +20,7 @@ REFERENCE = Path(__file__).parent / "data" / "reference_completions.json"
 # and when forced commits went to confidence peaks first (engine.sample.confidence_peaks), which changes texts.
 # Again when every row ended its middle where <eos> is the likeliest token, and the shipped configs' max_context
 # became the 384 tokens the pair trained on (longer contexts are cut to it); and for the twins of the 4,500-step base.
+# Again when the shipped diffusion model's own top-k became 8 (its config.json; sampled candidates only).
 # Re-recorded whenever the shipped weights change (``python -m tests.engine.test_request_path``).
 # The cases cover both canvas lengths, several candidates, temperature, steps and threshold, and a second language.
 CASES = [
