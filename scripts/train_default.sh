@@ -79,7 +79,7 @@ finished() {  # run directory, steps: has that run checkpointed its last step?
   [ -f "$1/train_state/step.json" ] && grep -q "\"step\": $2," "$1/train_state/step.json"
 }
 
-# Two runs side by side from $1 (diffusion) and $2 (AR), same batches: train_twins DIR STEPS ARGS...
+# Both twins side by side, same batches: train_twins DIR STEPS FROM_DIFFUSION FROM_AR [train args...]
 train_twins() {
   local dir=$1 steps=$2 from_diffusion=$3 from_ar=$4
   shift 4
