@@ -68,9 +68,12 @@ class SampleOptions:
     # (the last position is not <eos>); None = the whole canvas from the first step. Each segment gets its share
     # of `steps` (16 of 32 positions: half). Most single-line middles end within 16 tokens (docs/speed.md).
     initial_canvas: int | None = None
-    # Steps the greedy candidate runs alone before the other candidates branch off its canvas (0 = all
-    # candidates from the first step): early steps commit what every candidate would agree on anyway.
+    # Steps the trunk runs before the candidates branch off it (0 = all candidates from the first step); at the
+    # branching step each trunk row's logits are shared by its share of the candidates, which draw their own
+    # tokens from them: a branch costs no forward until the step after it (``engine.runner.DiffusionState``).
     branch_after: int = 0
+    # Rows of the trunk: the greedy candidate and trunk - 1 sampled ones.
+    trunk: int = 1
     # Stop a candidate once its text holds this many line breaks (0 = no limit): the editor shows one line in
     # single-line mode, so nothing after the first line break is worth a step (fim's ``FimRequest.max_lines``).
     max_lines: int = 0
@@ -82,6 +85,8 @@ class SampleOptions:
             raise ValueError(f"initial_canvas must be >= 1, got {self.initial_canvas}")
         if self.branch_after < 0:
             raise ValueError(f"branch_after must be >= 0, got {self.branch_after}")
+        if self.trunk < 1:
+            raise ValueError(f"trunk must be >= 1, got {self.trunk}")
         if self.max_lines < 0:
             raise ValueError(f"max_lines must be >= 0, got {self.max_lines}")
         if not 0.0 <= self.threshold <= 1.0:

@@ -174,9 +174,10 @@ class DiffusionState:
     row's last position is not <eos> (its middle did not end inside the canvas); each segment gets its share of
     ``options.steps`` (the full canvas's tokens per step: 16 of 32 positions get 4 of 8 steps), so a middle that
     ends early costs less and one that does not costs what the full canvas would; only positions still masked in
-    some row get logits. With
-    ``options.branch_after = k`` the greedy candidate runs alone for k steps, then the other candidates branch off
-    its canvas and sample their own continuations. With ``options.max_lines`` a row is over once its committed text
+    some row get logits; the first step, where every row's canvas is fully masked, runs one row (``shared``). With
+    ``options.branch_after = k`` the trunk (the greedy candidate, and ``options.trunk`` - 1 sampled ones) runs alone
+    for k steps, then the other candidates branch off it: the (k+1)-th step's draws come from the trunk's logits
+    (``_fan_out``), and the candidates sample their own continuations. With ``options.max_lines`` a row is over once its committed text
     holds that many line breaks (``engine.sample.end_at_line_limit``): the positions after it need no steps.
     """
 
@@ -202,14 +203,20 @@ class DiffusionState:
         self.candidates, self.target = req.num_candidates, prompt.canvas_length
         self.grow_by = min(opts.initial_canvas or self.target, self.target)
         self.segment_budget = max(1, math.ceil(opts.steps * self.grow_by / self.target))  # steps per segment
-        rows = 1 if opts.branch_after and self.candidates > 1 else self.candidates
-        self.canvas = torch.full((rows, self.grow_by), mask_id, dtype=torch.long, device=device)  # (N, L)
+        self.steps_done = 0
+        rows = self.rows_for_step()
+        self.canvas = torch.full((rows, self.grow_by), mask_id, dtype=torch.long, device=device)  # (rows, L)
         self.masked = torch.ones_like(self.canvas, dtype=torch.bool)
         self.logp = torch.zeros(self.canvas.shape, device=device)
         self.temps = row_temperatures(rows, opts.temperature, device)
-        self.steps_done = 0
         self.segment_steps = 0  # steps since the canvas last grew
         self.step_columns: Tensor | None = None
+
+    @property
+    def shared(self) -> bool:
+        """Every row's canvas is the same (the first step's: fully masked), so one row's forward gives every row's
+        logits (``DiffillRunner.forward``)."""
+        return self.steps_done == 0
 
     def columns(self) -> Tensor | None:
         """Canvas positions still masked in some row: the only logits the next step needs (None = every position).
@@ -225,6 +232,7 @@ class DiffusionState:
         """One step from the logits of ``step_columns`` (all canvas positions unless ``columns`` narrowed them)."""
         opts, columns = self.options, self.step_columns
         self.step_columns = None
+        logits = self._fan_out(logits)
         pred = predict(logits, self.temps, self.banned, self.generator, self.eos_id, self.top_k)
         if columns is not None:  # positions outside `columns` are committed in every row: denoise_step skips them
             pred = Prediction(*(self._spread(part, columns, fill) for part, fill in zip(pred, _UNUSED, strict=True)))
@@ -234,8 +242,6 @@ class DiffusionState:
             end_at_line_limit(self.canvas, self.masked, self.logp, self.breaks, opts.max_lines, self.eos_id)
         self.steps_done += 1
         self.segment_steps += 1
-        if self.canvas.shape[0] < self.candidates and self.steps_done >= opts.branch_after:
-            self._branch()
 
     def split(self, rows: int) -> list[DiffusionState | CanvasRows]:
         """The next step's forward in parts of at most `rows` canvas rows (``row_slices``); [self] when it fits.
@@ -266,8 +272,8 @@ class DiffusionState:
         if flag & 2:
             self._grow()
             return False
-        if self.canvas.shape[0] < self.candidates:  # finished before branching: every candidate is the greedy one
-            self._branch()
+        if self.canvas.shape[0] < self.candidates:  # finished before branching: the rows it has, repeated
+            self._fan_out(None, self.candidates)
         return True
 
     def _grow(self) -> None:
@@ -278,12 +284,24 @@ class DiffusionState:
         self.logp = torch.cat([self.logp, self.logp.new_zeros((n, more))], dim=1)
         self.segment_steps = 0
 
-    def _branch(self) -> None:
-        n = self.candidates
-        self.canvas = self.canvas.expand(n, -1).clone()
-        self.masked = self.masked.expand(n, -1).clone()
-        self.logp = self.logp.expand(n, -1).clone()
-        self.temps = row_temperatures(n, self.options.temperature, self.canvas.device)
+    def rows_for_step(self) -> int:
+        """Rows whose draws differ in the next step: the trunk (``SampleOptions.trunk``: the greedy row and
+        trunk - 1 sampled ones) until ``branch_after`` steps are done, then every candidate."""
+        opts = self.options
+        return self.candidates if self.steps_done >= opts.branch_after else min(opts.trunk, self.candidates)
+
+    def _fan_out(self, logits: Tensor | None, rows: int | None = None) -> Tensor | None:
+        """Grow to `rows` (default ``rows_for_step``) rows before a step's draws, each a copy of one of today's
+        rows (as even a share of copies as can be; row 0 stays row 0, the greedy one), with the logits that row's
+        forward gave: copies of a canvas would get the same logits from a forward of their own, so the branching
+        step's draws come from the trunk's forward, and the copies first differ in what they draw."""
+        have, want = self.canvas.shape[0], rows or self.rows_for_step()
+        if want <= have:
+            return logits
+        source = torch.arange(want, device=self.canvas.device) * have // want
+        self.canvas, self.masked, self.logp = (t.index_select(0, source) for t in (self.canvas, self.masked, self.logp))
+        self.temps = row_temperatures(want, self.options.temperature, self.canvas.device)
+        return None if logits is None else logits.index_select(0, source)
 
     def tokens(self) -> tuple[Tensor, Tensor]:
         """Canvas tokens and commit log-probabilities (N, L), padded with <eos> to the request's canvas."""
@@ -303,7 +321,7 @@ class CanvasRows:
 
     def __init__(self, state: DiffusionState, start: int, stop: int) -> None:
         self.canvas, self.cache, self.step_columns = state.canvas[start:stop], state.cache, state.step_columns
-        self.part = (start, state.canvas.shape[0])
+        self.part, self.shared = (start, state.canvas.shape[0]), state.shared
 
     def columns(self) -> Tensor | None:
         return self.step_columns
@@ -412,11 +430,16 @@ class DiffillRunner(TokenizedRunner):
     def forward(self, states: list[Any]) -> list[Tensor]:
         if self.autoregressive:  # per-candidate caches of different lengths: one extend per request
             return [state.next_logits(self.model) for state in states]
+        # A shared canvas (every row the same) runs one row, a step of its own: its logits equal every row's of the
+        # whole step's (batched == alone), so they are repeated for the others.
         columns = [s.columns() for s in states]
+        canvases = [s.canvas[:1] if s.shared else s.canvas for s in states]
+        parts = [None if s.shared else s.part for s in states]
         if len(states) == 1:
-            return [self.model.denoise(states[0].canvas, states[0].cache, columns[0], states[0].part)]
-        canvases, caches = [s.canvas for s in states], [s.cache for s in states]
-        return self.model.denoise_packed(canvases, caches, columns, [s.part for s in states])
+            logits = [self.model.denoise(canvases[0], states[0].cache, columns[0], parts[0])]
+        else:
+            logits = self.model.denoise_packed(canvases, [s.cache for s in states], columns, parts)
+        return [out.expand(len(s.canvas), -1, -1) if s.shared else out for s, out in zip(states, logits, strict=True)]
 
     def split(self, state: DiffusionState | AutoregressiveState, rows: int) -> list[Any]:
         return state.split(rows) if isinstance(state, DiffusionState) else [state]

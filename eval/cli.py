@@ -79,6 +79,18 @@ def add_sampling_arguments(p: argparse.ArgumentParser, *, sweep: bool, seed: boo
         help="diffusion: the canvas starts this long and grows while its middle has not ended (SampleOptions)",
     )
     p.add_argument(
+        "--branch-after",
+        type=int,
+        default=SampleOptions.branch_after,
+        help="diffusion: steps the trunk runs before the candidates branch off it (SampleOptions)",
+    )
+    p.add_argument(
+        "--trunk",
+        type=int,
+        default=SampleOptions.trunk,
+        help="diffusion: rows of the trunk before --branch-after steps (the greedy one and sampled ones)",
+    )
+    p.add_argument(
         "--min-confidence",
         type=min_confidence,
         default=0.0,
@@ -273,6 +285,7 @@ def backend_spec(args: argparse.Namespace) -> BackendSpec:
 
 def sample_options(args: argparse.Namespace, **overrides: Any) -> SampleOptions:
     values = {"temperature": args.temperature, "seed": args.seed, "initial_canvas": args.initial_canvas}
+    values |= {"branch_after": args.branch_after, "trunk": args.trunk}
     if hasattr(args, "threshold"):
         values |= {"steps": args.steps, "threshold": args.threshold}
     return SampleOptions(**(values | overrides))

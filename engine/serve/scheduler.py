@@ -65,7 +65,7 @@ from torch import Tensor
 from engine.api import LocalEngine, pin_threads
 from engine.cache import ContextCache
 from engine.contract import CompletionRequest, CompletionResult, CompletionStats
-from engine.runner import Prompt, row_slices
+from engine.runner import Prompt
 from engine.serve.metrics import Metrics
 from engine.serve.protocol import ProtocolError
 from engine.sessions import SessionStore
@@ -438,8 +438,7 @@ class Scheduler:
         parts = self.runner.split(r.state, rows)
         if len(parts) == 1:
             return [(parts[0], r.job.rows)]
-        slices = row_slices(r.job.request.num_candidates, rows)  # the rows a split step's parts cover
-        units = [(part, (stop - start) * length) for part, (start, stop) in zip(parts, slices, strict=True)]
+        units = [(part, len(part.canvas) * length) for part in parts]  # the rows a split step's parts cover
         return [*units, (COMMIT, r.job.rows)]
 
     def _finish(self, r: Running) -> None:

@@ -148,6 +148,40 @@ def test_a_growing_canvas_spends_the_full_canvas_rate_per_segment(diffusion_chec
     assert max(c.tokens for c in grown) > 16  # the second segment was filled
 
 
+def forward_rows(engine) -> list[int]:
+    """The canvas rows of every forward the engine's model runs from now on (a spy on the real model)."""
+    model, rows = engine.runner.model, []
+    denoise = model.denoise
+
+    def counted(canvas, *args, **kwargs):
+        rows.append(canvas.shape[0])
+        return denoise(canvas, *args, **kwargs)
+
+    model.denoise = counted
+    return rows
+
+
+def test_rows_fan_out_where_their_draws_first_differ(diffusion_checkpoint: Path) -> None:
+    engine = load_engine(diffusion_checkpoint, device="cpu")
+    options = SampleOptions(steps=6, threshold=1.0, trunk=2, branch_after=3, temperature=2.0)
+    alone = engine.complete(PREFIX, SUFFIX, language="python", canvas_length=16, num_candidates=1, options=options)
+    rows = forward_rows(engine)
+    out = engine.complete(PREFIX, SUFFIX, language="python", canvas_length=16, num_candidates=5, options=options)
+    # Every canvas starts fully masked: one row's forward serves all. The trunk (greedy + one sampled row) runs
+    # until three steps are done; the fourth step's draws fan out from the trunk's logits, so the first forward
+    # over all five rows is the fifth.
+    assert len(out) == 5 and engine.last_stats.steps == 6
+    assert rows == [1, 2, 2, 2, 5, 5]
+    assert out[0].text == alone[0].text  # the greedy row is the same whether or not others branch off it
+    assert len({c.text for c in out}) > 2  # copies of both trunk rows sampled their own continuations
+    plain = forward_rows(engine)
+    engine.complete(PREFIX, SUFFIX, language="python", canvas_length=16, num_candidates=4,
+                    options=SampleOptions(steps=6, threshold=1.0, temperature=2.0))  # fmt: skip
+    assert plain == [1, 4, 4, 4, 4, 4]  # no trunk: the candidates fan out at the first step's draws
+    with pytest.raises(ValueError, match="trunk must be >= 1"):
+        SampleOptions(trunk=0)
+
+
 def test_late_branching_candidates_share_the_greedy_rows_first_commits(diffusion_checkpoint: Path) -> None:
     engine = load_engine(diffusion_checkpoint, device="cpu")
     options = SampleOptions(steps=8, threshold=1.0, branch_after=4, temperature=2.0)
