@@ -177,8 +177,9 @@ class DiffusionState:
     some row get logits; the first step, where every row's canvas is fully masked, runs one row (``shared``). With
     ``options.branch_after = k`` the trunk (the greedy candidate, and ``options.trunk`` - 1 sampled ones) runs alone
     for k steps, then the other candidates branch off it: the (k+1)-th step's draws come from the trunk's logits
-    (``_fan_out``), and the candidates sample their own continuations. With ``options.max_lines`` a row is over once its committed text
-    holds that many line breaks (``engine.sample.end_at_line_limit``): the positions after it need no steps.
+    (``_fan_out``), and the candidates sample their own continuations. With ``options.max_lines`` a row is over
+    once its committed text holds that many line breaks (``engine.sample.end_at_line_limit``): the positions after
+    it need no steps.
     """
 
     part: tuple[int, int] | None = None  # a forward covers the whole canvas (``CanvasRows``: rows of it)
