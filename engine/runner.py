@@ -431,8 +431,9 @@ class DiffillRunner(TokenizedRunner):
     def forward(self, states: list[Any]) -> list[Tensor]:
         if self.autoregressive:  # per-candidate caches of different lengths: one extend per request
             return [state.next_logits(self.model) for state in states]
-        # A shared canvas (every row the same) runs one row, a step of its own: its logits equal every row's of the
-        # whole step's (batched == alone), so they are repeated for the others.
+        # A shared canvas (every row the same) runs one row, a step of its own, and its logits are repeated for the
+        # others: what a forward over every row would give them, up to the rounding of a smaller matmul (bf16: a
+        # unit in the last place of some logits; docs/speed.md, round 8). LocalEngine and the server run the same.
         columns = [s.columns() for s in states]
         canvases = [s.canvas[:1] if s.shared else s.canvas for s in states]
         parts = [None if s.shared else s.part for s in states]
