@@ -7,7 +7,8 @@
     diffill eval jsonl --data FILE [--half calibration|held-out] [--limit N] [BACKEND]
     diffill eval calibrate RUN_DIR... [--held-out RUN_DIR...] [--out DIR] [--save MODEL_DIR]
     diffill eval report RUN_DIR... [--out DIR]
-    diffill eval speed [--set single-line] [--steps 1 2 4 8 16] [--thresholds 0.5 0.7 0.9 1.0] [--limit N]
+    diffill eval speed [--set single-line] [--steps 1 2 4 8 16] [--thresholds 0.5 0.7 0.9 1.0]
+        [--diffusion-candidates 4 16] [--limit N]
 
 BACKEND: [--model DIR] (the embedded model by default) | --remote URL | --backend openai --url U --model NAME |
 --backend llama-cpp --url U | --backend ollama --model NAME | --baseline copy | --oracle.
@@ -205,6 +206,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_sampling_arguments(p, sweep=True)
     p.add_argument("--steps", type=int, nargs="+", default=[1, 2, 4, 8, 16], help="step budgets to sweep")
     p.add_argument("--thresholds", type=float, nargs="+", default=[0.5, 0.7, 0.9, 1.0], help="thresholds to sweep")
+    p.add_argument(
+        "--diffusion-candidates",
+        type=int,
+        nargs="+",
+        default=None,
+        help="candidates per diffusion request to sweep (default: the request's, or --candidates); the AR twin keeps "
+        "its own",
+    )
     p.add_argument("--model", help="diffusion checkpoint (default: the embedded model)")
     p.add_argument("--ar-model", help="AR checkpoint (default: the embedded AR twin)")
     p.add_argument("--no-ar", action="store_true", help="skip the AR twin")
@@ -435,12 +444,15 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_speed(args: argparse.Namespace) -> int:
     from eval.speed import SweepConfig, run_sweep, write_report
 
+    candidates = tuple(args.diffusion_candidates or [None])
+    if any(n is not None and n < 1 for n in candidates):
+        raise UsageError("--diffusion-candidates must be >= 1")
     data = data_dir(args)
     problems = load_problems(data, args.set, args.limit)
     diffusion = load_local(args.model, args)
     ar = None if args.no_ar else load_local(args.ar_model, args, autoregressive=True)
     base = gen_config(args, SET_MODES.get(args.set))
-    sweep = SweepConfig(base=base, steps=tuple(args.steps), thresholds=tuple(args.thresholds))
+    sweep = SweepConfig(base=base, steps=tuple(args.steps), thresholds=tuple(args.thresholds), candidates=candidates)
     cache = ExecCache(limits(args), args.workers)
     points = run_sweep(diffusion, ar, problems, sweep, cache, progress=not args.no_progress)
     out = out_dir(args, args.set)

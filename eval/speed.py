@@ -36,9 +36,12 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class SweepConfig:
-    base: GenConfig  # everything but steps and threshold
+    base: GenConfig  # everything but steps, threshold and the diffusion model's candidates
     steps: tuple[int, ...]
     thresholds: tuple[float, ...]
+    # Candidates per diffusion request to sweep; None = the base's (the request's own unless --candidates). The AR
+    # twin keeps the base's: it is the reference at its own settings.
+    candidates: tuple[int | None, ...] = (None,)
 
 
 @dataclass(frozen=True)
@@ -55,10 +58,18 @@ class Point:
     p50_ms: float  # per-completion latency (engine + post-processing)
     p95_ms: float
     tokens_per_s: float
+    candidates: int | None = None  # diffusion candidates per request when the sweep set them (None: the request's)
 
     @property
     def label(self) -> str:
-        return "AR" if self.steps is None else f"K={self.steps}, τ={self.threshold:g}"
+        if self.steps is None:
+            return "AR"
+        return f"K={self.steps}, τ={self.threshold:g}" + (f", N={self.candidates}" if self.candidates else "")
+
+    @property
+    def line(self) -> str:
+        """The curve the point belongs to in the plot: one per threshold and number of candidates."""
+        return f"diffusion τ={self.threshold:g}" + (f", N={self.candidates}" if self.candidates else "")
 
     @property
     def stderr(self) -> float:
@@ -70,7 +81,12 @@ class Point:
 
 
 def _point(
-    model: str, steps: int | None, threshold: float | None, records: Sequence[dict[str, Any]], summary: dict[str, Any]
+    model: str,
+    steps: int | None,
+    threshold: float | None,
+    records: Sequence[dict[str, Any]],
+    summary: dict[str, Any],
+    candidates: int | None = None,
 ) -> Point:
     return Point(
         model=model,
@@ -85,6 +101,7 @@ def _point(
         p50_ms=summary["latency_ms"]["p50"],
         p95_ms=summary["latency_ms"]["p95"],
         tokens_per_s=summary["tokens_per_s"],
+        candidates=candidates,
     )
 
 
@@ -97,16 +114,19 @@ def run_sweep(
     *,
     progress: bool = True,
 ) -> list[Point]:
-    """One evaluation per (steps, threshold), then the AR twin with the same base settings."""
+    """One evaluation per (candidates, steps, threshold), then the AR twin with the base settings."""
     points = []
-    for steps in sweep.steps:
-        for threshold in sweep.thresholds:
-            options = dataclasses.replace(sweep.base.options, steps=steps, threshold=threshold)
-            config = dataclasses.replace(sweep.base, options=options, n=1)
-            if progress:
-                print(f"# diffusion steps={steps} threshold={threshold:g}", file=sys.stderr)
-            records, summary = evaluate(diffusion, problems, config, cache, progress=progress)
-            points.append(_point("diffusion", steps, threshold, records, summary))
+    for candidates in sweep.candidates:
+        for steps in sweep.steps:
+            for threshold in sweep.thresholds:
+                options = dataclasses.replace(sweep.base.options, steps=steps, threshold=threshold)
+                config = dataclasses.replace(sweep.base, options=options, n=1)
+                config = dataclasses.replace(config, candidates=candidates) if candidates else config
+                if progress:
+                    shown = f" candidates={candidates}" if candidates else ""
+                    print(f"# diffusion steps={steps} threshold={threshold:g}{shown}", file=sys.stderr)
+                records, summary = evaluate(diffusion, problems, config, cache, progress=progress)
+                points.append(_point("diffusion", steps, threshold, records, summary, candidates))
     if ar is not None:
         if progress:
             print("# autoregressive twin", file=sys.stderr)
@@ -180,16 +200,17 @@ QUALITY = (("pass1", "pass@1 (editor)"), ("edit_similarity", "first-line edit si
 
 def plot(points: Sequence[Point], path: Path, title: str) -> bool:
     """Quality against p50 latency, one panel per quality measure (pass@1, first-line edit similarity): a line per
-    threshold (labelled by steps), a star for the AR twin and a dashed line at half its p50 (issue 14's target)."""
+    threshold and number of candidates (labelled by steps), a star for the AR twin and a dashed line at half its p50
+    (issue 14's target)."""
     plt = pyplot("speed.png")
     if plt is None:
         return False
     fig, axes = plt.subplots(1, len(QUALITY), figsize=(12, 4.5))
     for ax, (field, name) in zip(axes, QUALITY, strict=True):
         value = operator.attrgetter(field)
-        for threshold in sorted({p.threshold for p in points if p.model == "diffusion"}):
-            line = sorted((p for p in points if p.threshold == threshold), key=lambda p: p.p50_ms)
-            ax.plot([p.p50_ms for p in line], [value(p) for p in line], marker="o", label=f"diffusion τ={threshold:g}")
+        for name in dict.fromkeys(p.line for p in points if p.model == "diffusion"):
+            line = sorted((p for p in points if p.model == "diffusion" and p.line == name), key=lambda p: p.p50_ms)
+            ax.plot([p.p50_ms for p in line], [value(p) for p in line], marker="o", label=name)
             for p in line:
                 ax.annotate(f"K={p.steps}", (p.p50_ms, value(p)), textcoords="offset points", xytext=(4, 4), fontsize=7)
         for p in points:

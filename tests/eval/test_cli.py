@@ -69,6 +69,18 @@ def test_speed_sweep_writes_table_json_and_plot(tiny_checkpoint, tiny_ar_checkpo
     assert (out / "speed.png").read_bytes().startswith(b"\x89PNG")
 
 
+def test_speed_sweep_over_the_diffusion_models_candidates(tiny_checkpoint, mini_data, tmp_path, capsys) -> None:
+    out = tmp_path / "speed"
+    argv = ["speed", "--data", str(mini_data), "--model", str(tiny_checkpoint), "--no-ar", "--limit", "1"]
+    argv += ["--steps", "2", "--thresholds", "0.9", "--diffusion-candidates", "1", "6", "--out", str(out), *COMMON]
+    assert main(argv) == 0
+    points = json.loads((out / "speed.json").read_text())["points"]
+    assert [(p["label"], p["candidates"]) for p in points] == [("K=2, τ=0.9, N=1", 1), ("K=2, τ=0.9, N=6", 6)]
+    assert "| diffusion | K=2, τ=0.9, N=6 |" in (out / "speed.md").read_text()
+    assert main([*argv, "--diffusion-candidates", "0"]) == 2  # the last one given counts
+    assert "--diffusion-candidates must be >= 1" in capsys.readouterr().err
+
+
 def test_usage_errors_are_reported_not_raised(mini_data, tmp_path, capsys) -> None:
     argv = ["humaneval-infilling", "--data", str(mini_data), "--oracle", "--n", "4", "--temperature", "0"]
     assert main([*argv, "--out", str(tmp_path)]) == 2
