@@ -208,9 +208,9 @@ def plot(points: Sequence[Point], path: Path, title: str) -> bool:
     fig, axes = plt.subplots(1, len(QUALITY), figsize=(12, 4.5))
     for ax, (field, name) in zip(axes, QUALITY, strict=True):
         value = operator.attrgetter(field)
-        for name in dict.fromkeys(p.line for p in points if p.model == "diffusion"):
-            line = sorted((p for p in points if p.model == "diffusion" and p.line == name), key=lambda p: p.p50_ms)
-            ax.plot([p.p50_ms for p in line], [value(p) for p in line], marker="o", label=name)
+        for curve in dict.fromkeys(p.line for p in points if p.model == "diffusion"):
+            line = sorted((p for p in points if p.model == "diffusion" and p.line == curve), key=lambda p: p.p50_ms)
+            ax.plot([p.p50_ms for p in line], [value(p) for p in line], marker="o", label=curve)
             for p in line:
                 ax.annotate(f"K={p.steps}", (p.p50_ms, value(p)), textcoords="offset points", xytext=(4, 4), fontsize=7)
         for p in points:
