@@ -62,14 +62,16 @@ class Point:
 
     @property
     def label(self) -> str:
-        if self.steps is None:
-            return "AR"
-        return f"K={self.steps}, τ={self.threshold:g}" + (f", N={self.candidates}" if self.candidates else "")
+        return "AR" if self.steps is None else f"K={self.steps}, τ={self.threshold:g}{self._rows}"
 
     @property
     def line(self) -> str:
         """The curve the point belongs to in the plot: one per threshold and number of candidates."""
-        return f"diffusion τ={self.threshold:g}" + (f", N={self.candidates}" if self.candidates else "")
+        return f"diffusion τ={self.threshold:g}{self._rows}"
+
+    @property
+    def _rows(self) -> str:
+        return f", N={self.candidates}" if self.candidates else ""
 
     @property
     def stderr(self) -> float:
