@@ -30,6 +30,7 @@ FORWARDED = {
     "lsp": ("lsp_server.cli", "run the language server (stdio by default)"),
     "serve": ("engine.serve", "serve the engine over the network (msgpack + JSON endpoints)"),
     "eval": ("eval.cli", "run benchmarks (HumanEval-Infilling, speed)"),
+    "distill": ("eval.distill", "write a model's own shown lines of training examples (train --distilled)"),
 }
 
 

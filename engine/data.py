@@ -265,3 +265,26 @@ def iter_fim_examples(
             epoch += 1
     rng.shuffle(buffer)
     yield from buffer
+
+
+def iter_distilled(path: str | Path, seed: int, *, rank: int = 0, world_size: int = 1) -> Iterator[FimExample]:
+    """The examples of a self-distillation file (``diffill distill``: rows with prefix, middle, suffix, language),
+    endless and reshuffled every epoch, the same for the same seed; rank r of `world_size` takes every
+    world_size-th row."""
+    with Path(path).open(encoding="utf-8") as f:
+        rows = [json.loads(line) for line in f if line.strip()][rank::world_size]
+    if not rows:
+        raise ValueError(f"{path} holds no examples for rank {rank} of {world_size}")
+    examples = [FimExample(r["prefix"], r["middle"], r["suffix"], r["language"], "distilled") for r in rows]
+    rng = random.Random(f"distilled-{seed}-{rank}")
+    while True:
+        rng.shuffle(examples)
+        yield from examples
+
+
+def mix(
+    first: Iterator[FimExample], second: Iterator[FimExample], rate: float, rng: random.Random
+) -> Iterator[FimExample]:
+    """Each example from `second` with probability `rate`, else from `first`."""
+    while True:
+        yield next(second) if rng.random() < rate else next(first)

@@ -47,7 +47,7 @@ from engine.checkpoint import load_checkpoint, save_checkpoint
 from engine.config import ModelConfig, preset
 from engine.contract import ContextChunk
 from engine.corpus import iter_corpus
-from engine.data import FimExample, iter_fim_examples
+from engine.data import FimExample, iter_distilled, iter_fim_examples, mix
 from engine.layout import Batch, collate, draw_canvas_len, encode_chunks
 from engine.model import DiffillModel
 from engine.tokenizer import CodeTokenizer, train_tokenizer
@@ -99,6 +99,10 @@ class TrainConfig:
     # Fraction of training examples that carry cross-file chunks of related files of their package (engine.related,
     # docs/context.md); 0 = off. Costs data-pipeline time (measured in docs/context.md), not model time per row.
     cross_file_rate: float = 0.0
+    # Self-distillation (``diffill distill``): a .jsonl of FIM examples whose middles a model wrote itself, mixed
+    # into the stream at `distilled_rate` (the rest are the corpus's own examples); None = the corpus alone.
+    distilled: str | None = None
+    distilled_rate: float = 0.5
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch_size < 1 or self.data_workers < 0:
@@ -111,6 +115,8 @@ class TrainConfig:
             raise ValueError(f"schedule must be cosine or constant, got {self.schedule}")
         if self.shift_logits and self.autoregressive:
             raise ValueError("--shift-logits is for the diffusion model")
+        if not 0.0 <= self.distilled_rate <= 1.0:
+            raise ValueError(f"distilled_rate must be in [0, 1], got {self.distilled_rate}")
 
 
 # ---- objectives -------------------------------------------------------------------------------------------
@@ -331,6 +337,10 @@ class _FimBatches(torch.utils.data.IterableDataset):
             world_size=self.world * n,
             cross_file_rate=self.cfg.cross_file_rate,
         )
+        if self.cfg.distilled:
+            rank = self.rank * n + i
+            distilled = iter_distilled(self.cfg.distilled, seed=self.seed, rank=rank, world_size=self.world * n)
+            examples = mix(examples, distilled, self.cfg.distilled_rate, random.Random(f"mix-{self.seed}-{rank}"))
         yield from batches(
             examples, self.tok, self.cfg.batch_size, self.cfg.context_tokens, self.max_canvas, self.seed + i
         )
