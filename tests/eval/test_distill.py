@@ -18,7 +18,7 @@ from eval import distill
 from eval.editor import Asker, FimTask, GenConfig
 from eval.metrics import edit_similarity
 from fim.request import Mode
-from tests.engine.test_train import write_corpus
+from tests.engine.test_train import small_run, write_corpus
 
 
 def rows_of(path: Path) -> list[dict]:
@@ -98,18 +98,7 @@ def test_training_reads_distilled_rows_at_their_rate(tmp_path: Path, small_token
     small_tokenizer.save(tok_path)
     middle = "heapq.heappush(items, 7)"
     distilled = write_distilled(tmp_path / "d.jsonl", [middle])
-    cfg = TrainConfig(
-        corpus=str(write_corpus(tmp_path / "corpus")),
-        out=str(tmp_path / "run"),
-        preset="tiny",
-        tokenizer=str(tok_path),
-        steps=4,
-        batch_size=4,
-        context_tokens=128,
-        eval_batches=1,
-        distilled=str(distilled),
-        distilled_rate=1.0,
-    )
+    cfg = small_run(tmp_path, tok_path, steps=4, batch_size=4, distilled=str(distilled), distilled_rate=1.0)
     tok = CodeTokenizer.load(tok_path)
     batch = next(iter(_FimBatches(cfg, tok, 64, seed=0, rank=0, world=1)))
     expected = tok.encode(middle)
