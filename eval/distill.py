@@ -6,8 +6,9 @@ validation, ranking), and writes the example with its middle replaced by the sho
 (edit similarity). ``diffill train --distilled FILE`` mixes those rows into training: the model learns its own
 parseable lines, a lower-entropy target that few-step parallel decoding fits better (docs/speed.md, round 9).
 
-Each row also keeps the real middle (`truth`), the similarity and the example's index in the stream, so a stopped
-run continues where it stopped (the same seed gives the same stream) and the file can be re-filtered later.
+Each row also keeps the real middle (`truth`), the similarity and the example's index in the stream, so the file can
+be re-filtered later; `OUT.asked` counts the examples asked, so a stopped run continues where it stopped (the same
+seed gives the same stream).
 """
 
 from __future__ import annotations
@@ -45,16 +46,23 @@ def nearest(generation: Generation, truth: str) -> tuple[str, float] | None:
     return text, similarity
 
 
+def progress_path(out: Path) -> Path:
+    """Beside `out`: how many examples of the stream have been asked (with or without a row written)."""
+    return out.with_name(out.name + ".asked")
+
+
 def _done(out: Path) -> int:
-    """Examples already asked in `out` (the index of its last row), 0 for a new file."""
+    """Examples already asked for `out` (its marker, or its last row's index if a stop came between the two), 0 for
+    a new file."""
     if not out.exists():
         return 0
-    last = 0
+    marker = progress_path(out)
+    done = int(marker.read_text()) if marker.exists() else 0
     with out.open(encoding="utf-8") as f:
         for line in f:
             if line.strip():
-                last = json.loads(line)["index"]
-    return last
+                done = max(done, json.loads(line)["index"])
+    return done
 
 
 def distill(
@@ -72,14 +80,14 @@ def distill(
                 continue
             task = FimTask(f"distill-{index}", ex.language, ex.prefix + ex.suffix, len(ex.prefix), ex.middle)
             found = nearest(asker.ask(task), ex.middle)
+            if found is not None and found[1] >= min_similarity:
+                row = {"prefix": ex.prefix, "middle": found[0], "suffix": ex.suffix, "language": ex.language}
+                f.write(json.dumps(row | {"truth": ex.middle, "similarity": found[1], "index": index}) + "\n")
+                f.flush()
+                written += 1
+            progress_path(out).write_text(f"{index}\n")
             asked += 1
             bar.update()
-            if found is None or found[1] < min_similarity:
-                continue
-            row = {"prefix": ex.prefix, "middle": found[0], "suffix": ex.suffix, "language": ex.language}
-            f.write(json.dumps(row | {"truth": ex.middle, "similarity": found[1], "index": index}) + "\n")
-            f.flush()
-            written += 1
     return {"asked": asked, "written": written}
 
 

@@ -48,6 +48,7 @@ def test_rows_hold_the_shown_line_nearest_the_truth_and_a_stopped_run_continues(
 
     assert distill.main([*args, "--count", "8"]) == 0  # continues after the 6 it has asked, does not repeat them
     assert json.loads(capsys.readouterr().out)["asked"] == 2
+    assert (tmp_path / "distilled.jsonl.asked").read_text() == "8\n"
     more = rows_of(out)[len(rows) :]
     assert all(6 < row["index"] <= 8 for row in more)
     assert [r["index"] for r in rows_of(out)] == sorted({r["index"] for r in rows_of(out)})
