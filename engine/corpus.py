@@ -272,7 +272,8 @@ def build_corpus(
 
 
 def iter_corpus(path: str | Path) -> Iterator[dict]:
-    """Records ({"path", "language", "text"}) of a corpus .jsonl file, in file order."""
+    """Records of a .jsonl file, in file order: a corpus's ({"path", "language", "text"}), or any other rows
+    (``engine.data.iter_distilled``, ``eval.distill``)."""
     with Path(path).open(encoding="utf-8") as lines:
         for line in lines:
             if line.strip():

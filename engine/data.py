@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import NamedTuple
 
+from engine.corpus import iter_corpus
 from engine.related import PackageIndex, related_chunks
 from fim.spans import syntax_spans
 
@@ -271,8 +272,7 @@ def iter_distilled(path: str | Path, seed: int, *, rank: int = 0, world_size: in
     """The examples of a self-distillation file (``diffill distill``: rows with prefix, middle, suffix, language),
     endless and reshuffled every epoch, the same for the same seed; rank r of `world_size` takes every
     world_size-th row."""
-    with Path(path).open(encoding="utf-8") as f:
-        rows = [json.loads(line) for line in f if line.strip()][rank::world_size]
+    rows = list(iter_corpus(path))[rank::world_size]
     if not rows:
         raise ValueError(f"{path} holds no examples for rank {rank} of {world_size}")
     examples = [FimExample(r["prefix"], r["middle"], r["suffix"], r["language"], "distilled") for r in rows]

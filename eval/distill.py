@@ -21,6 +21,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from engine.corpus import iter_corpus
 from engine.data import FimExample, iter_fim_examples
 from eval.editor import Asker, FimTask, GenConfig, Generation
 from eval.metrics import edit_similarity
@@ -58,11 +59,7 @@ def _done(out: Path) -> int:
         return 0
     marker = progress_path(out)
     done = int(marker.read_text()) if marker.exists() else 0
-    with out.open(encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                done = max(done, json.loads(line)["index"])
-    return done
+    return max([done, *(row["index"] for row in iter_corpus(out))])
 
 
 def distill(
