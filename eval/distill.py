@@ -1,10 +1,12 @@
-"""Self-distillation data: a model's own single-line completions of training examples, as the editor shows them.
+"""Distillation data: a model's own single-line completions of training examples, as the editor shows them.
 
 ``diffill distill`` cuts single-line FIM examples (rest of a line, a whole line) from a corpus (``engine.data``),
 asks the model for each exactly as the editor would (``eval.editor``: many candidates, tree-sitter truncation and
 validation, ranking), and writes the example with its middle replaced by the shown text nearest the real middle
-(edit similarity). ``diffill train --distilled FILE`` mixes those rows into training: the model learns its own
-parseable lines, a lower-entropy target that few-step parallel decoding fits better (docs/speed.md, round 9).
+(edit similarity). ``diffill train --distilled FILE`` mixes those rows into training. Asked of the diffusion model
+itself, its rows teach it its own parseable lines (self-distillation: they parse more often at few steps, but are
+right less often; docs/speed.md, rounds 9-10); asked of the AR twin (``--model engine/weights/default-ar``), they teach
+the diffusion model the teacher's lines (sequence-level distillation: the shipped default's fine-tune, round 10).
 
 Each row also keeps the real middle (`truth`), the similarity and the example's index in the stream, so the file can
 be re-filtered later; `OUT.asked` counts the examples asked, so a stopped run continues where it stopped (the same
