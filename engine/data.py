@@ -14,7 +14,7 @@ import json
 import math
 import random
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import NamedTuple
@@ -268,13 +268,15 @@ def iter_fim_examples(
     yield from buffer
 
 
-def iter_distilled(path: str | Path, seed: int, *, rank: int = 0, world_size: int = 1) -> Iterator[FimExample]:
-    """The examples of a self-distillation file (``diffill distill``: rows with prefix, middle, suffix, language),
-    endless and reshuffled every epoch, the same for the same seed; rank r of `world_size` takes every
-    world_size-th row."""
-    rows = list(iter_corpus(path))[rank::world_size]
+def iter_distilled(
+    paths: Sequence[str | Path], seed: int, *, rank: int = 0, world_size: int = 1
+) -> Iterator[FimExample]:
+    """The examples of distillation files (``diffill distill``: rows with prefix, middle, suffix, language), pooled
+    in the order given, endless and reshuffled every epoch, the same for the same seed; rank r of `world_size` takes
+    every world_size-th row."""
+    rows = [row for path in paths for row in iter_corpus(path)][rank::world_size]
     if not rows:
-        raise ValueError(f"{path} holds no examples for rank {rank} of {world_size}")
+        raise ValueError(f"{', '.join(map(str, paths))} hold no examples for rank {rank} of {world_size}")
     examples = [FimExample(r["prefix"], r["middle"], r["suffix"], r["language"], "distilled") for r in rows]
     rng = random.Random(f"distilled-{seed}-{rank}")
     while True:

@@ -99,9 +99,10 @@ class TrainConfig:
     # Fraction of training examples that carry cross-file chunks of related files of their package (engine.related,
     # docs/context.md); 0 = off. Costs data-pipeline time (measured in docs/context.md), not model time per row.
     cross_file_rate: float = 0.0
-    # Self-distillation (``diffill distill``): a .jsonl of FIM examples whose middles a model wrote itself, mixed
-    # into the stream at `distilled_rate` (the rest are the corpus's own examples); None = the corpus alone.
-    distilled: str | None = None
+    # Distillation (``diffill distill``): .jsonl files of FIM examples whose middles a model wrote (its own lines or a
+    # teacher's), their rows pooled and mixed into the stream at `distilled_rate` (the rest are the corpus's own
+    # examples); empty = the corpus alone.
+    distilled: tuple[str, ...] = ()
     distilled_rate: float = 0.5
 
     def __post_init__(self) -> None:
@@ -115,6 +116,8 @@ class TrainConfig:
             raise ValueError(f"schedule must be cosine or constant, got {self.schedule}")
         if self.shift_logits and self.autoregressive:
             raise ValueError("--shift-logits is for the diffusion model")
+        one = isinstance(self.distilled, str)  # one file given as such; the CLI gives a list
+        object.__setattr__(self, "distilled", (self.distilled,) if one else tuple(self.distilled))
         if not 0.0 <= self.distilled_rate <= 1.0:
             raise ValueError(f"distilled_rate must be in [0, 1], got {self.distilled_rate}")
 
@@ -501,6 +504,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default)
         elif f.name in ("corpus", "out"):
             parser.add_argument(flag, required=True)
+        elif str(f.type) == "tuple[str, ...]":
+            parser.add_argument(flag, nargs="+", default=f.default, metavar=f.name.upper())
         else:
             kind = {"int": int, "float": float, "float | None": float, "int | None": int}.get(str(f.type), str)
             parser.add_argument(flag, type=kind, default=f.default)

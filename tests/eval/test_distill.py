@@ -3,6 +3,7 @@ that mixes those rows into its stream (``diffill train --distilled``)."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import random
 from pathlib import Path
@@ -13,7 +14,7 @@ from engine.api import load_engine
 from engine.contract import SampleOptions
 from engine.data import FimExample, iter_distilled, mix
 from engine.tokenizer import CodeTokenizer
-from engine.train import TrainConfig, _FimBatches, train
+from engine.train import TrainConfig, _FimBatches, add_arguments, config_from_args, train
 from eval import distill
 from eval.editor import Asker, FimTask, GenConfig
 from eval.metrics import edit_similarity
@@ -72,17 +73,20 @@ def write_distilled(path: Path, middles: list[str]) -> Path:
 
 def test_distilled_rows_are_shuffled_each_epoch_split_by_rank_and_mixed_at_their_rate(tmp_path: Path) -> None:
     path = write_distilled(tmp_path / "d.jsonl", ["a", "b", "c", "d"])
-    stream = iter_distilled(path, seed=1)
+    stream = iter_distilled([path], seed=1)
     epochs = [sorted(next(stream).middle for _ in range(4)) for _ in range(3)]
     assert epochs == [["a", "b", "c", "d"]] * 3
-    one, two, other = iter_distilled(path, seed=1), iter_distilled(path, seed=1), iter_distilled(path, seed=2)
+    teacher = write_distilled(tmp_path / "teacher.jsonl", ["e", "f"])
+    pooled = iter_distilled([path, teacher], seed=1)  # several files: their rows pooled into one epoch
+    assert sorted(next(pooled).middle for _ in range(6)) == ["a", "b", "c", "d", "e", "f"]
+    one, two, other = (iter_distilled([path], seed=s) for s in (1, 1, 2))
     first = [next(one).middle for _ in range(12)]
     assert first == [next(two).middle for _ in range(12)]  # the same seed, the same order
     assert first != [next(other).middle for _ in range(12)]
     assert first[:4] != first[4:8] or first[4:8] != first[8:12]  # reshuffled between epochs
-    assert {next(iter_distilled(path, seed=1, rank=1, world_size=2)).middle for _ in range(5)} <= {"b", "d"}
-    with pytest.raises(ValueError, match="no examples"):
-        next(iter_distilled(path, seed=1, rank=4, world_size=5))
+    assert {next(iter_distilled([path], seed=1, rank=1, world_size=2)).middle for _ in range(5)} <= {"b", "d"}
+    with pytest.raises(ValueError, match="d.jsonl hold no examples"):
+        next(iter_distilled([path], seed=1, rank=4, world_size=5))
 
     def source(name: str):
         while True:
@@ -108,3 +112,12 @@ def test_training_reads_distilled_rows_at_their_rate(tmp_path: Path, small_token
     assert train(cfg)["tokens_seen"] > 0
     with pytest.raises(ValueError, match="distilled_rate"):
         TrainConfig(corpus="c", out="o", distilled_rate=1.5)
+
+
+def test_the_train_command_takes_several_distilled_files() -> None:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    cfg = config_from_args(parser.parse_args(["--corpus", "c", "--out", "o", "--distilled", "own.jsonl", "ar.jsonl"]))
+    assert cfg.distilled == ("own.jsonl", "ar.jsonl")
+    assert config_from_args(parser.parse_args(["--corpus", "c", "--out", "o"])).distilled == ()
+    assert TrainConfig(corpus="c", out="o", distilled="one.jsonl").distilled == ("one.jsonl",)
