@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Train the embedded default model (engine/weights/default) and its autoregressive twin (default-ar) on one budget:
 #
-#   corpus -> tokenizer -> AR base -> { diffusion adapted from the base, AR twin continued from the base } -> export
+#   corpus -> tokenizer -> AR base -> { diffusion adapted from the base, AR twin continued from the base }
+#     -> the diffusion twin fine-tuned on the AR twin's lines -> export
 #
 # The base trains next-token prediction with a flat learning rate after warm-up (the "stable" phase of a
 # warmup-stable-decay schedule). Both twins then start from its weights, with the same batches, steps and a
@@ -13,7 +14,8 @@
 # (a finished stage is a no-op), so a CPU run can span several sittings. Sized by environment variables:
 #
 #   bash scripts/train_default.sh                       # the CPU recipe (~100M tokens: many sittings on 2 cores)
-#   RUNS=runs/check EXPORT=runs/check/weights BASE_STEPS=40 ADAPT_STEPS=20 bash scripts/train_default.sh  # quick check
+#   RUNS=runs/check EXPORT=runs/check/weights BASE_STEPS=40 ADAPT_STEPS=20 FINETUNE_STEPS=10 DISTILL_COUNT=20 \
+#     bash scripts/train_default.sh  # quick check
 #   one H200 (<= 9 min; NOT run yet -- sized by estimate: measure tok_s in the first lines of base.log and adjust):
 #   THREADS=8 DATA_WORKERS=12 BATCH=64 CONTEXT=768 BASE_STEPS=2500 ADAPT_STEPS=800 SAVE_EVERY=250 MAX_MINUTES=3.5 \
 #     bash scripts/train_default.sh
@@ -24,7 +26,13 @@
 # fresh warm-up and cosine (CONTINUE_LR), and those are exported. CONTINUE_FROM=DIR continues the pair in DIR
 # (default/ and default-ar/, e.g. engine/weights: all a bare machine has) instead of this run's twins, skipping
 # stages 1-2; the round-7 pair of MODEL_CARD.md was made so:
-#   CONTINUE_FROM=engine/weights CONTINUE_STEPS=2400 EXPORT=runs/weights bash scripts/train_default.sh
+#   CONTINUE_FROM=engine/weights CONTINUE_STEPS=2400 FINETUNE_STEPS=0 EXPORT=runs/weights bash scripts/train_default.sh
+#
+# FINETUNE_STEPS=N (default 1200; 0 skips it) is the last stage: the diffusion twin fine-tuned on its teacher's lines
+# (sequence-level distillation, docs/speed.md round 10; how the shipped default was made): `diffill distill` asks the
+# TEACHER (default: this run's AR twin) 2 x DISTILL_COUNT single-line examples through the editor's path, two
+# processes side by side, then N steps from the diffusion twin with DISTILLED_RATE of the rows the teacher's lines.
+# The AR twin is exported as it is.
 #
 # MAX_MINUTES caps each stage's wall time (it stops with a checkpoint; re-run to continue). Weights are exported
 # (bf16, shards < 16 MiB) to $EXPORT/default and $EXPORT/default-ar once both twins have finished.
@@ -54,6 +62,11 @@ MAX_MINUTES=${MAX_MINUTES:-}
 CONTINUE_STEPS=${CONTINUE_STEPS:-0}
 CONTINUE_LR=${CONTINUE_LR:-1e-3}
 CONTINUE_FROM=${CONTINUE_FROM:-}
+FINETUNE_STEPS=${FINETUNE_STEPS:-1200}
+FINETUNE_LR=${FINETUNE_LR:-3e-4}
+DISTILL_COUNT=${DISTILL_COUNT:-3000}  # examples asked per distill process (two)
+DISTILLED_RATE=${DISTILLED_RATE:-0.8}
+TEACHER=${TEACHER:-}
 mkdir -p "$RUNS"
 
 if [ ! -f "$CORPUS/train.jsonl" ]; then
@@ -114,6 +127,7 @@ train_twins "$TWINS" "$ADAPT_STEPS" "$RUNS/base/model" "$RUNS/base/model" --seed
   --cross-file-rate "$CROSS_FILE_RATE"
 from_diffusion=$TWINS/diffusion/model
 from_ar=$TWINS/ar/model
+STAGE=$TWINS
 else
 # The pair in CONTINUE_FROM, copied once: the export below may replace it (EXPORT=engine/weights), and a resumed
 # run reads its starting weights again.
@@ -125,6 +139,7 @@ if [ ! -d "$TWINS/start" ]; then
 fi
 from_diffusion=$TWINS/start/default
 from_ar=$TWINS/start/default-ar
+STAGE=$TWINS
 fi
 
 # Stage 3 (CONTINUE_STEPS > 0): both twins further, same batches (seed 2), fresh warm-up and cosine.
@@ -134,6 +149,31 @@ if [ "$CONTINUE_STEPS" -gt 0 ]; then
     --lr "$CONTINUE_LR" --warmup 50 --cross-file-rate "$CROSS_FILE_RATE"
   from_diffusion=$TWINS/continued-$CONTINUE_STEPS/diffusion/model
   from_ar=$TWINS/continued-$CONTINUE_STEPS/ar/model
+  STAGE=$TWINS/continued-$CONTINUE_STEPS
+fi
+
+# Stage 4 (FINETUNE_STEPS > 0): the diffusion twin fine-tuned on the teacher's lines (seed 77 for the examples asked,
+# seed 3 for the training stream, as the shipped run). Both steps resume: distill from its OUT.asked marker.
+if [ "$FINETUNE_STEPS" -gt 0 ]; then
+  FT=$STAGE/finetuned-$FINETUNE_STEPS
+  teacher=${TEACHER:-$from_ar}
+  mkdir -p "$FT"
+  echo "fine-tune: $FT (the lines of $teacher, $FINETUNE_STEPS steps)" >&2
+  pids=()
+  for R in 0 1; do
+    OMP_NUM_THREADS=1 $PY -m engine.cli distill --corpus "$CORPUS" --model "$teacher" --out "$FT/teacher$R.jsonl" \
+      --count "$DISTILL_COUNT" --rank $R --world 2 --seed 77 >> "$FT/distill$R.log" 2>&1 &
+    pids+=($!)
+  done
+  for pid in "${pids[@]}"; do
+    wait "$pid" || { echo "distill failed: see $FT/distill*.log; re-run to continue" >&2; exit 3; }
+  done
+  finished "$FT/diffusion" "$FINETUNE_STEPS" || OMP_NUM_THREADS=$THREADS $PY -m engine.cli train "${common[@]}" \
+    --init-from "$from_diffusion" --steps "$FINETUNE_STEPS" --lr "$FINETUNE_LR" --warmup 20 --seed 3 \
+    --cross-file-rate "$CROSS_FILE_RATE" --distilled "$FT/teacher0.jsonl" "$FT/teacher1.jsonl" \
+    --distilled-rate "$DISTILLED_RATE" "${shift_flag[@]}" --out "$FT/diffusion" >> "$FT/diffusion.log" 2>&1
+  finished "$FT/diffusion" "$FINETUNE_STEPS" || { echo "the fine-tune stopped before its last step; re-run to continue" >&2; exit 3; }
+  from_diffusion=$FT/diffusion/model
 fi
 
 mkdir -p "$EXPORT"

@@ -1,4 +1,5 @@
-"""scripts/train_default.sh end to end on a tiny budget: corpus -> tokenizer -> AR base -> both twins -> export.
+"""scripts/train_default.sh end to end on a tiny budget: corpus -> tokenizer -> AR base -> both twins -> the
+diffusion twin fine-tuned on a teacher's lines -> export.
 
 The recipe's stages are real `diffill train` runs (tiny preset, a handful of steps); the exported pair must load
 and share one tokenizer, and re-running the finished script must train nothing more.
@@ -6,6 +7,7 @@ and share one tokenizer, and re-running the finished script must train nothing m
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -16,7 +18,8 @@ import pytest
 from engine.checkpoint import load_checkpoint
 from tests.engine.test_train import write_corpus
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "train_default.sh"
+REPO = Path(__file__).resolve().parents[2]
+SCRIPT = REPO / "scripts" / "train_default.sh"
 
 
 @pytest.mark.slow
@@ -37,6 +40,7 @@ def test_recipe_trains_and_exports_both_twins_from_one_base(tmp_path: Path) -> N
         "SAVE_EVERY": "2",
         "WARMUP": "2",
         "THREADS": "2",
+        "FINETUNE_STEPS": "0",  # the last stage, tested at the end
     }
     subprocess.run(["bash", str(SCRIPT)], env=env, check=True, capture_output=True, timeout=300)
     diffusion, tok = load_checkpoint(tmp_path / "weights" / "default", device="cpu")
@@ -82,3 +86,17 @@ def test_recipe_trains_and_exports_both_twins_from_one_base(tmp_path: Path) -> N
     diffusion2, tok2 = load_checkpoint(tmp_path / "weights2" / "default", device="cpu")
     assert diffusion2.config == diffusion.config and tok2.to_json() == tok.to_json()
     assert load_checkpoint(tmp_path / "weights2" / "default-ar", device="cpu")[0].config.causal_canvas
+    # Stage 4: the diffusion twin fine-tuned on a teacher's lines (here the embedded AR twin: a tiny one shows
+    # nothing worth learning), asked by two distill processes; the AR twin is exported as it was.
+    tuned = {**alone, "FINETUNE_STEPS": "2", "DISTILL_COUNT": "3", "TEACHER": str(REPO / "engine/weights/default-ar")}
+    subprocess.run(["bash", str(SCRIPT)], env=tuned, check=True, capture_output=True, timeout=300)
+    stage = tmp_path / "runs2" / "from-weights" / "continued-2"
+    finetuned = stage / "finetuned-2"
+    rows = [json.loads(line) for r in (0, 1) for line in (finetuned / f"teacher{r}.jsonl").read_text().splitlines()]
+    assert rows and all(row["middle"].strip() and "\n" not in row["middle"] for row in rows)
+    assert all((finetuned / f"teacher{r}.jsonl.asked").read_text() == "3\n" for r in (0, 1))
+    log = (finetuned / "diffusion.log").read_text()
+    assert f"starting from the weights of {stage / 'diffusion' / 'model'}" in log
+    for name, run in (("default", finetuned / "diffusion"), ("default-ar", stage / "ar")):
+        exported = (tmp_path / "weights2" / name / "model.safetensors").read_bytes()
+        assert exported == (run / "model" / "model.safetensors").read_bytes()
