@@ -56,6 +56,7 @@ SHIFT=${SHIFT:-1}
 CROSS_FILE_RATE=${CROSS_FILE_RATE:-0.2}  # twins: share of rows that carry chunks of related files (docs/context.md)
 SAVE_EVERY=${SAVE_EVERY:-50}
 EVAL_EVERY=${EVAL_EVERY:-250}
+PRECISION=${PRECISION:-bf16}        # fp32 on a CPU without bf16 units: bf16 is emulated there (40 s a step vs 2.2)
 THREADS=${THREADS:-1}               # base threads (1 beat 2 on a busy 2-core VM); each twin gets half, min 1
 DATA_WORKERS=${DATA_WORKERS:-0}   # processes cutting and tokenizing examples (a GPU needs ~12)
 MAX_MINUTES=${MAX_MINUTES:-}
@@ -85,7 +86,7 @@ tok = train_tokenizer(corpus_sample(Path('$CORPUS/train.jsonl'), $TOKENIZER_CHAR
 tok.save('$RUNS/tokenizer.json')"
 
 common=(--corpus "$CORPUS" --batch-size "$BATCH" --context-tokens "$CONTEXT" --context-lm-weight 0.5
-        --eval-every "$EVAL_EVERY" --eval-batches 8 --save-every "$SAVE_EVERY" --precision bf16
+        --eval-every "$EVAL_EVERY" --eval-batches 8 --save-every "$SAVE_EVERY" --precision "$PRECISION"
         --data-workers "$DATA_WORKERS")
 [ -n "$MAX_MINUTES" ] && common+=(--max-minutes "$MAX_MINUTES")
 finished() {  # run directory, steps: has that run checkpointed its last step?
