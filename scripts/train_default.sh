@@ -128,7 +128,6 @@ train_twins "$TWINS" "$ADAPT_STEPS" "$RUNS/base/model" "$RUNS/base/model" --seed
   --cross-file-rate "$CROSS_FILE_RATE"
 from_diffusion=$TWINS/diffusion/model
 from_ar=$TWINS/ar/model
-STAGE=$TWINS
 else
 # The pair in CONTINUE_FROM, copied once: the export below may replace it (EXPORT=engine/weights), and a resumed
 # run reads its starting weights again.
@@ -140,8 +139,8 @@ if [ ! -d "$TWINS/start" ]; then
 fi
 from_diffusion=$TWINS/start/default
 from_ar=$TWINS/start/default-ar
-STAGE=$TWINS
 fi
+STAGE=$TWINS  # where the next stage's directory goes: the twins', or the continued twins' below
 
 # Stage 3 (CONTINUE_STEPS > 0): both twins further, same batches (seed 2), fresh warm-up and cosine.
 if [ "$CONTINUE_STEPS" -gt 0 ]; then
