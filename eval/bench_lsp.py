@@ -69,6 +69,10 @@ class Scenario:
     items: int = 0
     served_without_model: int = 0
     model_calls: int = 0
+    # The engine's own times of requests that called the model (diffill/stats' lastCompletion): context prefill and
+    # sampling; the rest of a latency is the server's (windowing, post-processing, tree-sitter, the LSP round trip).
+    prefill_ms: list[float] = field(default_factory=list)
+    sample_ms: list[float] = field(default_factory=list)
 
     @property
     def p50(self) -> float:
@@ -77,13 +81,18 @@ class Scenario:
     def row(self) -> str:
         n = len(self.latencies_ms)
         if n == 0:
-            return f"| {self.name} | 0 | - | - | - | - | - | - |"
+            return f"| {self.name} | 0 | - | - | - | - | - | - | - | - |"
         ordered = sorted(self.latencies_ms)
         p95 = ordered[min(n - 1, round(0.95 * (n - 1)))]
         return (
             f"| {self.name} | {n} | {statistics.median(ordered):.1f} | {p95:.1f} | {statistics.fmean(ordered):.1f} "
-            f"| {self.items / n:.2f} | {self.served_without_model / n:.0%} | {self.model_calls / n:.2f} |"
+            f"| {self.items / n:.2f} | {self.served_without_model / n:.0%} | {self.model_calls / n:.2f} "
+            f"| {median(self.prefill_ms)} | {median(self.sample_ms)} |"
         )
+
+
+def median(values: list[float]) -> str:
+    return f"{statistics.median(values):.1f}" if values else "-"
 
 
 @dataclass
@@ -161,15 +170,21 @@ class Editor:
         if scenario is None or before is None:
             return
         after = await self.stats()
-        record(scenario, elapsed, result, after["model_calls"] - before["model_calls"])
+        last = after.get("lastCompletion")
+        record(scenario, elapsed, result, after["model_calls"] - before["model_calls"], last and stats(last))
 
 
-def record(scenario: Scenario, elapsed_ms: float, result: Any, model_calls: int) -> None:
+def record(
+    scenario: Scenario, elapsed_ms: float, result: Any, model_calls: int, last: dict[str, Any] | None = None
+) -> None:
     items = result.items if isinstance(result, types.InlineCompletionList) else (result or [])
     scenario.latencies_ms.append(elapsed_ms)
     scenario.items += len(items)
     scenario.served_without_model += model_calls == 0
     scenario.model_calls += model_calls
+    if model_calls and last:
+        scenario.prefill_ms.append(float(last["prefill_ms"]))
+        scenario.sample_ms.append(float(last["sample_ms"]))
 
 
 def code_lines(text: str) -> list[int]:
@@ -367,9 +382,9 @@ def main(argv: list[str] | None = None) -> int:
         )
     print(
         "| model | scenario | n | p50 ms | p95 ms | mean ms | items/request | without model call "
-        "| model calls/request | p50 / first model's |"
+        "| model calls/request | prefill p50 ms | sampling p50 ms | p50 / first model's |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     first = {s.name: s for s in results[args.model[0]]}
     for model, scenarios in results.items():
         for scenario in scenarios:
