@@ -61,16 +61,14 @@ class KVCache:
         self.v[layer, :, :, start:end] = v
         return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
 
-    def scratch(self, layer: int, k: Tensor, v: Tensor, offset: int = 0, span: int = 0) -> tuple[Tensor, Tensor]:
-        """Keys/values (H, N, D) of batch row 0 placed `offset` positions after the filled ones, without making them
-        part of the cache (``length`` stays): views (1, H, length + max(span, offset + N), D) of context + scratch,
-        for one attention call (scratch positions this call did not write hold stale values: the caller's mask
-        hides them). The caller reserves the room first. The next scratch or write overwrites them."""
-        start = self.length + offset
-        end = start + k.shape[1]
-        self.k[layer, 0, :, start:end] = k
-        self.v[layer, 0, :, start:end] = v
-        end = max(end, self.length + span)
+    def scratch(self, layer: int, k: Tensor, v: Tensor, slots: Tensor, span: int) -> tuple[Tensor, Tensor]:
+        """Keys/values (H, T, D) of batch row 0 placed at `slots` (T,) positions after the filled ones, without making
+        them part of the cache (``length`` stays): views (1, H, length + span, D) of context + scratch, for one
+        attention call. Slots this call does not write keep what an earlier call left there (the caller's mask
+        hides them or means to read them). The caller reserves the room first. ``write`` overwrites them."""
+        self.k[layer, 0].index_copy_(1, self.length + slots, k)
+        self.v[layer, 0].index_copy_(1, self.length + slots, v)
+        end = self.length + span
         return self.k[layer, :1, :, :end], self.v[layer, :1, :, :end]
 
     def view(self, layer: int) -> tuple[Tensor, Tensor]:
@@ -85,8 +83,8 @@ class KVCache:
         n_layers, batch, n_heads, _, head_dim = self.k.shape
         k = self.k.new_zeros((n_layers, batch, n_heads, new, head_dim))
         v = self.v.new_zeros((n_layers, batch, n_heads, new, head_dim))
-        k[:, :, :, : self.length] = self.k[:, :, :, : self.length]
-        v[:, :, :, : self.length] = self.v[:, :, :, : self.length]
+        k[:, :, :, : self.capacity] = self.k  # the scratch after `length` too (a canvas step may read it again)
+        v[:, :, :, : self.capacity] = self.v
         self.k, self.v = k, v
 
     def truncate(self, length: int) -> None:

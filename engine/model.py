@@ -25,6 +25,7 @@ is read from the output at position i - 1, position 0 from the context's last po
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -33,9 +34,23 @@ from torch import Tensor, nn
 from engine.cache import KVCache
 from engine.config import ModelConfig
 
-# One request's part of a packed denoising step: rows, canvas length, rotary cos/sin, attention mask (canvas_mask),
-# index of its first row in its request's whole canvas (0 unless the step runs in row slices).
-Segment = tuple[int, int, Tensor, Tensor, Tensor, int]
+
+class CanvasStep(NamedTuple):
+    """One request's part of a denoising step (``DiffillModel.denoise_packed``): which canvas positions run through
+    the model (`queries`, flat row-major indices into its n x L canvas), their rotary tables, their attention mask
+    (``canvas_mask``) and the scratch slots after the context where their keys/values go (``KVCache.scratch``)."""
+
+    rows: int
+    length: int
+    queries: Tensor | None  # None: every position, in order
+    cos: Tensor
+    sin: Tensor
+    mask: Tensor
+    slots: Tensor  # (T,) scratch position of each query after the context: row in the whole canvas x L + column
+
+    @property
+    def tokens(self) -> int:
+        return self.rows * self.length if self.queries is None else len(self.queries)
 
 
 class RMSNorm(nn.Module):
@@ -124,73 +139,47 @@ class Attention(nn.Module):
         mask = torch.ones(T, start + T, dtype=torch.bool, device=x.device).tril(diagonal=start)
         return self._out(F.scaled_dot_product_attention(q, keys, values, attn_mask=mask))
 
-    def denoise(
-        self, x: Tensor, cos: Tensor, sin: Tensor, cache: KVCache, layer: int, mask: Tensor, first_row: int = 0
-    ) -> Tensor:
-        """Canvas x (B, L, C) against the cached context (batch 1, shared by all B rows) plus the canvas itself."""
-        q, k, v = self._qkv(x, cos, sin)  # (B, H, L, D)
-        return self._out(attend_canvas(q, k, v, cache, layer, mask, first_row))
-
-    def denoise_packed(
-        self,
-        x: Tensor,
-        segments: list[Segment],
-        caches: list[KVCache],
-        layer: int,
-    ) -> Tensor:
-        """Several requests' canvases as one flat token batch x (T_total, C): the projections run once over all
-        tokens; attention runs per request against that request's own cached context.
-
-        segments[i] = (n_rows, canvas_len, cos, sin, mask, first_row) of request i, in the order its tokens appear
-        in x.
-        """
+    def denoise_packed(self, x: Tensor, steps: list[CanvasStep], caches: list[KVCache], layer: int) -> Tensor:
+        """Several requests' canvas positions as one flat token batch x (T_total, C): the projections run once over
+        all tokens; attention runs per request against that request's own cached context and canvas scratch."""
         qkv = self.qkv(x)  # (T_total, 3C): one matmul for every request
         outs, offset = [], 0
-        for (n, L, cos, sin, mask, first_row), cache in zip(segments, caches, strict=True):
-            part = qkv[offset : offset + n * L].view(n, L, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-            q, k, v = apply_rotary(part[0], cos, sin), apply_rotary(part[1], cos, sin), part[2]
-            y = attend_canvas(q, k, v, cache, layer, mask, first_row)  # (n, H, L, D)
-            outs.append(y.transpose(1, 2).reshape(n * L, -1))
-            offset += n * L
+        for step, cache in zip(steps, caches, strict=True):
+            T = step.tokens
+            part = qkv[offset : offset + T].view(1, T, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+            q, k, v = apply_rotary(part[0], step.cos, step.sin), apply_rotary(part[1], step.cos, step.sin), part[2]
+            y = attend_canvas(q, k, v, cache, layer, step.mask, step.slots)  # (1, H, T, D)
+            outs.append(y[0].transpose(0, 1).reshape(T, -1))
+            offset += T
         return self.proj(torch.cat(outs))
 
 
-def canvas_mask(
-    rows: int, length: int, context: int, causal: bool, device: torch.device, first: int = 0, total: int = 0
-) -> Tensor:
-    """Boolean mask (rows * length, context + max(total, rows) * length) of ``attend_canvas``: every canvas query
-    sees the whole context and its own row's canvas (all of it, or causally), not the other rows' canvases. With
-    `first`/`total`: the queries of rows first..first + rows of a canvas of `total` rows, against that whole
-    canvas's key layout (a row slice of a step, ``DiffillModel.denoise``'s `rows`)."""
-    queries = torch.arange(first * length, (first + rows) * length, device=device)
-    keys = torch.arange(max(total, first + rows) * length, device=device)
-    same_row = (queries[:, None] // length) == (keys[None, :] // length)
+def canvas_mask(slots: Tensor, length: int, context: int, canvas_keys: int, causal: bool) -> Tensor:
+    """Boolean mask (len(slots), context + canvas_keys) of ``attend_canvas``: a canvas query at scratch slot s (its
+    row's index in the whole canvas x `length` + its column) sees the whole context and its own row's canvas (all
+    of it, or causally), not the other rows' canvases, whose keys share the scratch."""
+    keys = torch.arange(canvas_keys, device=slots.device)
+    same_row = (slots[:, None] // length) == (keys[None, :] // length)
     if causal:
-        same_row &= keys[None, :] <= queries[:, None]
-    return torch.cat((torch.ones(len(queries), context, dtype=torch.bool, device=device), same_row), dim=1)
+        same_row &= keys[None, :] <= slots[:, None]
+    return torch.cat((torch.ones(len(slots), context, dtype=torch.bool, device=slots.device), same_row), dim=1)
 
 
-def attend_canvas(
-    q: Tensor, k: Tensor, v: Tensor, cache: KVCache, layer: int, mask: Tensor, first_row: int = 0
-) -> Tensor:
-    """Exact attention of canvas queries over [context ; own canvas row]. q, k, v: (B, H, L, D); the context is
-    the cache's (batch 1, shared by every row); mask from ``canvas_mask``. With `first_row`, the B rows are rows
-    first_row.. of a larger canvas (the mask's width): their keys go where the whole canvas's would, so the one
-    SDPA call sees the key layout of the whole step and its outputs equal those rows of the whole step's (the
-    fused kernel's blocking follows key positions and length; keys laid out afresh differed in the last bits).
+def attend_canvas(q: Tensor, k: Tensor, v: Tensor, cache: KVCache, layer: int, mask: Tensor, slots: Tensor) -> Tensor:
+    """Attention of canvas queries over [context ; own canvas row]. q, k, v: (1, H, T, D), the T positions of a
+    step, any rows folded into one query axis; the context is the cache's (batch 1, shared by every row); mask
+    from ``canvas_mask``. The queries' keys/values are written at their `slots` of the cache's spare positions
+    after the context (``KVCache.scratch``: no copy of the context), so the whole step is one fused SDPA call
+    against one key sequence laid out as the whole canvas's would be, whatever rows or positions run: a row slice
+    of a step gets those rows of the whole step's outputs (the fused kernel's blocking follows key positions and
+    length; keys laid out afresh differed in the last bits), and positions that do not run this step are read
+    from what an earlier step left in their slots (``SampleOptions.canvas_cache``).
 
-    The B rows are folded into one query axis and their canvas keys/values are written into the cache's spare
-    positions after the context (``KVCache.scratch``: no copy of the context), so the whole step is one fused
-    SDPA call against one key sequence. Measured on CPU (B=4, L=32, C=1,460, 1 thread): 3.4 ms instead of 8.4
-    for the explicit score matrices and float32 softmax it replaced (2.4 vs 8.1 in bfloat16; docs/speed.md).
-    Cost O(B * L * (C + B * L)) per head.
+    Measured on CPU (B=4, L=32, C=1,460, 1 thread): 3.4 ms instead of 8.4 for the explicit score matrices and
+    float32 softmax it replaced (2.4 vs 8.1 in bfloat16; docs/speed.md). Cost O(T * (C + B * L)) per head.
     """
-    B, H, L, D = q.shape
-    k_rows, v_rows = k.transpose(0, 1).reshape(H, B * L, D), v.transpose(0, 1).reshape(H, B * L, D)
-    keys, values = cache.scratch(layer, k_rows, v_rows, first_row * L, mask.shape[1] - cache.length)
-    q_fold = q.transpose(0, 1).reshape(1, H, B * L, D)
-    y = F.scaled_dot_product_attention(q_fold, keys, values, attn_mask=mask)  # (1, H, B*L, D)
-    return y.view(H, B, L, D).transpose(0, 1)
+    keys, values = cache.scratch(layer, k[0], v[0], slots, mask.shape[1] - cache.length)
+    return F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)  # (1, H, T, D)
 
 
 class SwiGLU(nn.Module):
@@ -220,14 +209,8 @@ class Block(nn.Module):
         x = x + self.attn.extend(self.attn_norm(x), cos, sin, cache, layer)
         return x + self.mlp(self.mlp_norm(x))
 
-    def denoise(
-        self, x: Tensor, cos: Tensor, sin: Tensor, cache: KVCache, layer: int, mask: Tensor, first_row: int = 0
-    ) -> Tensor:
-        x = x + self.attn.denoise(self.attn_norm(x), cos, sin, cache, layer, mask, first_row)
-        return x + self.mlp(self.mlp_norm(x))
-
-    def denoise_packed(self, x: Tensor, segments: list[Segment], caches: list[KVCache], layer: int) -> Tensor:
-        x = x + self.attn.denoise_packed(self.attn_norm(x), segments, caches, layer)
+    def denoise_packed(self, x: Tensor, steps: list[CanvasStep], caches: list[KVCache], layer: int) -> Tensor:
+        x = x + self.attn.denoise_packed(self.attn_norm(x), steps, caches, layer)
         return x + self.mlp(self.mlp_norm(x))
 
 
@@ -337,33 +320,40 @@ class DiffillModel(nn.Module):
         first = cache.last_hidden[:1, None].to(x.dtype).expand(x.shape[0], 1, -1)
         return torch.cat((first, x[:, :-1]), dim=1)
 
-    def _segment(self, canvas: Tensor, cache: KVCache, rows: tuple[int, int] | None) -> Segment:
-        """A canvas's rotary tables and attention mask for one step, with room for its keys after the context."""
+    def _canvas_step(
+        self, canvas: Tensor, cache: KVCache, rows: tuple[int, int] | None, queries: Tensor | None
+    ) -> CanvasStep:
+        """A canvas's positions to run, their rotary tables and attention mask for one step, with room for the
+        whole canvas's keys after the context."""
         n, L = canvas.shape
         C = cache.length
         if C + L > self.config.max_seq_len:
             raise ValueError(f"context {C} + canvas {L} exceeds max_seq_len {self.config.max_seq_len}")
         first, total = rows or (0, n)
-        cos, sin = self._rotary(torch.arange(C, C + L, device=canvas.device))
+        local = torch.arange(n * L, device=canvas.device) if queries is None else queries
+        cos, sin = self._rotary(C + local % L)
+        slots = first * L + local
         cache.reserve(C + total * L)  # attend_canvas keeps the rows' canvas keys/values after the context
-        return n, L, cos, sin, canvas_mask(n, L, C, self.config.causal_canvas, canvas.device, first, total), first
+        mask = canvas_mask(slots, L, C, max(total, first + n) * L, self.config.causal_canvas)
+        return CanvasStep(n, L, queries, cos, sin, mask, slots)
 
     def denoise(
-        self, canvas: Tensor, cache: KVCache, columns: Tensor | None = None, rows: tuple[int, int] | None = None
+        self,
+        canvas: Tensor,
+        cache: KVCache,
+        columns: Tensor | None = None,
+        rows: tuple[int, int] | None = None,
+        queries: Tensor | None = None,
     ) -> Tensor:
         """One denoising step: canvas tokens (B, L) against the cached context (batch 1). Returns (B, L, V), or
         with `columns` (L',) the logits of those canvas positions only, (B, L', V): the vocabulary projection is
         the largest matmul of a small model, and committed positions need none. With `rows` = (first, total) the
         canvas is rows first..first + B of a step over `total` rows (each row attends only to the context and
         itself): the logits equal those rows of the whole step's (``attend_canvas``), so a big step can run in
-        row slices."""
-        _, _, cos, sin, mask, first = self._segment(canvas, cache, rows)
-        x = self.embed(canvas)  # (B, L, C)
-        for i, block in enumerate(self.blocks):
-            x = block.denoise(x, cos, sin, cache, i, mask, first)
-        if self.config.shift_logits:
-            x = self._shifted(x, cache)
-        return self.lm_head(self.norm(x if columns is None else x[:, columns]))
+        row slices. With `queries` (T,) (flat row-major indices into the B x L canvas) only those positions run
+        through the model; every other position's keys/values are read from the scratch an earlier step of this
+        canvas left in the cache, and its logits are not meaningful (``SampleOptions.canvas_cache``)."""
+        return self.denoise_packed([canvas], [cache], [columns], [rows], [queries])[0]
 
     def denoise_packed(
         self,
@@ -371,21 +361,30 @@ class DiffillModel(nn.Module):
         caches: list[KVCache],
         columns: list[Tensor | None] | None = None,
         rows: list[tuple[int, int] | None] | None = None,
+        queries: list[Tensor | None] | None = None,
     ) -> list[Tensor]:
         """One denoising step for several requests at once (continuous batching): canvases[i] (n_i, L_i) against
-        caches[i] (batch 1), optionally a row slice `rows[i]` (``denoise``). Returns logits (n_i, L_i, V) per
-        request (or of `columns[i]` only), equal to ``denoise`` on each alone."""
+        caches[i] (batch 1), optionally a row slice `rows[i]` and the positions `queries[i]` that run (``denoise``).
+        Returns logits (n_i, L_i, V) per request (or of `columns[i]` only), equal to ``denoise`` on each alone."""
         rows = rows or [None] * len(canvases)
-        segments = [self._segment(c, cache, r) for c, cache, r in zip(canvases, caches, rows, strict=True)]
-        x = self.embed(torch.cat([c.reshape(-1) for c in canvases]))  # (T_total, C)
+        queries = queries or [None] * len(canvases)
+        steps = [
+            self._canvas_step(c, cache, r, q) for c, cache, r, q in zip(canvases, caches, rows, queries, strict=True)
+        ]
+        flat = [c.reshape(-1) for c in canvases]
+        tokens = [f if s.queries is None else f[s.queries] for f, s in zip(flat, steps, strict=True)]
+        x = self.embed(torch.cat(tokens))  # (T_total, C)
         for i, block in enumerate(self.blocks):
-            x = block.denoise_packed(x, segments, caches, i)
-        sizes = [n * L for n, L, *_ in segments]
-        hidden = [h.view(n, L, -1) for h, (n, L, *_) in zip(x.split(sizes), segments, strict=True)]
+            x = block.denoise_packed(x, steps, caches, i)
+        hidden = []
+        for h, step in zip(x.split([s.tokens for s in steps]), steps, strict=True):
+            if step.queries is not None:  # positions that did not run: zeros (their logits are not used)
+                h = h.new_zeros(step.rows * step.length, h.shape[-1]).index_copy_(0, step.queries, h)
+            hidden.append(h.view(step.rows, step.length, -1))
         if self.config.shift_logits:
             hidden = [self._shifted(h, cache) for h, cache in zip(hidden, caches, strict=True)]
         if columns is not None:
             hidden = [h if cols is None else h[:, cols] for h, cols in zip(hidden, columns, strict=True)]
         logits = self.lm_head(self.norm(torch.cat([h.reshape(-1, h.shape[-1]) for h in hidden])))  # (T', V)
-        rows = [h.shape[0] * h.shape[1] for h in hidden]
-        return [chunk.view(h.shape[0], h.shape[1], -1) for chunk, h in zip(logits.split(rows), hidden, strict=True)]
+        sizes = [h.shape[0] * h.shape[1] for h in hidden]
+        return [chunk.view(h.shape[0], h.shape[1], -1) for chunk, h in zip(logits.split(sizes), hidden, strict=True)]

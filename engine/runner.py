@@ -194,10 +194,12 @@ class DiffusionState:
         banned: Tensor,
         breaks: Tensor | None,
         top_k: int,
+        shifted: bool = False,
     ) -> None:
         req, device = prompt.request, cache.k.device
         opts = req.options
         self.options, self.cache, self.mask_id, self.eos_id, self.banned = opts, cache, mask_id, eos_id, banned
+        self.shifted = shifted  # the model reads position i's logits from position i - 1 (its shift_logits)
         self.top_k = top_k
         self.breaks = breaks if opts.max_lines else None
         self.generator = torch.Generator(device=device).manual_seed(opts.seed)
@@ -212,6 +214,11 @@ class DiffusionState:
         self.temps = row_temperatures(rows, opts.temperature, device)
         self.segment_steps = 0  # steps since the canvas last grew
         self.step_columns: Tensor | None = None
+        self.step_queries: Tensor | None = None
+        # Canvas cache (``SampleOptions.canvas_cache``): positions masked when the last step began, whose scratch
+        # keys/values were computed from a mask; None when the scratch does not hold this canvas's layout (before
+        # the first step over every row, after the canvas grew or branched).
+        self.was_masked: Tensor | None = None
 
     @property
     def shared(self) -> bool:
@@ -221,18 +228,29 @@ class DiffusionState:
 
     def columns(self) -> Tensor | None:
         """Canvas positions still masked in some row: the only logits the next step needs (None = every position).
-        The forward asks once per step; ``step`` then reads logits of these positions."""
-        self.step_columns = None
+        The forward asks once per step; ``step`` then reads logits of these positions. With the canvas cache, the
+        positions that run through the model are set here too (``step_queries``, None = all)."""
+        self.step_columns = self.step_queries = None
         if self.segment_steps > 0:  # a fresh canvas or growth is open everywhere
             open_columns = self.masked.any(dim=0).nonzero().squeeze(1)  # one host sync (the result's length)
             if len(open_columns) < self.canvas.shape[1]:
                 self.step_columns = open_columns
+        if self.was_masked is not None:
+            # Still masked or committed in the last step (their keys/values came from a mask), and for a
+            # shifted-logits model the position before each masked one (it reads position i's logits there).
+            run = self.was_masked.clone()
+            if self.shifted:
+                run[:, :-1] |= self.masked[:, 1:]
+            if not run.all():
+                self.step_queries = run.reshape(-1).nonzero().squeeze(1)
         return self.step_columns
 
     def step(self, logits: Tensor) -> None:
         """One step from the logits of ``step_columns`` (all canvas positions unless ``columns`` narrowed them)."""
         opts, columns = self.options, self.step_columns
-        self.step_columns = None
+        self.step_columns = self.step_queries = None
+        if opts.canvas_cache:  # the scratch holds every row's canvas after any step but the shared first one
+            self.was_masked = None if self.shared else self.masked.clone()
         logits = self._fan_out(logits)
         pred = predict(logits, self.temps, self.banned, self.generator, self.eos_id, self.top_k)
         if columns is not None:  # positions outside `columns` are committed in every row: denoise_step skips them
@@ -284,6 +302,7 @@ class DiffusionState:
         self.masked = torch.cat([self.masked, self.masked.new_ones((n, more))], dim=1)
         self.logp = torch.cat([self.logp, self.logp.new_zeros((n, more))], dim=1)
         self.segment_steps = 0
+        self.was_masked = None  # the scratch's layout was the shorter canvas's
 
     def rows_for_step(self) -> int:
         """Rows whose draws differ in the next step: the trunk (``SampleOptions.trunk``: the greedy row and
@@ -302,6 +321,7 @@ class DiffusionState:
         source = torch.arange(want, device=self.canvas.device) * have // want
         self.canvas, self.masked, self.logp = (t.index_select(0, source) for t in (self.canvas, self.masked, self.logp))
         self.temps = row_temperatures(want, self.options.temperature, self.canvas.device)
+        self.was_masked = None  # the new rows have no scratch of their own yet
         return None if logits is None else logits.index_select(0, source)
 
     def tokens(self) -> tuple[Tensor, Tensor]:
@@ -323,6 +343,11 @@ class CanvasRows:
     def __init__(self, state: DiffusionState, start: int, stop: int) -> None:
         self.canvas, self.cache, self.step_columns = state.canvas[start:stop], state.cache, state.step_columns
         self.part, self.shared = (start, state.canvas.shape[0]), state.shared
+        self.step_queries = state.step_queries
+        if self.step_queries is not None:  # this part's positions, as indices into its own rows
+            L = state.canvas.shape[1]
+            mine = self.step_queries[(self.step_queries >= start * L) & (self.step_queries < stop * L)]
+            self.step_queries = mine - start * L
 
     def columns(self) -> Tensor | None:
         return self.step_columns
@@ -426,7 +451,8 @@ class DiffillRunner(TokenizedRunner):
         common = {"eos_id": tok.eos_id, "banned": self._banned, "breaks": breaks, "top_k": self.model.config.top_k}
         if self.autoregressive:
             return AutoregressiveState(prompt, ctx.cache, last_logits, **common), computed
-        return DiffusionState(prompt, ctx.cache, mask_id=tok.mask_id, **common), computed
+        shifted = self.model.config.shift_logits
+        return DiffusionState(prompt, ctx.cache, mask_id=tok.mask_id, shifted=shifted, **common), computed
 
     def forward(self, states: list[Any]) -> list[Tensor]:
         if self.autoregressive:  # per-candidate caches of different lengths: one extend per request
@@ -437,10 +463,11 @@ class DiffillRunner(TokenizedRunner):
         columns = [s.columns() for s in states]
         canvases = [s.canvas[:1] if s.shared else s.canvas for s in states]
         parts = [None if s.shared else s.part for s in states]
+        queries = [s.step_queries for s in states]
         if len(states) == 1:
-            logits = [self.model.denoise(canvases[0], states[0].cache, columns[0], parts[0])]
+            logits = [self.model.denoise(canvases[0], states[0].cache, columns[0], parts[0], queries[0])]
         else:
-            logits = self.model.denoise_packed(canvases, [s.cache for s in states], columns, parts)
+            logits = self.model.denoise_packed(canvases, [s.cache for s in states], columns, parts, queries)
         return [out.expand(len(s.canvas), -1, -1) if s.shared else out for s, out in zip(states, logits, strict=True)]
 
     def split(self, state: DiffusionState | AutoregressiveState, rows: int) -> list[Any]:

@@ -2,6 +2,7 @@
 
     python -m eval.bench_sampling [--model DIR] [--autoregressive] [--candidates 4] [--steps 8] [--canvas 16]
         [--tasks 12] [--max-lines 1] [--initial-canvas N] [--threshold 0.9] [--dtype bfloat16]
+        [--canvas-cache]
 
 For each of the first `--tasks` rest-of-line and full-line tasks of ../shared/benchmarks/fim-dev: a request with
 the prefix short by one character warms the session (as typing does), then the request at the cursor is timed
@@ -42,6 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--initial-canvas", type=int, default=None)
     parser.add_argument("--threshold", type=float, default=SampleOptions.threshold)
     parser.add_argument("--dtype", choices=DTYPES, default=None)
+    parser.add_argument(
+        "--canvas-cache", action=argparse.BooleanOptionalAction, default=SampleOptions.canvas_cache,
+        help="run only the canvas positions a step can change (SampleOptions.canvas_cache)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     with gzip.open(args.data, "rt", encoding="utf-8") as handle:
@@ -49,7 +54,11 @@ def main(argv: list[str] | None = None) -> int:
     tasks = [r for kind in ("rest-of-line", "full-line") for r in [r for r in rows if r["kind"] == kind][: args.tasks]]
     engine = load_engine(args.model, device="cpu", autoregressive=args.autoregressive, threads=1, dtype=args.dtype)
     options = SampleOptions(
-        steps=args.steps, threshold=args.threshold, max_lines=args.max_lines, initial_canvas=args.initial_canvas
+        steps=args.steps,
+        threshold=args.threshold,
+        max_lines=args.max_lines,
+        initial_canvas=args.initial_canvas,
+        canvas_cache=args.canvas_cache,
     )
     cpu_ms, steps = [], []
     for task in tasks:

@@ -92,6 +92,12 @@ def add_sampling_arguments(p: argparse.ArgumentParser, *, sweep: bool, seed: boo
         help="diffusion: rows of the trunk before --branch-after steps (the greedy one and sampled ones)",
     )
     p.add_argument(
+        "--canvas-cache",
+        action=argparse.BooleanOptionalAction,
+        default=SampleOptions.canvas_cache,
+        help="diffusion: run only the canvas positions a step can change (SampleOptions)",
+    )
+    p.add_argument(
         "--min-confidence",
         type=min_confidence,
         default=0.0,
@@ -294,7 +300,7 @@ def backend_spec(args: argparse.Namespace) -> BackendSpec:
 
 def sample_options(args: argparse.Namespace, **overrides: Any) -> SampleOptions:
     values = {"temperature": args.temperature, "seed": args.seed, "initial_canvas": args.initial_canvas}
-    values |= {"branch_after": args.branch_after, "trunk": args.trunk}
+    values |= {"branch_after": args.branch_after, "trunk": args.trunk, "canvas_cache": args.canvas_cache}
     if hasattr(args, "threshold"):
         values |= {"steps": args.steps, "threshold": args.threshold}
     return SampleOptions(**(values | overrides))

@@ -21,6 +21,7 @@ REFERENCE = Path(__file__).parent / "data" / "reference_completions.json"
 # Again when every row ended its middle where <eos> is the likeliest token, and the shipped configs' max_context
 # became the 384 tokens the pair trained on (longer contexts are cut to it); and for the twins of the 4,500-step base.
 # Again when the shipped diffusion model's own top-k became 8 (its config.json; sampled candidates only).
+# The first three cases pin the canvas cache off (recorded before it); a fourth runs it (added with it, round 12).
 # Re-recorded whenever the shipped weights change (``python -m tests.engine.test_request_path``).
 # The cases cover both canvas lengths, several candidates, temperature, steps and threshold, and a second language.
 CASES = [
@@ -30,7 +31,7 @@ CASES = [
         "python",
         32,
         4,
-        SampleOptions(seed=0, temperature=0.8),  # pinned: the shipped default's own is 1.2 since round 6
+        SampleOptions(seed=0, temperature=0.8, canvas_cache=False),  # pinned: the model's own is 1.2 since round 6
     ),
     (
         "import os\n\n\ndef read(path):\n    with open(path) as f:\n        ",
@@ -38,9 +39,24 @@ CASES = [
         "python",
         64,
         2,
-        SampleOptions(seed=7, steps=6, threshold=0.8, temperature=0.8),
+        SampleOptions(seed=7, steps=6, threshold=0.8, temperature=0.8, canvas_cache=False),
     ),
-    ("function add(a, b) {\n  return ", ";\n}\n", "javascript", 16, 3, SampleOptions(seed=3, temperature=1.0, steps=4)),
+    (
+        "function add(a, b) {\n  return ",
+        ";\n}\n",
+        "javascript",
+        16,
+        3,
+        SampleOptions(seed=3, temperature=1.0, steps=4, canvas_cache=False),
+    ),
+    (  # the canvas cache (the default since round 12): the first case again
+        "def mean(values):\n    total = 0\n    for v in values:\n        total += ",
+        "\n    return total / len(values)\n",
+        "python",
+        32,
+        4,
+        SampleOptions(seed=0, temperature=0.8, canvas_cache=True),
+    ),
 ]
 
 

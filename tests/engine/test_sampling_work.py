@@ -7,6 +7,7 @@ the real request path (``LocalEngine``), and the native protocol carrying the li
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -190,3 +191,56 @@ def test_late_branching_candidates_share_the_greedy_rows_first_commits(diffusion
     alone = engine.complete(PREFIX, SUFFIX, language="python", canvas_length=16, num_candidates=1, options=options)
     assert out[0].text == alone[0].text  # the greedy row is the same whether or not others branch off it
     assert len({c.text for c in out}) > 1  # the branches sampled their own continuations
+
+
+def test_the_canvas_cache_runs_what_is_masked_or_just_committed(diffusion_checkpoint: Path) -> None:
+    """``SampleOptions.canvas_cache``: the first step runs one row (every row is the same), the second every
+    position of every row (their keys/values so far came from masks), and each later step the positions masked
+    when the step before began (still masked, or committed by it), plus the one before each masked position (a
+    shifted-logits model reads a position's logits there); the rest are read from the scratch."""
+    for shifted in (False, True):
+        if shifted:
+            diffusion_checkpoint = shifted_checkpoint(diffusion_checkpoint)
+        check_canvas_cache_work(load_engine(diffusion_checkpoint, device="cpu"), shifted)
+
+
+def shifted_checkpoint(checkpoint: Path) -> Path:
+    """The same tiny model's weights as a shifted-logits checkpoint (a sibling directory)."""
+    out = checkpoint.parent / f"{checkpoint.name}-shifted"
+    if not out.exists():
+        engine = load_engine(checkpoint, device="cpu")
+        model = engine.runner.model
+        config = replace(model.config, shift_logits=True)
+        shifted = DiffillModel(config)
+        shifted.load_state_dict(model.state_dict())
+        save_checkpoint(out, shifted, engine.runner.tokenizer)
+    return out
+
+
+def check_canvas_cache_work(engine, shifted: bool) -> None:
+    model, mask_id = engine.runner.model, engine.runner.tokenizer.mask_id
+    seen: list[tuple[torch.Tensor, torch.Tensor | None]] = []
+    denoise = model.denoise
+
+    def spy(canvas, cache, columns=None, rows=None, queries=None):
+        seen.append((canvas.clone(), None if queries is None else queries.clone()))
+        return denoise(canvas, cache, columns, rows, queries)
+
+    model.denoise = spy
+    options = SampleOptions(steps=6, threshold=1.0, temperature=2.0)  # the canvas cache is on by default
+    assert options.canvas_cache
+    out = engine.complete(PREFIX, SUFFIX, language="python", canvas_length=16, num_candidates=4, options=options)
+    assert len(out) == 4 and engine.last_stats.steps == len(seen) == 6
+    assert seen[0][0].shape == (1, 16) and seen[0][1] is None
+    assert seen[1][0].shape == (4, 16) and seen[1][1] is None
+    for (before, _), (canvas, queries) in zip(seen[1:], seen[2:], strict=False):
+        masked = canvas == mask_id
+        run = before == mask_id
+        if shifted:
+            run[:, :-1] |= masked[:, 1:]
+        assert queries is not None and torch.equal(queries, run.reshape(-1).nonzero().squeeze(1))
+        assert len(queries) < canvas.numel()
+    seen.clear()
+    off = SampleOptions(steps=6, threshold=1.0, temperature=2.0, canvas_cache=False)
+    plain = engine.complete(PREFIX, SUFFIX, language="python", canvas_length=16, num_candidates=4, options=off)
+    assert len(plain) == 4 and all(queries is None for _, queries in seen)  # off: every position, every step
