@@ -341,31 +341,33 @@ class DiffillModel(nn.Module):
         self,
         canvas: Tensor,
         cache: KVCache,
-        columns: Tensor | None = None,
+        select: Tensor | None = None,
         rows: tuple[int, int] | None = None,
         queries: Tensor | None = None,
     ) -> Tensor:
         """One denoising step: canvas tokens (B, L) against the cached context (batch 1). Returns (B, L, V), or
-        with `columns` (L',) the logits of those canvas positions only, (B, L', V): the vocabulary projection is
-        the largest matmul of a small model, and committed positions need none. With `rows` = (first, total) the
-        canvas is rows first..first + B of a step over `total` rows (each row attends only to the context and
-        itself): the logits equal those rows of the whole step's (``attend_canvas``), so a big step can run in
-        row slices. With `queries` (T,) (flat row-major indices into the B x L canvas) only those positions run
-        through the model; every other position's keys/values are read from the scratch an earlier step of this
-        canvas left in the cache, and its logits are not meaningful (``SampleOptions.canvas_cache``)."""
-        return self.denoise_packed([canvas], [cache], [columns], [rows], [queries])[0]
+        with `select` (P,) (flat row-major indices into the B x L canvas) the logits of those positions only,
+        (P, V): the vocabulary projection is the largest matmul of a small model, and committed positions need none.
+        With `rows` = (first, total) the canvas is rows first..first + B of a step over `total` rows (each row
+        attends only to the context and itself): the logits equal those rows of the whole step's
+        (``attend_canvas``), so a big step can run in row slices. With `queries` (T,) (flat indices as `select`)
+        only those positions run through the model; every other position's keys/values are read from the scratch
+        an earlier step of this canvas left in the cache, and its logits are not meaningful
+        (``SampleOptions.canvas_cache``)."""
+        return self.denoise_packed([canvas], [cache], [select], [rows], [queries])[0]
 
     def denoise_packed(
         self,
         canvases: list[Tensor],
         caches: list[KVCache],
-        columns: list[Tensor | None] | None = None,
+        select: list[Tensor | None] | None = None,
         rows: list[tuple[int, int] | None] | None = None,
         queries: list[Tensor | None] | None = None,
     ) -> list[Tensor]:
         """One denoising step for several requests at once (continuous batching): canvases[i] (n_i, L_i) against
         caches[i] (batch 1), optionally a row slice `rows[i]` and the positions `queries[i]` that run (``denoise``).
-        Returns logits (n_i, L_i, V) per request (or of `columns[i]` only), equal to ``denoise`` on each alone."""
+        Returns logits (n_i, L_i, V) per request (or (P_i, V) of `select[i]`'s positions), equal to ``denoise`` on
+        each alone."""
         rows = rows or [None] * len(canvases)
         queries = queries or [None] * len(canvases)
         steps = [
@@ -383,8 +385,12 @@ class DiffillModel(nn.Module):
             hidden.append(h.view(step.rows, step.length, -1))
         if self.config.shift_logits:
             hidden = [self._shifted(h, cache) for h, cache in zip(hidden, caches, strict=True)]
-        if columns is not None:
-            hidden = [h if cols is None else h[:, cols] for h, cols in zip(hidden, columns, strict=True)]
-        logits = self.lm_head(self.norm(torch.cat([h.reshape(-1, h.shape[-1]) for h in hidden])))  # (T', V)
-        sizes = [h.shape[0] * h.shape[1] for h in hidden]
-        return [chunk.view(h.shape[0], h.shape[1], -1) for chunk, h in zip(logits.split(sizes), hidden, strict=True)]
+        select = select or [None] * len(canvases)
+        flat_hidden = [h.reshape(-1, h.shape[-1]) for h in hidden]
+        picked = [h if sel is None else h[sel] for h, sel in zip(flat_hidden, select, strict=True)]
+        logits = self.lm_head(self.norm(torch.cat(picked)))  # (T', V)
+        chunks = logits.split([len(p) for p in picked])
+        return [
+            chunk.view(h.shape[0], h.shape[1], -1) if sel is None else chunk
+            for chunk, h, sel in zip(chunks, hidden, select, strict=True)
+        ]

@@ -173,8 +173,9 @@ class DiffusionState:
     ``options.initial_canvas`` positions and grows by as many, up to the request's canvas, only while the greedy
     row's last position is not <eos> (its middle did not end inside the canvas); each segment gets its share of
     ``options.steps`` (the full canvas's tokens per step: 16 of 32 positions get 4 of 8 steps), so a middle that
-    ends early costs less and one that does not costs what the full canvas would; only positions still masked in
-    some row get logits; the first step, where every row's canvas is fully masked, runs one row (``shared``). With
+    ends early costs less and one that does not costs what the full canvas would; only masked positions get logits
+    (``step_select``), and with ``options.canvas_cache`` only the positions a step can change run through the model
+    (``step_queries``); the first step, where every row's canvas is fully masked, runs one row (``shared``). With
     ``options.branch_after = k`` the trunk (the greedy candidate, and ``options.trunk`` - 1 sampled ones) runs alone
     for k steps, then the other candidates branch off it: the (k+1)-th step's draws come from the trunk's logits
     (``_fan_out``), and the candidates sample their own continuations. With ``options.max_lines`` a row is over
@@ -213,7 +214,7 @@ class DiffusionState:
         self.logp = torch.zeros(self.canvas.shape, device=device)
         self.temps = row_temperatures(rows, opts.temperature, device)
         self.segment_steps = 0  # steps since the canvas last grew
-        self.step_columns: Tensor | None = None
+        self.step_select: Tensor | None = None
         self.step_queries: Tensor | None = None
         # Canvas cache (``SampleOptions.canvas_cache``): positions masked when the last step began, whose scratch
         # keys/values were computed from a mask; None when the scratch does not hold this canvas's layout (before
@@ -226,15 +227,14 @@ class DiffusionState:
         logits (``DiffillRunner.forward``)."""
         return self.steps_done == 0
 
-    def columns(self) -> Tensor | None:
-        """Canvas positions still masked in some row: the only logits the next step needs (None = every position).
-        The forward asks once per step; ``step`` then reads logits of these positions. With the canvas cache, the
-        positions that run through the model are set here too (``step_queries``, None = all)."""
-        self.step_columns = self.step_queries = None
-        if self.segment_steps > 0:  # a fresh canvas or growth is open everywhere
-            open_columns = self.masked.any(dim=0).nonzero().squeeze(1)  # one host sync (the result's length)
-            if len(open_columns) < self.canvas.shape[1]:
-                self.step_columns = open_columns
+    def plan(self) -> None:
+        """What the next step's forward computes, set once per step (the forward asks; ``split`` for its parts):
+        ``step_select``, the positions still masked (flat row-major indices), the only ones whose logits the step
+        needs (None = every position: a fresh canvas or growth, and the step where the rows fan out); with the
+        canvas cache, ``step_queries``, the positions that run through the model (None = all)."""
+        self.step_select = self.step_queries = None
+        if self.segment_steps > 0 and self.rows_for_step() <= self.canvas.shape[0]:
+            self.step_select = self.masked.reshape(-1).nonzero().squeeze(1)  # one host sync (the result's length)
         if self.was_masked is not None:
             # Still masked or committed in the last step (their keys/values came from a mask), and for a
             # shifted-logits model the position before each masked one (it reads position i's logits there).
@@ -243,18 +243,20 @@ class DiffusionState:
                 run[:, :-1] |= self.masked[:, 1:]
             if not run.all():
                 self.step_queries = run.reshape(-1).nonzero().squeeze(1)
-        return self.step_columns
 
     def step(self, logits: Tensor) -> None:
-        """One step from the logits of ``step_columns`` (all canvas positions unless ``columns`` narrowed them)."""
-        opts, columns = self.options, self.step_columns
-        self.step_columns = self.step_queries = None
+        """One step from the forward's logits: (rows, L, V) for every position, or (P, V) for ``step_select``'s."""
+        opts, select = self.options, self.step_select
+        self.step_select = self.step_queries = None
         if opts.canvas_cache:  # the scratch holds every row's canvas after any step but the shared first one
             self.was_masked = None if self.shared else self.masked.clone()
-        logits = self._fan_out(logits)
-        pred = predict(logits, self.temps, self.banned, self.generator, self.eos_id, self.top_k)
-        if columns is not None:  # positions outside `columns` are committed in every row: denoise_step skips them
-            pred = Prediction(*(self._spread(part, columns, fill) for part, fill in zip(pred, _UNUSED, strict=True)))
+        if select is None:
+            logits = self._fan_out(logits)
+            pred = predict(logits, self.temps, self.banned, self.generator, self.eos_id, self.top_k)
+        else:  # committed positions get no prediction: denoise_step skips them
+            temps = self.temps[select // self.canvas.shape[1]]  # (P, 1, 1): each position's row's
+            part = predict(logits[:, None], temps, self.banned, self.generator, self.eos_id, self.top_k)
+            pred = Prediction(*(self._spread(p[:, 0], select, fill) for p, fill in zip(part, _UNUSED, strict=True)))
         left = max(self.segment_budget - self.segment_steps, 1)
         denoise_step(self.canvas, self.masked, self.logp, pred, left, opts.threshold, self.eos_id)
         if self.breaks is not None:
@@ -264,17 +266,17 @@ class DiffusionState:
 
     def split(self, rows: int) -> list[DiffusionState | CanvasRows]:
         """The next step's forward in parts of at most `rows` canvas rows (``row_slices``); [self] when it fits.
-        The open columns are read once, here, for every part."""
+        The step is planned once, here, for every part."""
         n = self.canvas.shape[0]
         if n <= rows:
             return [self]
-        self.columns()
+        self.plan()
         return [CanvasRows(self, start, stop) for start, stop in row_slices(n, rows)]
 
-    def _spread(self, part: Tensor, columns: Tensor, fill: float) -> Tensor:
-        full = part.new_full(self.canvas.shape, fill)
-        full[:, columns] = part
-        return full
+    def _spread(self, part: Tensor, select: Tensor, fill: float) -> Tensor:
+        full = part.new_full((self.canvas.numel(),), fill)
+        full[select] = part
+        return full.view(self.canvas.shape)
 
     def open_flag(self) -> Tensor:
         """Bit 0: positions still masked; bit 1: the canvas may have to grow (the greedy row's last position is
@@ -341,16 +343,16 @@ class CanvasRows:
     ``DiffillRunner.forward`` takes in place of the state."""
 
     def __init__(self, state: DiffusionState, start: int, stop: int) -> None:
-        self.canvas, self.cache, self.step_columns = state.canvas[start:stop], state.cache, state.step_columns
+        self.canvas, self.cache = state.canvas[start:stop], state.cache
         self.part, self.shared = (start, state.canvas.shape[0]), state.shared
-        self.step_queries = state.step_queries
-        if self.step_queries is not None:  # this part's positions, as indices into its own rows
-            L = state.canvas.shape[1]
-            mine = self.step_queries[(self.step_queries >= start * L) & (self.step_queries < stop * L)]
-            self.step_queries = mine - start * L
+        L = state.canvas.shape[1]
+        self.step_select, self.step_queries = (
+            None if flat is None else flat[(flat >= start * L) & (flat < stop * L)] - start * L  # this part's rows
+            for flat in (state.step_select, state.step_queries)
+        )
 
-    def columns(self) -> Tensor | None:
-        return self.step_columns
+    def plan(self) -> None:
+        """Planned by the state (``DiffusionState.split``)."""
 
 
 class AutoregressiveState(StepBudget):
@@ -460,14 +462,15 @@ class DiffillRunner(TokenizedRunner):
         # A shared canvas (every row the same) runs one row, a step of its own, and its logits are repeated for the
         # others: what a forward over every row would give them, up to the rounding of a smaller matmul (bf16: a
         # unit in the last place of some logits; docs/speed.md, round 8). LocalEngine and the server run the same.
-        columns = [s.columns() for s in states]
+        for s in states:
+            s.plan()
         canvases = [s.canvas[:1] if s.shared else s.canvas for s in states]
         parts = [None if s.shared else s.part for s in states]
-        queries = [s.step_queries for s in states]
+        select, queries = [s.step_select for s in states], [s.step_queries for s in states]
         if len(states) == 1:
-            logits = [self.model.denoise(canvases[0], states[0].cache, columns[0], parts[0], queries[0])]
+            logits = [self.model.denoise(canvases[0], states[0].cache, select[0], parts[0], queries[0])]
         else:
-            logits = self.model.denoise_packed(canvases, [s.cache for s in states], columns, parts, queries)
+            logits = self.model.denoise_packed(canvases, [s.cache for s in states], select, parts, queries)
         return [out.expand(len(s.canvas), -1, -1) if s.shared else out for s, out in zip(states, logits, strict=True)]
 
     def split(self, state: DiffusionState | AutoregressiveState, rows: int) -> list[Any]:

@@ -160,33 +160,40 @@ def test_a_step_in_row_slices_gives_the_whole_steps_logits(causal_canvas: bool) 
     """A big step run in row slices (the server's scheduler runs a bulk request's step this way between small ones')
     equals the whole step: each slice's keys go where the whole canvas's would, so even the fused attention kernel
     sums in the same order -- bit for bit here (float32 on CPU; slices of at least 12 canvas rows), alone and packed
-    with another request. With only some columns read, the vocabulary head's matmul has fewer rows per slice
-    (10 instead of 35 here), and some CPUs' BLAS kernels round such a matmul differently (a unit in the last place
-    of a few logits, seen on an AMD EPYC): equal to float32 rounding there."""
+    with another request. With only some positions' logits read, the vocabulary head's matmul has fewer rows per
+    slice, and some CPUs' BLAS kernels round such a matmul differently (a unit in the last place of a few logits,
+    seen on an AMD EPYC): equal to float32 rounding there."""
     model = tiny(causal_canvas, shift_logits=not causal_canvas)
     g = torch.Generator().manual_seed(8)
     canvas = torch.randint(0, 300, (7, 16), generator=g)
-    columns = torch.tensor([0, 3, 4, 9, 15])
+    some = torch.tensor([0, 3, 4, 9, 15, 16, 40, 41, 70, 100, 111])  # flat indices into the 7 x 16 canvas
     slices = row_slices(7, 3)
     assert slices == [(0, 2), (2, 4), (4, 7)]  # as even as can be
     with torch.inference_mode():
         ctx, other = ContextCache(model.new_cache()), ContextCache(model.new_cache())
         ctx.update(model, torch.randint(0, 300, (90,), generator=g).tolist())
         other.update(model, torch.randint(0, 300, (20,), generator=g).tolist())
-        for cols in (None, columns):
-            whole = model.denoise(canvas, ctx.cache, cols)
-            alone = [model.denoise(canvas[a:b], ctx.cache, cols, rows=(a, 7)) for a, b in slices]
-            packed = [
-                model.denoise_packed([canvas[:2], canvas[a:b]], [other.cache, ctx.cache], [cols, cols], [None, (a, 7)])[
-                    1
-                ]
-                for a, b in slices
-            ]
-            if cols is None:
-                assert torch.equal(torch.cat(alone), whole) and torch.equal(torch.cat(packed), whole)
-            else:
-                torch.testing.assert_close(torch.cat(alone), whole, rtol=0, atol=1e-6)
-                torch.testing.assert_close(torch.cat(packed), whole, rtol=0, atol=1e-6)
+        whole = model.denoise(canvas, ctx.cache)
+        alone = [model.denoise(canvas[a:b], ctx.cache, rows=(a, 7)) for a, b in slices]
+        packed = [
+            model.denoise_packed([canvas[:2], canvas[a:b]], [other.cache, ctx.cache], rows=[None, (a, 7)])[1]
+            for a, b in slices
+        ]
+        assert torch.equal(torch.cat(alone), whole) and torch.equal(torch.cat(packed), whole)
+        # Only some positions' logits: each slice asks for those in its rows, as indices into its own rows.
+        mine = [some[(some >= a * 16) & (some < b * 16)] - a * 16 for a, b in slices]
+        picked = model.denoise(canvas, ctx.cache, some)
+        assert picked.shape == (len(some), 300)
+        torch.testing.assert_close(picked, whole.reshape(-1, 300)[some], rtol=0, atol=1e-6)
+        alone = [
+            model.denoise(canvas[a:b], ctx.cache, sel, rows=(a, 7)) for (a, b), sel in zip(slices, mine, strict=True)
+        ]
+        packed = [
+            model.denoise_packed([canvas[:2], canvas[a:b]], [other.cache, ctx.cache], [None, sel], [None, (a, 7)])[1]
+            for (a, b), sel in zip(slices, mine, strict=True)
+        ]
+        torch.testing.assert_close(torch.cat(alone), picked, rtol=0, atol=1e-6)
+        torch.testing.assert_close(torch.cat(packed), picked, rtol=0, atol=1e-6)
 
 
 def test_selected_positions_get_the_same_logits_as_the_full_forward() -> None:

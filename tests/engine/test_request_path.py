@@ -22,6 +22,8 @@ REFERENCE = Path(__file__).parent / "data" / "reference_completions.json"
 # became the 384 tokens the pair trained on (longer contexts are cut to it); and for the twins of the 4,500-step base.
 # Again when the shipped diffusion model's own top-k became 8 (its config.json; sampled candidates only).
 # The first three cases pin the canvas cache off (recorded before it); a fourth runs it (added with it, round 12).
+# Re-recorded when a step drew only for its masked positions (round 12): greedy candidates the same, sampled ones
+# draw differently.
 # Re-recorded whenever the shipped weights change (``python -m tests.engine.test_request_path``).
 # The cases cover both canvas lengths, several candidates, temperature, steps and threshold, and a second language.
 CASES = [

@@ -222,9 +222,9 @@ def check_canvas_cache_work(engine, shifted: bool) -> None:
     seen: list[tuple[torch.Tensor, torch.Tensor | None]] = []
     denoise = model.denoise
 
-    def spy(canvas, cache, columns=None, rows=None, queries=None):
+    def spy(canvas, cache, select=None, rows=None, queries=None):
         seen.append((canvas.clone(), None if queries is None else queries.clone()))
-        return denoise(canvas, cache, columns, rows, queries)
+        return denoise(canvas, cache, select, rows, queries)
 
     model.denoise = spy
     options = SampleOptions(steps=6, threshold=1.0, temperature=2.0)  # the canvas cache is on by default
