@@ -62,9 +62,10 @@ def _check_device(device: str) -> None:
 def cmd_complete(args: argparse.Namespace) -> int:
     from engine.api import editor_threads, load_engine
     from engine.contract import SampleOptions
+    from fim.ask import ask_engine
     from fim.confidence import Calibration
     from fim.languages import language_from_path, normalize_language
-    from fim.request import FimSettings, ask_engine, build_request
+    from fim.request import FimSettings, build_request
     from fim.text import offset_at
     from fim.validate import Candidate, postprocess
 
@@ -73,6 +74,8 @@ def cmd_complete(args: argparse.Namespace) -> int:
     for flag in ("steps", "candidates", "canvas", "repeat", "threads"):
         if (value := getattr(args, flag)) is not None and value < 1:
             raise DiffillError(f"--{flag} must be at least 1, got {value}")
+    if args.repairs is not None and args.repairs < 0:
+        raise DiffillError(f"--repairs must be at least 0, got {args.repairs}")
     try:
         options = SampleOptions(
             steps=args.steps, threshold=args.threshold, temperature=args.temperature, seed=args.seed
@@ -103,12 +106,16 @@ def cmd_complete(args: argparse.Namespace) -> int:
     shown = {k: v for k, v in description.items() if k != "calibration"} | {"calibrated": "calibration" in description}
     print(f"loaded {shown} in {time.perf_counter() - t0:.2f}s ({threads} CPU threads)", file=sys.stderr)
     settings = FimSettings().fitted(description.get("max_text_tokens"), description.get("max_canvas"))
+    repairs = settings.repairs if args.repairs is None else args.repairs
     calibration = Calibration.of(description)
     request = build_request(text, offset, language, settings, engine.count_tokens)
     timings = []
     for _ in range(max(1, args.repeat)):
         t0 = time.perf_counter()
-        raw = ask_engine(engine, request, options, num_candidates=args.candidates, canvas_length=args.canvas)
+        answer = ask_engine(
+            engine, request, options, num_candidates=args.candidates, canvas_length=args.canvas, repairs=repairs
+        )
+        raw = answer.completions
         # Every text worth showing at all, most confident first; the editor's threshold is reported, not applied.
         ranked = postprocess(request, [Candidate(c.text, c.score) for c in raw], calibration, min_confidence=0.0)
         timings.append((time.perf_counter() - t0) * 1e3)
@@ -118,11 +125,14 @@ def cmd_complete(args: argparse.Namespace) -> int:
             "completions": [{"text": c.text, "score": c.score, "confidence": c.confidence} for c in ranked],
             "min_confidence": calibration.min_confidence,
             "raw": [{"text": c.text, "score": c.score} for c in raw],
+            "repairs": answer.repairs,
             "latency_ms": timings,
         }
         print(json.dumps(out, indent=2))
     else:
         print(f"# {request.mode} at {path}:{line}:{col}, {len(ranked)} of {len(raw)} candidates kept", file=sys.stderr)
+        if answer.repairs:
+            print(f"# repaired ({answer.repairs} follow-up requests), from {answer.repaired_from!r}", file=sys.stderr)
         threshold = calibration.min_confidence
         for i, c in enumerate(ranked):
             quiet = "; an editor stays silent: below the model's minConfidence" if c.confidence < threshold else ""
@@ -216,6 +226,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, default=None, help="of the alternatives (default: the model's own)")
     p.add_argument("--candidates", type=int, default=None, help="default: per mode (fim settings)")
     p.add_argument("--canvas", type=int, default=None, help="canvas tokens (default: per mode)")
+    p.add_argument(
+        "--repairs",
+        type=int,
+        default=None,
+        help="follow-up requests when no candidate parses (default: FimSettings.repairs)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--repeat", type=int, default=1, help="run N times and report warm latency")
     p.add_argument("--json", action="store_true", help="print JSON")

@@ -33,7 +33,7 @@ from eval.humaneval import SET_MODES, SETS, ExecCache, HumanEvalSuite, default_d
 from eval.runner import run_suite
 from eval.sandbox import Limits, capabilities
 from eval.suites.jsonl import HALVES
-from fim.request import Mode
+from fim.request import FimSettings, Mode
 
 MODES = {"auto": None, "single-line": Mode.SINGLE_LINE, "multi-line": Mode.MULTI_LINE}
 
@@ -73,6 +73,11 @@ def add_sampling_arguments(p: argparse.ArgumentParser, *, sweep: bool, seed: boo
     p.add_argument("--mode", choices=sorted(MODES), help="request mode (default: the suite's, else auto)")
     p.add_argument("--canvas", type=int, help="canvas length (default: the request's, clamped to the model's)")
     p.add_argument("--candidates", type=int, help="candidates per request (default: the request's)")
+    p.add_argument(
+        "--repairs",
+        type=int,
+        help="follow-up requests when no single-line candidate parses (fim.ask; default: FimSettings.repairs)",
+    )
     p.add_argument(
         "--initial-canvas",
         type=int,
@@ -307,6 +312,8 @@ def sample_options(args: argparse.Namespace, **overrides: Any) -> SampleOptions:
 
 
 def gen_config(args: argparse.Namespace, default_mode: Mode | None = None, **option_overrides: Any) -> GenConfig:
+    if args.repairs is not None and args.repairs < 0:
+        raise UsageError(f"--repairs must be at least 0, got {args.repairs}")
     return GenConfig(
         options=sample_options(args, **option_overrides),
         mode=MODES[args.mode] if args.mode else default_mode,
@@ -314,6 +321,7 @@ def gen_config(args: argparse.Namespace, default_mode: Mode | None = None, **opt
         candidates=args.candidates,
         n=getattr(args, "n", 1) if args.command == "humaneval-infilling" else 1,
         min_confidence=args.min_confidence,
+        repairs=args.repairs,
     )
 
 
@@ -339,6 +347,7 @@ def run_command(
     engine = open_backend(spec, suite.tasks)
     options = {**vars(config.options), "mode": args.mode or str(config.mode or "auto"), "canvas": args.canvas}
     options |= {"candidates": args.candidates, "n": config.n, "min_confidence": config.min_confidence}
+    options |= {"repairs": FimSettings.repairs if config.repairs is None else config.repairs}
     meta = {
         "engine": engine.describe(),
         "limit": getattr(args, "limit", None),
@@ -463,6 +472,7 @@ def cmd_speed(args: argparse.Namespace) -> int:
     points = run_sweep(diffusion, ar, problems, sweep, cache, progress=not args.no_progress)
     out = out_dir(args, args.set)
     meta = {"set": args.set, "data": str(data), "limit": args.limit, "sandbox": capabilities()}
+    meta |= {"repairs": FimSettings.repairs if base.repairs is None else base.repairs}
     meta |= {"diffusion": diffusion.describe(), "autoregressive": ar.describe() if ar else None}
     paths = write_report(out, points, meta)
     print(json.dumps([p.as_dict() for p in points], indent=2))

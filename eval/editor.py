@@ -33,9 +33,10 @@ from typing import TYPE_CHECKING, Any
 from tqdm import tqdm
 
 from eval.metrics import mean, spread
+from fim.ask import ask_engine
 from fim.confidence import UNCALIBRATED, Calibration
 from fim.crossfile import DiskReader, collect
-from fim.request import FimRequest, FimSettings, Mode, ask_engine, build_request
+from fim.request import FimRequest, FimSettings, Mode, build_request
 from fim.validate import Assessed, Candidate, assess, postprocess, select
 
 if TYPE_CHECKING:
@@ -102,6 +103,8 @@ class GenConfig:
     # The show-or-stay-silent threshold: 0 (benchmarks' default) shows every text that is not degenerate; None is
     # the model's own default (its calibration's, what an editor applies when the user sets nothing).
     min_confidence: float | None = 0.0
+    # Follow-up requests when no single-line candidate parses (fim.ask); None: the FIM settings' default.
+    repairs: int | None = None
 
 
 @dataclass(frozen=True)
@@ -118,6 +121,7 @@ class Generation:
     candidates: int
     accepted: int  # candidates post-processing kept
     stats: dict[str, float] = field(default_factory=dict)  # LocalEngine.last_stats when there is one
+    repairs: int = 0  # follow-up requests made (fim.ask)
     assessed: tuple[Assessed, ...] = ()  # every distinct post-processed text and its show-or-stay-silent signals
 
     def timing(self) -> dict[str, Any]:
@@ -129,6 +133,7 @@ class Generation:
             "tokens": self.tokens,
             "candidates": self.candidates,
             "accepted": self.accepted,
+            "repairs": self.repairs,
         }
         record["assessed"] = [
             {"text": a.text, "confidence": a.confidence, "rejected": a.rejected} | dataclasses.asdict(a.signals)
@@ -174,7 +179,8 @@ def _samples(
     if config.n <= 1:
         return ()
     n = config.n + 1  # row 0 is greedy
-    rows = ask_engine(engine, request, config.options, num_candidates=n, session_id=session, chunks=chunks)[1:]
+    answer = ask_engine(engine, request, config.options, num_candidates=n, session_id=session, chunks=chunks)
+    rows = answer.completions[1:]
     threshold = calibration.threshold(config.min_confidence)
     kept = [postprocess(request, [Candidate(c.text, c.score)], calibration, threshold) for c in rows]
     return tuple(k[0].text if k else "" for k in kept)
@@ -210,7 +216,8 @@ def generate(
     t_collect = time.perf_counter()
     chunks = tuple(chunks_for(request)) if chunks_for is not None else ()
     t0 = time.perf_counter()
-    raw = ask_engine(engine, request, config.options, session_id=session, chunks=chunks)
+    answer = ask_engine(engine, request, config.options, session_id=session, chunks=chunks, repairs=config.repairs or 0)
+    raw = answer.completions
     t1 = time.perf_counter()
     assessed = assess(request, [Candidate(c.text, c.score) for c in raw], calibration)
     ranked = select(request, assessed, calibration.threshold(config.min_confidence))
@@ -233,6 +240,7 @@ def generate(
         candidates=len(raw),
         accepted=len(ranked),
         stats=stats,
+        repairs=answer.repairs,
         assessed=tuple(assessed),
     )
 
@@ -258,6 +266,8 @@ class Asker:
         max_canvas = max_canvas if isinstance(max_canvas, int) and max_canvas > 0 else None
         settings = settings_for(description)
         calibration = Calibration.of(description)
+        if config.repairs is None:
+            config = dataclasses.replace(config, repairs=settings.repairs)
         return cls(
             engine, config, settings, engine.count_tokens, max_canvas, description=description, calibration=calibration
         )

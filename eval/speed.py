@@ -193,7 +193,9 @@ def markdown(points: Sequence[Point], meta: dict[str, Any]) -> str:
             f"{match['best_diffusion']}, pass@1 {-match['pass1_gap']:+.3f} and edit similarity "
             f"{-match['edit_similarity_gap']:+.3f} against the AR twin's).",
         ]
-    lines += ["", "Latency: engine.complete + post-processing per completion, cold context (no cache reuse)."]
+    repairs = meta.get("repairs")
+    follow = f", with up to {repairs} follow-up requests when no candidate parses (fim.ask)" if repairs else ""
+    lines += ["", f"Latency: engine.complete + post-processing per completion{follow}, cold context (no cache reuse)."]
     return "\n".join(lines) + "\n"
 
 

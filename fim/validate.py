@@ -31,7 +31,7 @@ from fim.layout import BlockSyntax, block_syntax, indent_unit
 from fim.request import FimRequest, Mode
 from fim.syntax import SyntaxChecker, Verdict
 
-__all__ = ["Assessed", "Candidate", "assess", "postprocess", "select"]
+__all__ = ["Assessed", "Candidate", "assess", "postprocess", "repair_point", "select"]
 
 MAX_CHECKS = 8  # parses per candidate before giving up on it; cached verdicts are free
 _LINE_BREAK = re.compile(r"\r\n|\r")
@@ -116,10 +116,13 @@ class _Validator:
             error_at = verdict.error_at if error_at is None else min(error_at, verdict.error_at or error_at)
         return None
 
-    def single_line(self, text: str) -> Iterator[str]:
+    def line(self, text: str) -> str:
+        """A single-line candidate's line (trailing blanks dropped when the cursor's line ends at the cursor)."""
         line = text.split("\n", 1)[0]
-        if not self.suffix.split("\n", 1)[0].strip():
-            line = line.rstrip()
+        return line if self.suffix.split("\n", 1)[0].strip() else line.rstrip()
+
+    def single_line(self, text: str) -> Iterator[str]:
+        line = self.line(text)
         stripped = drop_overlap(line, self.suffix)
         if not stripped.strip():
             return  # nothing left, or only what the suffix already says
@@ -140,9 +143,13 @@ class _Validator:
         syntax: BlockSyntax = block_syntax(self.request.language)
         return syntax.comment is not None and syntax.code(self.line_before) != self.line_before.rstrip()
 
-    def finish(self, text: str) -> str | None:
+    def inserted(self, text: str) -> str:
+        """A raw candidate as the text inserted after the request's prefix (the healed blanks dropped, "\n")."""
         healed = len(self.request.healed)  # the model continued the prefix without it (FimRequest.healed)
-        text = _normalize(text[min(healed, len(text) - len(text.lstrip(" \t"))) :])
+        return _normalize(text[min(healed, len(text) - len(text.lstrip(" \t"))) :])
+
+    def finish(self, text: str) -> str | None:
+        text = self.inserted(text)
         if self.request.mode is Mode.SINGLE_LINE:
             return self.first_accepted(self.single_line(text), nested=False)
         return self.first_accepted(self.multi_line(text), nested=True)
@@ -186,6 +193,39 @@ def assess(
         )
         assessed.append(Assessed(text, signals, calibration.confidence(signals), degenerate(text, context)))
     return sorted(assessed, key=lambda a: (-a.confidence, -a.signals.score))  # stable: ties keep the model's order
+
+
+def _before_byte(text: str, at: int) -> str:
+    """The longest start of `text` whose encoding (``_encode``) is at most `at` bytes."""
+    size = 0
+    for i, char in enumerate(text):
+        size += len(_encode(char))
+        if size > at:
+            return text[:i]
+    return text
+
+
+def repair_point(request: FimRequest, candidates: Sequence[Candidate]) -> str | None:
+    """Where a single-line request whose candidates all break the file can be continued (``fim.ask``): the longest
+    part of a candidate's line before the first syntax error it adds (ties: the best score), as text inserted after
+    ``request.prefix``. None when a candidate is accepted, the request is multi-line, the language has no grammar,
+    or no line holds text before its error (an error from the line's first character on)."""
+    if request.mode is not Mode.SINGLE_LINE or not candidates:
+        return None
+    validator = _Validator.of(request)
+    if not validator.parsable:
+        return None
+    heads: list[str] = []
+    for candidate in sorted(candidates, key=lambda c: -c.score):
+        text = validator.inserted(candidate.text)
+        if validator.first_accepted(validator.single_line(text), nested=False) is not None:
+            return None
+        line = validator.line(text)
+        verdict = validator.verdict(line)
+        head = _before_byte(line, verdict.error_at) if verdict.error_at is not None else ""
+        if head.strip():
+            heads.append(head)
+    return max(heads, key=len, default=None)
 
 
 def select(request: FimRequest, assessed: Sequence[Assessed], min_confidence: float = 0.0) -> list[Candidate]:

@@ -91,7 +91,7 @@ def warm_up(engine: CompletionEngine, fim: FimSettings, sampling: CompletionSett
 
 def fim_settings(settings: Settings, description: dict[str, Any]) -> FimSettings:
     """fim's sizes from the user's settings, clamped to what the model can take (canvas, context)."""
-    changes: dict[str, int] = {"max_lines": settings.completion.max_lines}
+    changes: dict[str, int] = {"max_lines": settings.completion.max_lines, "repairs": settings.completion.repairs}
     if (candidates := settings.completion.candidates) is not None:
         changes |= {"single_line_candidates": candidates, "multi_line_candidates": candidates}
     fim = FimSettings(cross_file_tokens=settings.cross_file.max_tokens)

@@ -11,8 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from fim.ask import ask_engine
 from fim.confidence import UNCALIBRATED, Calibration
-from fim.request import FimSettings, ask_engine, build_request
+from fim.request import FimSettings, build_request
 from fim.validate import Candidate, postprocess
 from lsp_server.cache import CompletionCache
 from lsp_server.crossfile import CrossFile
@@ -53,8 +54,8 @@ def run(job: Job) -> list[str]:
         chunks = [ContextChunk(s.path, s.text) for s in found]
     sampling = job.sampling
     options = SampleOptions(steps=sampling.steps, threshold=sampling.threshold, temperature=sampling.temperature)
-    completions = ask_engine(job.engine, request, options, session_id=document.uri, chunks=chunks)
-    candidates = [Candidate(c.text, c.score) for c in completions]
+    answer = ask_engine(job.engine, request, options, session_id=document.uri, chunks=chunks, repairs=job.fim.repairs)
+    candidates = [Candidate(c.text, c.score) for c in answer.completions]
     ranked = postprocess(request, candidates, job.calibration, job.sampling.min_confidence)
     texts = [c.text for c in ranked if c.text]
     job.cache.put(document.language_id, document.text, cursor.offset, texts)

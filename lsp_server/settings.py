@@ -148,6 +148,9 @@ class CompletionSettings:
     # None: fim's per-mode defaults (more for short single-line canvases, fewer for multi-line ones).
     candidates: int | None = _setting(None, _optional(_int_in(1, 16)))
     max_lines: int = _setting(12, _int_in(1, 200))
+    # Follow-up requests when no single-line candidate parses, continuing from the part before the first syntax
+    # error (fim.ask); 0: none.
+    repairs: int = _setting(2, _int_in(0, 4))
     # Typing bursts arrive ~50-150 ms apart; waiting 75 ms skips most keystrokes the user has already passed.
     debounce_ms: int = _setting(75, _int_in(0, 5000))
     # Show a suggestion only when its calibrated probability of being right reaches this (fim.confidence). None:

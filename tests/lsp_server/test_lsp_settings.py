@@ -87,3 +87,13 @@ def test_the_model_dtype_is_auto_float32_or_bfloat16_and_selects_another_engine(
     assert settings.engine_key() != Settings().engine_key()  # a dtype change reloads the engine
     settings, problems = parse_settings({"model": {"dtype": "int8"}})
     assert settings.model.dtype == "auto" and problems and "diffill.model.dtype" in problems[0]
+
+
+def test_repairs_reach_the_fim_settings_and_bad_counts_are_reported():
+    from lsp_server.engines import fim_settings
+
+    settings, problems = parse_settings({"completion": {"repairs": 0}})
+    assert problems == [] and fim_settings(settings, {}).repairs == 0
+    assert fim_settings(Settings(), {}).repairs == Settings().completion.repairs == 2
+    settings, problems = parse_settings({"completion": {"repairs": 9}})
+    assert settings.completion.repairs == 2 and len(problems) == 1

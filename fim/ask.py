@@ -1,0 +1,91 @@
+"""Asking an engine for a request's candidates: the one call every caller (the language server, eval,
+``diffill complete``) makes, and the follow-up requests that repair a line tree-sitter rejects.
+
+A few-step diffusion canvas often writes a line that is right up to a point and broken after it (``if len( = 1:``,
+``balance = == 0``): every candidate then adds a syntax error and the editor shows nothing. With ``repairs`` > 0, a
+single-line request none of whose candidates parses is asked again, continuing from the part of a line before its
+first syntax error (``fim.validate.repair_point``): that text joins the prefix (the session's context cache grows
+by its tokens, nothing is recomputed), the engine fills the rest of the line, and the text is put back in front
+of every new candidate, so the caller gets candidates for the request it made, and validates them as any others.
+Each follow-up is made only while no candidate parses, and never twice from the same text.
+
+This works for every engine (the embedded models, a ``diffill serve`` box, the released coders' adapters): it needs
+nothing from them but ``complete``.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+from fim.request import FimRequest
+from fim.validate import Candidate, repair_point
+
+if TYPE_CHECKING:  # types only: fim runs without the engine (and torch) imported
+    from engine.contract import Completion, CompletionEngine, ContextChunk, SampleOptions
+
+__all__ = ["Answer", "ask_engine"]
+
+
+@dataclass(frozen=True)
+class Answer:
+    """The engine's candidates for a request (after any repair, still relative to its ``model_prefix``)."""
+
+    completions: list[Completion]
+    repairs: int = 0  # follow-up requests made
+    repaired_from: str = ""  # the text the last follow-up continued from ("" when none was made)
+
+
+def _complete(
+    engine: CompletionEngine,
+    options: SampleOptions,
+    num_candidates: int | None,
+    canvas_length: int | None,
+    session_id: str | None,
+    chunks: Sequence[ContextChunk],
+    request: FimRequest,
+) -> list[Completion]:
+    extra = {"chunks": chunks} if chunks else {}
+    return engine.complete(
+        request.model_prefix,
+        request.suffix,
+        language=request.language,
+        canvas_length=canvas_length or request.canvas_length,
+        num_candidates=num_candidates or request.num_candidates,
+        options=replace(options, max_lines=request.max_lines),
+        session_id=session_id,
+        **extra,
+    )
+
+
+def ask_engine(
+    engine: CompletionEngine,
+    request: FimRequest,
+    options: SampleOptions,
+    *,
+    num_candidates: int | None = None,
+    canvas_length: int | None = None,
+    session_id: str | None = None,
+    chunks: Sequence[ContextChunk] = (),
+    repairs: int = 0,
+) -> Answer:
+    """The engine's raw candidates for a request, asked the way every caller must: the healed prefix
+    (``model_prefix``; ``fim.validate`` strips the same whitespace) and the mode's line limit in the options (the
+    editor shows no more lines). Chunks are passed only when there are some, so backends without cross-file
+    support keep working. Up to `repairs` follow-ups when no candidate parses (module docstring)."""
+    ask = functools.partial(_complete, engine, options, num_candidates, canvas_length, session_id, chunks)
+    completions = ask(request)
+    tried: set[str] = set()
+    kept = ""
+    while len(tried) < repairs:
+        head = repair_point(request, [Candidate(c.text, c.score) for c in completions])
+        if head is None or head in tried:
+            break
+        tried.add(head)
+        kept = head
+        follow = replace(request, prefix=request.prefix + head)
+        lead = follow.model_prefix[len(request.model_prefix) :]  # the head as the engine's text continues it
+        completions = [replace(c, text=lead + c.text) for c in ask(follow)]
+    return Answer(completions, len(tried), kept)
