@@ -209,7 +209,8 @@ def repair_point(request: FimRequest, candidates: Sequence[Candidate]) -> str | 
     """Where a single-line request whose candidates all break the file can be continued (``fim.ask``): the longest
     part of a candidate's line before the first syntax error it adds (ties: the best score), as text inserted after
     ``request.prefix``. None when a candidate is accepted, the request is multi-line, the language has no grammar,
-    or no line holds text before its error (an error from the line's first character on)."""
+    or no line holds text before its error (an error from the line's first character on, or one tree-sitter wraps
+    around the whole statement, as a stray closing bracket: ``if f(x)):``)."""
     if request.mode is not Mode.SINGLE_LINE or not candidates:
         return None
     validator = _Validator.of(request)

@@ -47,6 +47,7 @@ def test_no_repair_when_a_candidate_parses() -> None:
 def test_no_repair_without_text_before_the_error() -> None:
     request = request_at(LOOP)
     assert point(request, "= 3") is None  # the error starts with the line
+    assert point(request, "x + (x, 1))") is None  # tree-sitter wraps the whole statement in the error
     assert point(request, "") is None
     assert point(request) is None
     assert point(request, "\nx") is None  # nothing on the line
