@@ -7,9 +7,7 @@ single-line request none of whose candidates parses is asked again, continuing f
 first syntax error (``fim.validate.repair_point``): that text joins the prefix (the session's context cache grows
 by its tokens, nothing is recomputed), the engine fills the rest of the line, and the text is put back in front
 of every new candidate, so the caller gets candidates for the request it made, and validates them as any others.
-When no line has text before its error, or the text was continued from already, the request is asked again as it
-was with the next seed: the sampled rows are new draws (not when every row is greedy: one candidate, or temperature
-0). Each follow-up is made only while no candidate parses, at most ``repairs`` of them.
+Each follow-up is made only while no candidate parses, and never twice from the same text.
 
 This works for every engine (the embedded models, a ``diffill serve`` box, the released coders' adapters): it needs
 nothing from them but ``complete``.
@@ -37,16 +35,16 @@ class Answer:
 
     completions: list[Completion]
     repairs: int = 0  # follow-up requests made
-    repaired_from: str = ""  # the text the last follow-up continued from ("" when none was, or it drew again)
+    repaired_from: str = ""  # the text the last follow-up continued from ("" when none was made)
 
 
 def _complete(
     engine: CompletionEngine,
+    options: SampleOptions,
     num_candidates: int | None,
     canvas_length: int | None,
     session_id: str | None,
     chunks: Sequence[ContextChunk],
-    options: SampleOptions,
     request: FimRequest,
 ) -> list[Completion]:
     extra = {"chunks": chunks} if chunks else {}
@@ -76,27 +74,18 @@ def ask_engine(
     """The engine's raw candidates for a request, asked the way every caller must: the healed prefix
     (``model_prefix``; ``fim.validate`` strips the same whitespace) and the mode's line limit in the options (the
     editor shows no more lines). Chunks are passed only when there are some, so backends without cross-file
-    support keep working. Up to `repairs` follow-ups while no candidate parses (module docstring)."""
-    ask = functools.partial(_complete, engine, num_candidates, canvas_length, session_id, chunks)
-    completions = ask(options, request)
-    # Other draws differ only where rows are sampled: row 0 is greedy, and temperature 0 makes every row greedy.
-    redraw = (num_candidates or request.num_candidates) > 1 and options.temperature != 0
+    support keep working. Up to `repairs` follow-ups when no candidate parses (module docstring)."""
+    ask = functools.partial(_complete, engine, options, num_candidates, canvas_length, session_id, chunks)
+    completions = ask(request)
     tried: set[str] = set()
     kept = ""
-    made = 0
-    while made < repairs:
+    while len(tried) < repairs:
         head = repair_point(request, [Candidate(c.text, c.score) for c in completions])
-        continues = bool(head) and head not in tried
-        if head is None or not (continues or redraw):
+        if head is None or head in tried:
             break
-        made += 1
-        if continues:
-            tried.add(head)
-            kept = head
-            follow = replace(request, prefix=request.prefix + head)
-            lead = follow.model_prefix[len(request.model_prefix) :]  # the head as the engine's text continues it
-            completions = [replace(c, text=lead + c.text) for c in ask(options, follow)]
-        else:  # nothing to continue from: other draws for the sampled rows
-            kept = ""
-            completions = ask(replace(options, seed=options.seed + made), request)
-    return Answer(completions, made, kept)
+        tried.add(head)
+        kept = head
+        follow = replace(request, prefix=request.prefix + head)
+        lead = follow.model_prefix[len(request.model_prefix) :]  # the head as the engine's text continues it
+        completions = [replace(c, text=lead + c.text) for c in ask(follow)]
+    return Answer(completions, len(tried), kept)

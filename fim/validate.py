@@ -208,10 +208,9 @@ def _before_byte(text: str, at: int) -> str:
 def repair_point(request: FimRequest, candidates: Sequence[Candidate]) -> str | None:
     """Where a single-line request whose candidates all break the file can be continued (``fim.ask``): the longest
     part of a candidate's line before the first syntax error it adds (ties: the best score), as text inserted after
-    ``request.prefix``; "" when no line holds text before its error (an error from the line's first character on,
-    or one tree-sitter wraps around the whole statement, as a stray closing bracket: ``if f(x)):``). None when there
-    is nothing to repair: a candidate is accepted, there are no candidates, the request is multi-line or the
-    language has no grammar."""
+    ``request.prefix``. None when a candidate is accepted, the request is multi-line, the language has no grammar,
+    or no line holds text before its error (an error from the line's first character on, or one tree-sitter wraps
+    around the whole statement, as a stray closing bracket: ``if f(x)):``)."""
     if request.mode is not Mode.SINGLE_LINE or not candidates:
         return None
     validator = _Validator.of(request)
@@ -227,7 +226,7 @@ def repair_point(request: FimRequest, candidates: Sequence[Candidate]) -> str | 
         head = _before_byte(line, verdict.error_at) if verdict.error_at is not None else ""
         if head.strip():
             heads.append(head)
-    return max(heads, key=len, default="")
+    return max(heads, key=len, default=None)
 
 
 def select(request: FimRequest, assessed: Sequence[Assessed], min_confidence: float = 0.0) -> list[Candidate]:
