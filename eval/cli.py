@@ -321,7 +321,7 @@ def gen_config(args: argparse.Namespace, default_mode: Mode | None = None, **opt
         candidates=args.candidates,
         n=getattr(args, "n", 1) if args.command == "humaneval-infilling" else 1,
         min_confidence=args.min_confidence,
-        repairs=args.repairs,
+        repairs=FimSettings.repairs if args.repairs is None else args.repairs,
     )
 
 
@@ -347,7 +347,7 @@ def run_command(
     engine = open_backend(spec, suite.tasks)
     options = {**vars(config.options), "mode": args.mode or str(config.mode or "auto"), "canvas": args.canvas}
     options |= {"candidates": args.candidates, "n": config.n, "min_confidence": config.min_confidence}
-    options |= {"repairs": FimSettings.repairs if config.repairs is None else config.repairs}
+    options |= {"repairs": config.repairs}
     meta = {
         "engine": engine.describe(),
         "limit": getattr(args, "limit", None),
@@ -472,7 +472,7 @@ def cmd_speed(args: argparse.Namespace) -> int:
     points = run_sweep(diffusion, ar, problems, sweep, cache, progress=not args.no_progress)
     out = out_dir(args, args.set)
     meta = {"set": args.set, "data": str(data), "limit": args.limit, "sandbox": capabilities()}
-    meta |= {"repairs": FimSettings.repairs if base.repairs is None else base.repairs}
+    meta |= {"repairs": base.repairs}
     meta |= {"diffusion": diffusion.describe(), "autoregressive": ar.describe() if ar else None}
     paths = write_report(out, points, meta)
     print(json.dumps([p.as_dict() for p in points], indent=2))

@@ -103,8 +103,8 @@ class GenConfig:
     # The show-or-stay-silent threshold: 0 (benchmarks' default) shows every text that is not degenerate; None is
     # the model's own default (its calibration's, what an editor applies when the user sets nothing).
     min_confidence: float | None = 0.0
-    # Follow-up requests when no single-line candidate parses (fim.ask); None: the FIM settings' default.
-    repairs: int | None = None
+    # Follow-up requests when no single-line candidate parses (fim.ask); the editor's default unless set.
+    repairs: int = FimSettings.repairs
 
 
 @dataclass(frozen=True)
@@ -216,7 +216,7 @@ def generate(
     t_collect = time.perf_counter()
     chunks = tuple(chunks_for(request)) if chunks_for is not None else ()
     t0 = time.perf_counter()
-    answer = ask_engine(engine, request, config.options, session_id=session, chunks=chunks, repairs=config.repairs or 0)
+    answer = ask_engine(engine, request, config.options, session_id=session, chunks=chunks, repairs=config.repairs)
     raw = answer.completions
     t1 = time.perf_counter()
     assessed = assess(request, [Candidate(c.text, c.score) for c in raw], calibration)
@@ -266,8 +266,6 @@ class Asker:
         max_canvas = max_canvas if isinstance(max_canvas, int) and max_canvas > 0 else None
         settings = settings_for(description)
         calibration = Calibration.of(description)
-        if config.repairs is None:
-            config = dataclasses.replace(config, repairs=settings.repairs)
         return cls(
             engine, config, settings, engine.count_tokens, max_canvas, description=description, calibration=calibration
         )
