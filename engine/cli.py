@@ -74,8 +74,9 @@ def cmd_complete(args: argparse.Namespace) -> int:
     for flag in ("steps", "candidates", "canvas", "repeat", "threads"):
         if (value := getattr(args, flag)) is not None and value < 1:
             raise DiffillError(f"--{flag} must be at least 1, got {value}")
-    if args.repairs is not None and args.repairs < 0:
-        raise DiffillError(f"--repairs must be at least 0, got {args.repairs}")
+    for flag in ("repairs", "first_steps"):
+        if (value := getattr(args, flag)) is not None and value < 0:
+            raise DiffillError(f"--{flag.replace('_', '-')} must be at least 0, got {value}")
     try:
         options = SampleOptions(
             steps=args.steps, threshold=args.threshold, temperature=args.temperature, seed=args.seed
@@ -105,7 +106,8 @@ def cmd_complete(args: argparse.Namespace) -> int:
     description = engine.describe()
     shown = {k: v for k, v in description.items() if k != "calibration"} | {"calibrated": "calibration" in description}
     print(f"loaded {shown} in {time.perf_counter() - t0:.2f}s ({threads} CPU threads)", file=sys.stderr)
-    settings = FimSettings().fitted(description.get("max_text_tokens"), description.get("max_canvas"))
+    quick = {} if args.first_steps is None else {"first_steps": args.first_steps}
+    settings = FimSettings(**quick).fitted(description)  # no quick first ask for a model that is not a diffusion one
     repairs = settings.repairs if args.repairs is None else args.repairs
     calibration = Calibration.of(description)
     request = build_request(text, offset, language, settings, engine.count_tokens)
@@ -113,7 +115,13 @@ def cmd_complete(args: argparse.Namespace) -> int:
     for _ in range(max(1, args.repeat)):
         t0 = time.perf_counter()
         answer = ask_engine(
-            engine, request, options, num_candidates=args.candidates, canvas_length=args.canvas, repairs=repairs
+            engine,
+            request,
+            options,
+            num_candidates=args.candidates,
+            canvas_length=args.canvas,
+            repairs=repairs,
+            first_steps=settings.first_steps,
         )
         raw = answer.completions
         # Every text worth showing at all, most confident first; the editor's threshold is reported, not applied.
@@ -126,11 +134,15 @@ def cmd_complete(args: argparse.Namespace) -> int:
             "min_confidence": calibration.min_confidence,
             "raw": [{"text": c.text, "score": c.score} for c in raw],
             "repairs": answer.repairs,
+            "escalated": answer.escalated,
             "latency_ms": timings,
         }
         print(json.dumps(out, indent=2))
     else:
         print(f"# {request.mode} at {path}:{line}:{col}, {len(ranked)} of {len(raw)} candidates kept", file=sys.stderr)
+        if answer.escalated:
+            quick = f"# no line parsed after {settings.first_steps} steps: asked again at {options.steps}"
+            print(quick, file=sys.stderr)
         if answer.repairs:
             print(f"# repaired ({answer.repairs} follow-up requests), from {answer.repaired_from!r}", file=sys.stderr)
         threshold = calibration.min_confidence
@@ -231,6 +243,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         help="follow-up requests when no candidate parses (default: FimSettings.repairs)",
+    )
+    p.add_argument(
+        "--first-steps",
+        type=int,
+        default=None,
+        help="steps of a single-line request's quick first ask, asked again at --steps when nothing parses (diffusion "
+        "models; 0: one ask; default: FimSettings.first_steps)",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--repeat", type=int, default=1, help="run N times and report warm latency")

@@ -1,7 +1,7 @@
 """End-to-end latency of the language server: what an editor waits for, from request to items, over stdio.
 
     python -m eval.bench_lsp [--model DIR ...] [--n 50] [--seed 0] [--scenario NAME ...] [--chars-per-s 8]
-                             [--threads N] [--fim-dev FILE.jsonl.gz] [--repairs N]
+                             [--threads N] [--fim-dev FILE.jsonl.gz] [--repairs N] [--first-steps N]
 
 Starts `python -m lsp_server` as a subprocess and drives it with pygls's LSP client, as an editor would: it opens
 stdlib source files and asks for inline completions (`triggerKind: Invoked`, so no debounce) at random cursors,
@@ -26,7 +26,7 @@ after warm-up requests that are not counted. Three scenarios:
 file). `--model` takes several checkpoints (`default` and `default-ar` name the embedded pair): each is served in
 turn by a fresh server, on the same documents and cursors, and a row per model and scenario is printed, with the
 ratio of each model's p50 to the first model's. `--threads` sets the server's `model.threads`, `--repairs` its
-`completion.repairs` (fim.ask).
+`completion.repairs` and `--first-steps` its `completion.firstSteps` (fim.ask).
 
 Latency is measured in the client (JSON-RPC over pipes included). Prints a Markdown table: n, p50, p95, mean
 (ms), items per request, the share of requests served without a model call, and model calls per measured request
@@ -287,16 +287,14 @@ async def paced_burst(
     editor.replace(document, original)
 
 
-async def start(model: str | None, threads: int | None, repairs: int | None = None) -> LanguageClient:
+async def start(model: str | None, threads: int | None, completion: dict[str, int] | None = None) -> LanguageClient:
     client = LanguageClient("diffill-bench", "0")
     for method in (types.WINDOW_LOG_MESSAGE, types.PROGRESS, "diffill/status"):
         client.feature(method)(lambda *_: None)
     client.feature(types.WINDOW_SHOW_MESSAGE)(lambda params: print(f"server: {params.message}", file=sys.stderr))
     command = [sys.executable, "-m", "lsp_server", "--log-level", "WARNING", *(["--model", model] if model else [])]
     await client.start_io(*command)
-    options = ({"model": {"threads": threads}} if threads else {}) | (
-        {"completion": {"repairs": repairs}} if repairs is not None else {}
-    )
+    options = ({"model": {"threads": threads}} if threads else {}) | ({"completion": completion} if completion else {})
     await client.initialize_async(
         types.InitializeParams(capabilities=types.ClientCapabilities(), initialization_options=options or None)
     )
@@ -328,10 +326,10 @@ async def run(
     rate: float,
     threads: int | None,
     fim_dev: Path | None,
-    repairs: int | None = None,
+    completion: dict[str, int] | None = None,
 ) -> list[Scenario]:
     rng = random.Random(seed)
-    client = await start(model, threads, repairs)
+    client = await start(model, threads, completion)
     try:
         editor = Editor(client)
         if fim_dev is None:
@@ -376,6 +374,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--repairs", type=int, help="the server's completion.repairs (follow-up requests; default: its own, 2)"
     )
+    parser.add_argument(
+        "--first-steps",
+        type=int,
+        help="the server's completion.firstSteps (a single-line request's quick first ask; default: its own, 3)",
+    )
     parser.add_argument("--n", type=int, default=50, help="measured requests per scenario (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
@@ -387,13 +390,17 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--n and --chars-per-s must be positive")
     if args.repairs is not None and not 0 <= args.repairs <= 4:
         parser.error("--repairs must be in 0..4 (the server's completion.repairs)")
+    if args.first_steps is not None and args.first_steps < 0:
+        parser.error("--first-steps must be at least 0 (the server's completion.firstSteps)")
+    completion = {"repairs": args.repairs, "firstSteps": args.first_steps}
+    completion = {key: value for key, value in completion.items() if value is not None}
     results = {}
     for model in args.model:
         path = EMBEDDED.get(model, model)
         if path is not None and model in EMBEDDED:
             path = str(Path(__file__).resolve().parents[1] / path)
         results[model] = asyncio.run(
-            run(path, args.n, args.seed, args.scenario, args.chars_per_s, args.threads, args.fim_dev, args.repairs)
+            run(path, args.n, args.seed, args.scenario, args.chars_per_s, args.threads, args.fim_dev, completion)
         )
     print(
         "| model | scenario | n | p50 ms | p95 ms | mean ms | items/request | without model call "

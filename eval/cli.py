@@ -28,7 +28,7 @@ from typing import Any
 from engine.cli import add_dtype_argument
 from engine.contract import DEFAULT_PRESET, PRESETS, SampleOptions
 from eval.backends import KINDS, SINGLE_ANSWER, BackendSpec, open_backend
-from eval.editor import GenConfig
+from eval.editor import GenConfig, settings_for
 from eval.humaneval import SET_MODES, SETS, ExecCache, HumanEvalSuite, default_data_dir, load_problems, set_path
 from eval.runner import run_suite
 from eval.sandbox import Limits, capabilities
@@ -77,6 +77,12 @@ def add_sampling_arguments(p: argparse.ArgumentParser, *, sweep: bool, seed: boo
         "--repairs",
         type=int,
         help="follow-up requests when no single-line candidate parses (fim.ask; default: FimSettings.repairs)",
+    )
+    p.add_argument(
+        "--first-steps",
+        type=int,
+        help="diffusion: steps of a single-line request's quick first ask, asked again at full steps when nothing "
+        "parses (fim.ask; 0: one ask; default: FimSettings.first_steps)",
     )
     p.add_argument(
         "--initial-canvas",
@@ -312,8 +318,9 @@ def sample_options(args: argparse.Namespace, **overrides: Any) -> SampleOptions:
 
 
 def gen_config(args: argparse.Namespace, default_mode: Mode | None = None, **option_overrides: Any) -> GenConfig:
-    if args.repairs is not None and args.repairs < 0:
-        raise UsageError(f"--repairs must be at least 0, got {args.repairs}")
+    for flag in ("repairs", "first_steps"):
+        if (value := getattr(args, flag)) is not None and value < 0:
+            raise UsageError(f"--{flag.replace('_', '-')} must be at least 0, got {value}")
     return GenConfig(
         options=sample_options(args, **option_overrides),
         mode=MODES[args.mode] if args.mode else default_mode,
@@ -322,6 +329,7 @@ def gen_config(args: argparse.Namespace, default_mode: Mode | None = None, **opt
         n=getattr(args, "n", 1) if args.command == "humaneval-infilling" else 1,
         min_confidence=args.min_confidence,
         repairs=FimSettings.repairs if args.repairs is None else args.repairs,
+        first_steps=args.first_steps,
     )
 
 
@@ -347,9 +355,11 @@ def run_command(
     engine = open_backend(spec, suite.tasks)
     options = {**vars(config.options), "mode": args.mode or str(config.mode or "auto"), "canvas": args.canvas}
     options |= {"candidates": args.candidates, "n": config.n, "min_confidence": config.min_confidence}
-    options |= {"repairs": config.repairs}
+    description = engine.describe()
+    first_steps = settings_for(description, first_steps=config.first_steps).first_steps  # as the run asks
+    options |= {"repairs": config.repairs, "first_steps": first_steps}
     meta = {
-        "engine": engine.describe(),
+        "engine": description,
         "limit": getattr(args, "limit", None),
         "sandbox": {**capabilities(), "timeout_s": args.timeout, "memory_mb": args.memory_mb},
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -472,8 +482,9 @@ def cmd_speed(args: argparse.Namespace) -> int:
     points = run_sweep(diffusion, ar, problems, sweep, cache, progress=not args.no_progress)
     out = out_dir(args, args.set)
     meta = {"set": args.set, "data": str(data), "limit": args.limit, "sandbox": capabilities()}
-    meta |= {"repairs": base.repairs}
-    meta |= {"diffusion": diffusion.describe(), "autoregressive": ar.describe() if ar else None}
+    described = diffusion.describe()
+    meta |= {"repairs": base.repairs, "first_steps": settings_for(described, 0, base.first_steps).first_steps}
+    meta |= {"diffusion": described, "autoregressive": ar.describe() if ar else None}
     paths = write_report(out, points, meta)
     print(json.dumps([p.as_dict() for p in points], indent=2))
     print("wrote " + ", ".join(map(str, paths)), file=sys.stderr)

@@ -87,10 +87,13 @@ def fim_request(
     return build_request(text, offset, language, settings, count)
 
 
-def settings_for(description: dict[str, Any], cross_file_tokens: int = 0) -> FimSettings:
-    """fim's sizes fitted to what the engine accepts, as the language server does."""
-    settings = FimSettings(cross_file_tokens=cross_file_tokens)
-    return settings.fitted(description.get("max_text_tokens"), description.get("max_canvas"))
+def settings_for(
+    description: dict[str, Any], cross_file_tokens: int = 0, first_steps: int | None = None
+) -> FimSettings:
+    """fim's sizes fitted to what the engine accepts, as the language server does (`first_steps`: None, the
+    editor's default; no quick first ask for an engine that is not a diffusion model either way)."""
+    quick = {} if first_steps is None else {"first_steps": first_steps}
+    return FimSettings(cross_file_tokens=cross_file_tokens, **quick).fitted(description)
 
 
 @dataclass(frozen=True)
@@ -105,6 +108,9 @@ class GenConfig:
     min_confidence: float | None = 0.0
     # Follow-up requests when no single-line candidate parses (fim.ask); the editor's default unless set.
     repairs: int = FimSettings.repairs
+    # Steps of a single-line request's quick first ask (fim.ask); None: the editor's default for the engine (none
+    # unless it is a diffusion model), resolved by ``Asker.of``.
+    first_steps: int | None = None
 
 
 @dataclass(frozen=True)
@@ -122,6 +128,7 @@ class Generation:
     accepted: int  # candidates post-processing kept
     stats: dict[str, float] = field(default_factory=dict)  # LocalEngine.last_stats when there is one
     repairs: int = 0  # follow-up requests made (fim.ask)
+    escalated: bool = False  # the quick first ask had no candidate that parses (fim.ask)
     assessed: tuple[Assessed, ...] = ()  # every distinct post-processed text and its show-or-stay-silent signals
 
     def timing(self) -> dict[str, Any]:
@@ -134,6 +141,7 @@ class Generation:
             "candidates": self.candidates,
             "accepted": self.accepted,
             "repairs": self.repairs,
+            "escalated": self.escalated,
         }
         record["assessed"] = [
             {"text": a.text, "confidence": a.confidence, "rejected": a.rejected} | dataclasses.asdict(a.signals)
@@ -216,7 +224,15 @@ def generate(
     t_collect = time.perf_counter()
     chunks = tuple(chunks_for(request)) if chunks_for is not None else ()
     t0 = time.perf_counter()
-    answer = ask_engine(engine, request, config.options, session_id=session, chunks=chunks, repairs=config.repairs)
+    answer = ask_engine(
+        engine,
+        request,
+        config.options,
+        session_id=session,
+        chunks=chunks,
+        repairs=config.repairs,
+        first_steps=config.first_steps or 0,
+    )
     raw = answer.completions
     t1 = time.perf_counter()
     assessed = assess(request, [Candidate(c.text, c.score) for c in raw], calibration)
@@ -241,6 +257,7 @@ def generate(
         accepted=len(ranked),
         stats=stats,
         repairs=answer.repairs,
+        escalated=answer.escalated,
         assessed=tuple(assessed),
     )
 
@@ -264,7 +281,8 @@ class Asker:
         description = engine.describe()
         max_canvas = description.get("max_canvas")
         max_canvas = max_canvas if isinstance(max_canvas, int) and max_canvas > 0 else None
-        settings = settings_for(description)
+        settings = settings_for(description, first_steps=config.first_steps)
+        config = dataclasses.replace(config, first_steps=settings.first_steps)
         calibration = Calibration.of(description)
         return cls(
             engine, config, settings, engine.count_tokens, max_canvas, description=description, calibration=calibration
@@ -273,7 +291,7 @@ class Asker:
     def settings_of(self, task: FimTask) -> FimSettings:
         if not task.cross_file_tokens:
             return self.settings
-        return settings_for(self.description, task.cross_file_tokens)
+        return settings_for(self.description, task.cross_file_tokens, self.config.first_steps)
 
     def request(self, task: FimTask) -> FimRequest:
         return make_request(task, self.config, self.settings_of(task), self.count, self.max_canvas)

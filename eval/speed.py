@@ -195,6 +195,11 @@ def markdown(points: Sequence[Point], meta: dict[str, Any]) -> str:
         ]
     repairs = meta.get("repairs")
     follow = f", with up to {repairs} follow-up requests when no candidate parses (fim.ask)" if repairs else ""
+    if first := meta.get("first_steps"):
+        follow += (
+            f"; a diffusion point of more than {first} steps first asks at {first} steps and again at its own"
+            " when nothing parses"
+        )
     lines += ["", f"Latency: engine.complete + post-processing per completion{follow}, cold context (no cache reuse)."]
     return "\n".join(lines) + "\n"
 

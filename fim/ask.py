@@ -9,6 +9,12 @@ by its tokens, nothing is recomputed), the engine fills the rest of the line, an
 of every new candidate, so the caller gets candidates for the request it made, and validates them as any others.
 Each follow-up is made only while no candidate parses, and never twice from the same text.
 
+With ``first_steps`` (a diffusion engine's single-line requests), the first ask runs at that many denoising steps
+instead of the options' ``steps``: most lines parse after a few steps, and the editor shows them at a few steps'
+cost; a request none of whose quick candidates parses is asked again at the full ``steps`` before any repair (the
+session's context is cached: the second ask costs only its steps). The typical request then costs a quick one, the
+hard ones a quick one more (docs/speed.md, round 14).
+
 This works for every engine (the embedded models, a ``diffill serve`` box, the released coders' adapters): it needs
 nothing from them but ``complete``.
 """
@@ -20,8 +26,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from fim.request import FimRequest
-from fim.validate import Candidate, repair_point
+from fim.request import FimRequest, Mode
+from fim.validate import Candidate, any_accepted, repair_point
 
 if TYPE_CHECKING:  # types only: fim runs without the engine (and torch) imported
     from engine.contract import Completion, CompletionEngine, ContextChunk, SampleOptions
@@ -36,16 +42,18 @@ class Answer:
     completions: list[Completion]
     repairs: int = 0  # follow-up requests made
     repaired_from: str = ""  # the text the last follow-up continued from ("" when none was made)
+    escalated: bool = False  # no candidate of the quick first ask (``first_steps``) parsed: asked at full steps
 
 
 def _complete(
     engine: CompletionEngine,
     options: SampleOptions,
+    request: FimRequest,
+    *,
     num_candidates: int | None,
     canvas_length: int | None,
     session_id: str | None,
     chunks: Sequence[ContextChunk],
-    request: FimRequest,
 ) -> list[Completion]:
     extra = {"chunks": chunks} if chunks else {}
     return engine.complete(
@@ -70,13 +78,26 @@ def ask_engine(
     session_id: str | None = None,
     chunks: Sequence[ContextChunk] = (),
     repairs: int = 0,
+    first_steps: int = 0,
 ) -> Answer:
     """The engine's raw candidates for a request, asked the way every caller must: the healed prefix
     (``model_prefix``; ``fim.validate`` strips the same whitespace) and the mode's line limit in the options (the
-    editor shows no more lines). Chunks are passed only when there are some, so backends without cross-file
-    support keep working. Up to `repairs` follow-ups when no candidate parses (module docstring)."""
-    ask = functools.partial(_complete, engine, options, num_candidates, canvas_length, session_id, chunks)
-    completions = ask(request)
+    editor shows no more lines). Chunks are passed only when there are some, so backends without cross-file support
+    keep working. A single-line request starts at `first_steps` when that is fewer than the options' steps; up to
+    `repairs` follow-ups are made when no candidate parses (module docstring)."""
+    ask = functools.partial(
+        _complete,
+        engine,
+        num_candidates=num_candidates,
+        canvas_length=canvas_length,
+        session_id=session_id,
+        chunks=chunks,
+    )
+    quick = request.mode is Mode.SINGLE_LINE and 0 < first_steps < options.steps
+    completions = ask(replace(options, steps=first_steps) if quick else options, request)
+    escalated = quick and not any_accepted(request, [Candidate(c.text, c.score) for c in completions])
+    if escalated:
+        completions = ask(options, request)
     tried: set[str] = set()
     kept = ""
     while len(tried) < repairs:
@@ -87,5 +108,5 @@ def ask_engine(
         kept = head
         follow = replace(request, prefix=request.prefix + head)
         lead = follow.model_prefix[len(request.model_prefix) :]  # the head as the engine's text continues it
-        completions = [replace(c, text=lead + c.text) for c in ask(follow)]
-    return Answer(completions, len(tried), kept)
+        completions = [replace(c, text=lead + c.text) for c in ask(options, follow)]
+    return Answer(completions, len(tried), kept, escalated)

@@ -12,7 +12,7 @@ or a blank line inside an empty body asks for a block, hence a longer canvas and
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
@@ -65,21 +65,29 @@ class FimSettings:
     # of a line before its first syntax error (fim.ask); 0: none. Two raise the share of HumanEval-Infilling
     # single-line problems where the embedded model's line is shown from 79% to 88% (docs/speed.md, round 13).
     repairs: int = 2
+    # Denoising steps of a single-line request's first ask (fim.ask): when none of its candidates parses, it is asked
+    # again at the sampler's full steps. Most lines parse after a few steps, so the typical request costs a
+    # few-step one (docs/speed.md, round 14). 0, or at least the full steps: one ask. Diffusion engines only
+    # (``fitted`` sets 0 for others: an autoregressive model's answer does not depend on steps).
+    first_steps: int = 3
 
     def __post_init__(self) -> None:
-        # Budgets may be 0 (no context on that side); every size the model generates must be positive.
-        minimum = {name: 0 if name.endswith("_tokens") or name == "repairs" else 1 for name in vars(self)}
+        # Budgets may be 0 (no context on that side), follow-ups too; every size the model generates must be positive.
+        zero = ("repairs", "first_steps")
+        minimum = {name: 0 if name.endswith("_tokens") or name in zero else 1 for name in vars(self)}
         invalid = [name for name, value in vars(self).items() if value < minimum[name]]
         if invalid:
             raise ValueError(f"invalid FIM settings: {', '.join(invalid)}")
 
-    def fitted(self, max_text_tokens: object = None, max_canvas: object = None) -> FimSettings:
-        """These settings inside an engine's limits (``describe()``'s ``max_text_tokens`` and ``max_canvas``;
-        anything not a positive int is ignored): canvases clamped to the longest the model supports, the
-        cross-file budget to half the text, prefix and suffix budgets cut to what the model's context takes besides
-        it, keeping a 3:1 prefix:suffix split. The one place that decides the split, so the engine never has to cut
-        the window again."""
-        changes: dict[str, int] = {}
+    def fitted(self, description: Mapping[str, object]) -> FimSettings:
+        """These settings for an engine (its ``describe()``): inside its limits (``max_text_tokens`` and
+        ``max_canvas``; anything not a positive int is ignored): canvases clamped to the longest the model supports,
+        the cross-file budget to half the text, prefix and suffix budgets cut to what the model's context takes
+        besides it, keeping a 3:1 prefix:suffix split; and no quick first ask (``first_steps``) unless its ``kind``
+        is a diffusion model. The one place that decides the split, so the engine never has to cut the window
+        again."""
+        max_text_tokens, max_canvas = description.get("max_text_tokens"), description.get("max_canvas")
+        changes: dict[str, int] = {} if description.get("kind") == "diffusion" else {"first_steps": 0}
         if isinstance(max_canvas, int) and max_canvas > 0:
             changes |= {
                 "single_line_canvas": min(self.single_line_canvas, max_canvas),

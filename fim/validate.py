@@ -32,7 +32,7 @@ from fim.layout import BlockSyntax, block_syntax, indent_unit
 from fim.request import FimRequest, Mode
 from fim.syntax import SyntaxChecker, Verdict
 
-__all__ = ["Assessed", "Candidate", "assess", "postprocess", "repair_point", "select"]
+__all__ = ["Assessed", "Candidate", "any_accepted", "assess", "postprocess", "repair_point", "select"]
 
 MAX_CHECKS = 8  # parses per candidate before giving up on it; cached verdicts are free
 _LINE_BREAK = re.compile(r"\r\n|\r")
@@ -202,6 +202,13 @@ def assess(
         )
         assessed.append(Assessed(text, signals, calibration.confidence(signals), degenerate(text, context)))
     return sorted(assessed, key=lambda a: (-a.confidence, -a.signals.score))  # stable: ties keep the model's order
+
+
+def any_accepted(request: FimRequest, candidates: Sequence[Candidate]) -> bool:
+    """Whether some candidate survives truncation and validation (``assess`` would list a text for it; whether
+    that text is worth showing is not asked). True for a language without a grammar, when a candidate has text."""
+    validator = _Validator.of(request)
+    return any(validator.finish(c.text) is not None for c in candidates)
 
 
 def _before_byte(text: str, at: int) -> str:

@@ -94,6 +94,6 @@ def fim_settings(settings: Settings, description: dict[str, Any]) -> FimSettings
     changes: dict[str, int] = {"max_lines": settings.completion.max_lines, "repairs": settings.completion.repairs}
     if (candidates := settings.completion.candidates) is not None:
         changes |= {"single_line_candidates": candidates, "multi_line_candidates": candidates}
-    fim = FimSettings(cross_file_tokens=settings.cross_file.max_tokens)
-    fitted = fim.fitted(description.get("max_text_tokens"), description.get("max_canvas"))
+    fim = FimSettings(cross_file_tokens=settings.cross_file.max_tokens, first_steps=settings.completion.first_steps)
+    fitted = fim.fitted(description)  # no quick first ask for a model that is not a diffusion one
     return dataclasses.replace(fitted, **changes)

@@ -54,7 +54,15 @@ def run(job: Job) -> list[str]:
         chunks = [ContextChunk(s.path, s.text) for s in found]
     sampling = job.sampling
     options = SampleOptions(steps=sampling.steps, threshold=sampling.threshold, temperature=sampling.temperature)
-    answer = ask_engine(job.engine, request, options, session_id=document.uri, chunks=chunks, repairs=job.fim.repairs)
+    answer = ask_engine(
+        job.engine,
+        request,
+        options,
+        session_id=document.uri,
+        chunks=chunks,
+        repairs=job.fim.repairs,
+        first_steps=job.fim.first_steps,
+    )
     candidates = [Candidate(c.text, c.score) for c in answer.completions]
     ranked = postprocess(request, candidates, job.calibration, job.sampling.min_confidence)
     texts = [c.text for c in ranked if c.text]

@@ -18,6 +18,7 @@ from types import MappingProxyType
 from typing import Any
 
 from engine.contract import DEFAULT_PRESET, DTYPES, PRESETS
+from fim.request import FimSettings
 
 __all__ = [
     "CompletionSettings",
@@ -150,7 +151,10 @@ class CompletionSettings:
     max_lines: int = _setting(12, _int_in(1, 200))
     # Follow-up requests when no single-line candidate parses, continuing from the part before the first syntax
     # error (fim.ask); 0: none.
-    repairs: int = _setting(2, _int_in(0, 4))
+    repairs: int = _setting(FimSettings.repairs, _int_in(0, 4))
+    # Steps of a single-line request's quick first ask, asked again at `steps` when none of its candidates parses
+    # (fim.ask; diffusion models only); 0: one ask at `steps`.
+    first_steps: int = _setting(FimSettings.first_steps, _int_in(0, 256))
     # Typing bursts arrive ~50-150 ms apart; waiting 75 ms skips most keystrokes the user has already passed.
     debounce_ms: int = _setting(75, _int_in(0, 5000))
     # Show a suggestion only when its calibrated probability of being right reaches this (fim.confidence). None:

@@ -14,7 +14,9 @@ M.defaults = {
   -- model.path: a checkpoint directory instead of the embedded default model, e.g. model = { path = "~/ckpt" };
   -- remote.url / remote.token: a `diffill serve` box instead of the local model.
   init_options = {
-    completion = { steps = 8, threshold = 0.9, temperature = 0.8, maxLines = 12, repairs = 2, debounceMs = 75 },
+    completion = {
+      steps = 8, threshold = 0.9, temperature = 0.8, maxLines = 12, repairs = 2, firstSteps = 3, debounceMs = 75,
+    },
     languages = { enabled = { markdown = false } },
   },
 }

@@ -18,6 +18,8 @@ DEMO = Path(__file__).resolve().parents[2] / "examples" / "demo.py"
         (["--candidates", "0"], "--candidates must be at least 1"),
         (["--canvas", "-3"], "--canvas must be at least 1"),
         (["--threads", "0"], "--threads must be at least 1"),
+        (["--repairs", "-1"], "--repairs must be at least 0"),
+        (["--first-steps", "-2"], "--first-steps must be at least 0"),
         (["--threshold", "2"], "threshold must be in [0, 1]"),
         (["--temperature", "-1"], "temperature must be >= 0"),
         (["--device", "tpu"], "cannot use device 'tpu'"),

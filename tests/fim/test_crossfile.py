@@ -230,8 +230,9 @@ def test_without_a_workspace_only_recent_regions_are_used(project: Path):
 
 
 def test_fim_reserves_the_cross_file_budget_from_the_window():
-    fitted = FimSettings(cross_file_tokens=512).fitted(2044, 64)
+    fitted = FimSettings(cross_file_tokens=512).fitted({"max_text_tokens": 2044, "max_canvas": 64})
     assert fitted.cross_file_tokens == 512
     assert fitted.prefix_tokens + fitted.suffix_tokens == 2044 - 512
-    assert FimSettings(cross_file_tokens=5000).fitted(1000).cross_file_tokens == 500  # at most half
-    assert FimSettings().fitted(2044).prefix_tokens + FimSettings().fitted(2044).suffix_tokens == 2044
+    assert FimSettings(cross_file_tokens=5000).fitted({"max_text_tokens": 1000}).cross_file_tokens == 500  # half
+    plain = FimSettings().fitted({"max_text_tokens": 2044})
+    assert plain.prefix_tokens + plain.suffix_tokens == 2044

@@ -122,8 +122,18 @@ def test_default_budget_windows_a_long_file() -> None:
 
 
 def test_settings_fitted_to_an_engine_keep_the_split_and_clamp_the_canvas() -> None:
-    fitted = FimSettings().fitted(max_text_tokens=400, max_canvas=24)
+    diffusion = {"kind": "diffusion"}
+    fitted = FimSettings().fitted(diffusion | {"max_text_tokens": 400, "max_canvas": 24})
     assert (fitted.prefix_tokens, fitted.suffix_tokens) == (300, 100)
     assert (fitted.single_line_canvas, fitted.multi_line_canvas) == (16, 24)
-    assert FimSettings().fitted(max_canvas=12).single_line_canvas == 12
-    assert FimSettings().fitted(None, "64") == FimSettings()  # not a positive int: ignored
+    assert FimSettings().fitted(diffusion | {"max_canvas": 12}).single_line_canvas == 12
+    assert FimSettings().fitted(diffusion | {"max_canvas": "64"}) == FimSettings()  # not a positive int: ignored
+
+
+def test_a_quick_first_ask_is_for_diffusion_engines_only() -> None:
+    assert FimSettings().first_steps > 0
+    assert FimSettings().fitted({"kind": "diffusion"}).first_steps == FimSettings().first_steps
+    for kind in ("autoregressive", None):  # an AR model's answer does not depend on steps; unknown: one ask
+        assert FimSettings().fitted({"kind": kind}).first_steps == 0
+    with pytest.raises(ValueError, match="first_steps"):
+        FimSettings(first_steps=-1)

@@ -30,7 +30,7 @@ async def test_a_released_checkpoint_serves_ghost_text_through_the_language_serv
         items = await inline(client, uri, 1, len("    return "))
         status = await wait_for_model(client)
     runner = load_engine(path, device="cpu").runner
-    canvas = FimSettings().fitted(max_canvas=runner.max_canvas).single_line_canvas  # as the server fits it
+    canvas = FimSettings().fitted({"max_canvas": runner.max_canvas}).single_line_canvas  # as the server fits it
     sent = build_request(PREFIX + SUFFIX, len(PREFIX), "python")  # the server sends model_prefix (space healed)
     prompt = runner.prepare(CompletionRequest(sent.model_prefix, sent.suffix, "python", canvas, 4))
     last = status["lastCompletion"]

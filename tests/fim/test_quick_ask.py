@@ -1,0 +1,92 @@
+"""A single-line request's quick first ask (``FimSettings.first_steps``): asked at a few denoising steps, and again at
+the full steps only when none of its candidates parses (``fim.ask.ask_engine``; real grammars, the embedded models
+with their trained weights)."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine.contract import SampleOptions
+from eval.editor import Asker, GenConfig
+from fim.ask import ask_engine
+from fim.request import FimRequest, FimSettings, Mode, build_request
+from fim.validate import Candidate, any_accepted
+
+LOOP = "def f(xs):\n    total = 0\n    for x in xs:\n        total += |\n    return total\n"
+PALINDROME = "def is_palindrome(s):\n    s = s.lower()\n    |\n"
+BLOCK = "def is_palindrome(s):|\n"
+
+
+def request_at(marked: str, language: str = "python") -> FimRequest:
+    return build_request(marked.replace("|", "", 1), marked.index("|"), language)
+
+
+def test_a_candidate_is_accepted_when_its_line_parses() -> None:
+    request = request_at(LOOP)
+    assert any_accepted(request, [Candidate("x * = 2"), Candidate("x * 2")])
+    assert any_accepted(request, [Candidate("x * 2\n        ignored = = 1")])  # only the first line counts
+    assert not any_accepted(request, [Candidate("x * = 2"), Candidate("foo(x,, y)")])
+    assert not any_accepted(request, [Candidate(""), Candidate("   "), Candidate("\nx")])  # nothing on the line
+    assert not any_accepted(request, [])
+    unknown = request_at("x = |\ny = 2\n", "cobol")  # no grammar: any text on the line passes
+    assert any_accepted(unknown, [Candidate("a + = 1")]) and not any_accepted(unknown, [Candidate(" ")])
+
+
+@pytest.fixture(scope="module")
+def default_engine():
+    from engine.api import load_engine
+
+    return load_engine(None, device="cpu", threads=1, dtype="float32")
+
+
+def full_answer(engine, request: FimRequest, options: SampleOptions, session: str) -> list[str]:
+    return [c.text for c in ask_engine(engine, request, options, session_id=session).completions]
+
+
+def test_the_quick_answer_stands_when_a_line_parses_and_is_asked_again_at_full_steps_when_none_does(
+    default_engine,
+) -> None:
+    """Both branches found, not assumed: over a few requests and seeds, the default model's 2-step answer parses for
+    some and for none of its candidates in others; each case must come out as its branch says."""
+    kept = escalated = 0
+    for marked in (LOOP, PALINDROME):
+        request = request_at(marked)
+        assert request.mode is Mode.SINGLE_LINE
+        for seed in range(4):
+            options = SampleOptions(steps=8, seed=seed)
+            quick = ask_engine(default_engine, request, SampleOptions(steps=2, seed=seed), session_id="quick")
+            parses = any_accepted(request, [Candidate(c.text, c.score) for c in quick.completions])
+            answer = ask_engine(default_engine, request, options, session_id=f"first{seed}", first_steps=2)
+            assert answer.escalated is not parses and answer.repairs == 0
+            if parses:  # the quick answer is the answer: no second ask
+                assert [c.text for c in answer.completions] == [c.text for c in quick.completions]
+                kept += 1
+            else:  # the same as asking at full steps from the start (the session's cached context reused)
+                assert [c.text for c in answer.completions] == full_answer(default_engine, request, options, "full")
+                escalated += 1
+    assert kept >= 1 and escalated >= 1, (kept, escalated)
+
+
+def test_no_quick_ask_for_multi_line_requests_or_when_the_steps_are_few_already(default_engine) -> None:
+    block = request_at(BLOCK)
+    assert block.mode is Mode.MULTI_LINE
+    options = SampleOptions(steps=4, seed=1)
+    answer = ask_engine(default_engine, block, options, session_id="block", first_steps=2)
+    assert not answer.escalated
+    assert [c.text for c in answer.completions] == full_answer(default_engine, block, options, "block-full")
+    line = request_at(LOOP)
+    for first in (0, 4, 6):  # off, or not fewer than the steps: one ask at the options' steps
+        answer = ask_engine(default_engine, line, options, session_id=f"line{first}", first_steps=first)
+        assert not answer.escalated
+        assert [c.text for c in answer.completions] == full_answer(default_engine, line, options, "line-full")
+
+
+def test_benchmarks_ask_as_the_editor_does_and_never_quick_ask_an_autoregressive_model(default_engine) -> None:
+    from engine.api import load_engine
+
+    ar = load_engine(None, device="cpu", threads=1, dtype="float32", autoregressive=True)
+    config = GenConfig(SampleOptions())
+    assert Asker.of(default_engine, config).config.first_steps == FimSettings.first_steps > 0
+    assert Asker.of(default_engine, GenConfig(SampleOptions(), first_steps=0)).config.first_steps == 0
+    assert Asker.of(ar, config).config.first_steps == 0
+    assert Asker.of(ar, GenConfig(SampleOptions(), first_steps=2)).config.first_steps == 0  # steps mean nothing
