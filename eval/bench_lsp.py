@@ -377,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--first-steps",
         type=int,
-        help="the server's completion.firstSteps (a single-line request's quick first ask; default: its own, 3)",
+        help="the server's completion.firstSteps (a single-line request's quick first ask; default: its own, 4)",
     )
     parser.add_argument("--n", type=int, default=50, help="measured requests per scenario (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0)

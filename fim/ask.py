@@ -11,8 +11,9 @@ Each follow-up is made only while no candidate parses, and never twice from the 
 
 With ``first_steps`` (a diffusion engine's single-line requests), the first ask runs at that many denoising steps
 instead of the options' ``steps``: most lines parse after a few steps, and the editor shows them at a few steps'
-cost; a request none of whose quick candidates parses is asked again at the full ``steps`` before any repair (the
-session's context is cached: the second ask costs only its steps). The typical request then costs a quick one, the
+cost; a request with nothing to show after the quick ask (no candidate parses, or every one that does is degenerate:
+``fim.validate.any_shown``) is asked again at the full ``steps`` before any repair (the session's context is
+cached: the second ask costs only its steps). The typical request then costs a quick one, the
 hard ones a quick one more (docs/speed.md, round 14).
 
 This works for every engine (the embedded models, a ``diffill serve`` box, the released coders' adapters): it needs
@@ -27,7 +28,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from fim.request import FimRequest, Mode
-from fim.validate import Candidate, any_accepted, repair_point
+from fim.validate import Candidate, any_shown, repair_point
 
 if TYPE_CHECKING:  # types only: fim runs without the engine (and torch) imported
     from engine.contract import Completion, CompletionEngine, ContextChunk, SampleOptions
@@ -42,7 +43,7 @@ class Answer:
     completions: list[Completion]
     repairs: int = 0  # follow-up requests made
     repaired_from: str = ""  # the text the last follow-up continued from ("" when none was made)
-    escalated: bool = False  # no candidate of the quick first ask (``first_steps``) parsed: asked at full steps
+    escalated: bool = False  # the quick first ask (``first_steps``) had nothing to show: asked again at full steps
 
 
 def _complete(
@@ -95,7 +96,7 @@ def ask_engine(
     )
     quick = request.mode is Mode.SINGLE_LINE and 0 < first_steps < options.steps
     completions = ask(replace(options, steps=first_steps) if quick else options, request)
-    escalated = quick and not any_accepted(request, [Candidate(c.text, c.score) for c in completions])
+    escalated = quick and not any_shown(request, [Candidate(c.text, c.score) for c in completions])
     if escalated:
         completions = ask(options, request)
     tried: set[str] = set()

@@ -69,7 +69,7 @@ class FimSettings:
     # again at the sampler's full steps. Most lines parse after a few steps, so the typical request costs a
     # few-step one (docs/speed.md, round 14). 0, or at least the full steps: one ask. Diffusion engines only
     # (``fitted`` sets 0 for others: an autoregressive model's answer does not depend on steps).
-    first_steps: int = 3
+    first_steps: int = 4
 
     def __post_init__(self) -> None:
         # Budgets may be 0 (no context on that side), follow-ups too; every size the model generates must be positive.

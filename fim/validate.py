@@ -32,7 +32,7 @@ from fim.layout import BlockSyntax, block_syntax, indent_unit
 from fim.request import FimRequest, Mode
 from fim.syntax import SyntaxChecker, Verdict
 
-__all__ = ["Assessed", "Candidate", "any_accepted", "assess", "postprocess", "repair_point", "select"]
+__all__ = ["Assessed", "Candidate", "any_shown", "assess", "postprocess", "repair_point", "select"]
 
 MAX_CHECKS = 8  # parses per candidate before giving up on it; cached verdicts are free
 _LINE_BREAK = re.compile(r"\r\n|\r")
@@ -204,11 +204,10 @@ def assess(
     return sorted(assessed, key=lambda a: (-a.confidence, -a.signals.score))  # stable: ties keep the model's order
 
 
-def any_accepted(request: FimRequest, candidates: Sequence[Candidate]) -> bool:
-    """Whether some candidate survives truncation and validation (``assess`` would list a text for it; whether
-    that text is worth showing is not asked). True for a language without a grammar, when a candidate has text."""
-    validator = _Validator.of(request)
-    return any(validator.finish(c.text) is not None for c in candidates)
+def any_shown(request: FimRequest, candidates: Sequence[Candidate]) -> bool:
+    """Whether an editor showing everything (threshold 0) would show one of the candidates' texts: one survives
+    truncation and validation and is not degenerate (blank, an echo of the line or of what follows, ...)."""
+    return any(a.rejected is None for a in assess(request, candidates))
 
 
 def _before_byte(text: str, at: int) -> str:

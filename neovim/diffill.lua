@@ -15,7 +15,7 @@ M.defaults = {
   -- remote.url / remote.token: a `diffill serve` box instead of the local model.
   init_options = {
     completion = {
-      steps = 8, threshold = 0.9, temperature = 0.8, maxLines = 12, repairs = 2, firstSteps = 3, debounceMs = 75,
+      steps = 8, threshold = 0.9, temperature = 0.8, maxLines = 12, repairs = 2, firstSteps = 4, debounceMs = 75,
     },
     languages = { enabled = { markdown = false } },
   },

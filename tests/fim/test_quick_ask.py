@@ -1,5 +1,5 @@
 """A single-line request's quick first ask (``FimSettings.first_steps``): asked at a few denoising steps, and again at
-the full steps only when none of its candidates parses (``fim.ask.ask_engine``; real grammars, the embedded models
+the full steps only when it has nothing to show (``fim.ask.ask_engine``; real grammars, the embedded models
 with their trained weights)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from engine.contract import SampleOptions
 from eval.editor import Asker, GenConfig
 from fim.ask import ask_engine
 from fim.request import FimRequest, FimSettings, Mode, build_request
-from fim.validate import Candidate, any_accepted
+from fim.validate import Candidate, any_shown
 
 LOOP = "def f(xs):\n    total = 0\n    for x in xs:\n        total += |\n    return total\n"
 PALINDROME = "def is_palindrome(s):\n    s = s.lower()\n    |\n"
@@ -21,15 +21,16 @@ def request_at(marked: str, language: str = "python") -> FimRequest:
     return build_request(marked.replace("|", "", 1), marked.index("|"), language)
 
 
-def test_a_candidate_is_accepted_when_its_line_parses() -> None:
+def test_a_text_is_shown_when_its_line_parses_and_is_not_degenerate() -> None:
     request = request_at(LOOP)
-    assert any_accepted(request, [Candidate("x * = 2"), Candidate("x * 2")])
-    assert any_accepted(request, [Candidate("x * 2\n        ignored = = 1")])  # only the first line counts
-    assert not any_accepted(request, [Candidate("x * = 2"), Candidate("foo(x,, y)")])
-    assert not any_accepted(request, [Candidate(""), Candidate("   "), Candidate("\nx")])  # nothing on the line
-    assert not any_accepted(request, [])
-    unknown = request_at("x = |\ny = 2\n", "cobol")  # no grammar: any text on the line passes
-    assert any_accepted(unknown, [Candidate("a + = 1")]) and not any_accepted(unknown, [Candidate(" ")])
+    assert any_shown(request, [Candidate("x * = 2"), Candidate("x * 2")])
+    assert any_shown(request, [Candidate("x * 2\n        ignored = = 1")])  # only the first line counts
+    assert not any_shown(request, [Candidate("x * = 2"), Candidate("foo(x,, y)")])  # nothing parses
+    assert not any_shown(request, [Candidate(""), Candidate("   "), Candidate("\nx")])  # nothing on the line
+    assert not any_shown(request, [Candidate("...")])  # parses, but punctuation only: degenerate
+    assert not any_shown(request, [])
+    unknown = request_at("x = |\ny = 2\n", "cobol")  # no grammar: any text on the line that is not degenerate
+    assert any_shown(unknown, [Candidate("a + = 1")]) and not any_shown(unknown, [Candidate(" ")])
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +47,8 @@ def full_answer(engine, request: FimRequest, options: SampleOptions, session: st
 def test_the_quick_answer_stands_when_a_line_parses_and_is_asked_again_at_full_steps_when_none_does(
     default_engine,
 ) -> None:
-    """Both branches found, not assumed: over a few requests and seeds, the default model's 2-step answer parses for
-    some and for none of its candidates in others; each case must come out as its branch says."""
+    """Both branches found, not assumed: over a few requests and seeds, the default model's 2-step answer has a line
+    to show for some and none for others; each case must come out as its branch says."""
     kept = escalated = 0
     for marked in (LOOP, PALINDROME):
         request = request_at(marked)
@@ -55,10 +56,10 @@ def test_the_quick_answer_stands_when_a_line_parses_and_is_asked_again_at_full_s
         for seed in range(4):
             options = SampleOptions(steps=8, seed=seed)
             quick = ask_engine(default_engine, request, SampleOptions(steps=2, seed=seed), session_id="quick")
-            parses = any_accepted(request, [Candidate(c.text, c.score) for c in quick.completions])
+            shown = any_shown(request, [Candidate(c.text, c.score) for c in quick.completions])
             answer = ask_engine(default_engine, request, options, session_id=f"first{seed}", first_steps=2)
-            assert answer.escalated is not parses and answer.repairs == 0
-            if parses:  # the quick answer is the answer: no second ask
+            assert answer.escalated is not shown and answer.repairs == 0
+            if shown:  # the quick answer is the answer: no second ask
                 assert [c.text for c in answer.completions] == [c.text for c in quick.completions]
                 kept += 1
             else:  # the same as asking at full steps from the start (the session's cached context reused)

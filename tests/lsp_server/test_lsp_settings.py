@@ -103,10 +103,10 @@ def test_the_quick_first_ask_reaches_the_fim_settings_of_a_diffusion_model_only(
     from lsp_server.engines import fim_settings
 
     diffusion, ar = {"kind": "diffusion"}, {"kind": "autoregressive"}
-    assert fim_settings(Settings(), diffusion).first_steps == Settings().completion.first_steps == 3
-    settings, problems = parse_settings({"completion": {"firstSteps": 4}})
-    assert problems == [] and fim_settings(settings, diffusion).first_steps == 4
+    assert fim_settings(Settings(), diffusion).first_steps == Settings().completion.first_steps == 4
+    settings, problems = parse_settings({"completion": {"firstSteps": 3}})
+    assert problems == [] and fim_settings(settings, diffusion).first_steps == 3
     assert fim_settings(settings, ar).first_steps == 0  # steps mean nothing to an AR model: one ask
     assert fim_settings(settings, {}).first_steps == 0  # a model that did not describe itself: one ask
     settings, problems = parse_settings({"completion": {"firstSteps": -1}})
-    assert settings.completion.first_steps == 3 and len(problems) == 1
+    assert settings.completion.first_steps == 4 and len(problems) == 1
