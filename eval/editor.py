@@ -128,7 +128,7 @@ class Generation:
     accepted: int  # candidates post-processing kept
     stats: dict[str, float] = field(default_factory=dict)  # LocalEngine.last_stats when there is one
     repairs: int = 0  # follow-up requests made (fim.ask)
-    escalated: bool = False  # the quick first ask had no candidate that parses (fim.ask)
+    escalated: bool = False  # the quick first ask had nothing to show: asked again at full steps (fim.ask)
     assessed: tuple[Assessed, ...] = ()  # every distinct post-processed text and its show-or-stay-silent signals
 
     def timing(self) -> dict[str, Any]:

@@ -65,8 +65,8 @@ class FimSettings:
     # of a line before its first syntax error (fim.ask); 0: none. Two raise the share of HumanEval-Infilling
     # single-line problems where the embedded model's line is shown from 79% to 88% (docs/speed.md, round 13).
     repairs: int = 2
-    # Denoising steps of a single-line request's first ask (fim.ask): when none of its candidates parses, it is asked
-    # again at the sampler's full steps. Most lines parse after a few steps, so the typical request costs a
+    # Denoising steps of a single-line request's first ask (fim.ask): when it has nothing to show, it is asked again
+    # at the sampler's full steps. Most lines parse after a few steps, so the typical request costs a
     # few-step one (docs/speed.md, round 14). 0, or at least the full steps: one ask. Diffusion engines only
     # (``fitted`` sets 0 for others: an autoregressive model's answer does not depend on steps).
     first_steps: int = 4
