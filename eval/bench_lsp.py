@@ -2,6 +2,7 @@
 
     python -m eval.bench_lsp [--model DIR ...] [--n 50] [--seed 0] [--scenario NAME ...] [--chars-per-s 8]
                              [--threads N] [--fim-dev FILE.jsonl.gz] [--repairs N] [--first-steps N]
+                             [--keystrokes-per-line K]
 
 Starts `python -m lsp_server` as a subprocess and drives it with pygls's LSP client, as an editor would: it opens
 stdlib source files and asks for inline completions (`triggerKind: Invoked`, so no debounce) at random cursors,
@@ -10,8 +11,10 @@ after warm-up requests that are not counted. Three scenarios:
 - single-line: a line of code cut in the middle (the rest of the line deleted), cursor at the cut;
 - multi-line: the cursor at the end of a block opener (`def ...:`, `if ...:`), where the server asks for a block;
 - typing: the original rest of a cut line is typed back one character per request, as a user does while a
-  suggestion is shown; requests are answered from the typed-prefix cache when the typed character follows a
-  shown completion, otherwise by the model with the document's context cache extended, not rebuilt.
+  suggestion is shown (whole lines of one document; `--keystrokes-per-line K`: K characters of each line, every
+  line from a document drawn anew, so the requests spread over many lines); requests are answered from the
+  typed-prefix cache when the typed character follows a shown completion, otherwise by the model with the
+  document's context cache extended, not rebuilt.
 - paced / paced-cancel: a user typing at `--chars-per-s` with automatic requests (debounced by the server), one
   request per keystroke, in bursts of 3-8 characters followed by a pause; the latency is pause -> suggestion (from
   the burst's last keystroke to its answer). `paced-cancel` cancels each superseded request (`$/cancelRequest`),
@@ -233,19 +236,26 @@ async def first_request(editor: Editor, texts: list[str], rng: random.Random, sc
     await editor.complete(document, line, column, scenario)
 
 
-async def typing(editor: Editor, document: Document, rng: random.Random, scenario: Scenario, n: int) -> None:
-    """Cut a line, then type its rest back one character per request (n requests in all)."""
-    original = document.text
+async def typing(
+    editor: Editor, documents: list[Document], rng: random.Random, scenario: Scenario, n: int, per_line: int = 0
+) -> None:
+    """Cut a line, then type its rest back one character per request (n requests in all). With `per_line`, at most
+    that many characters of a line, each line from a document drawn anew: the requests spread over many lines
+    (without it, whole lines of one document: a few lines make all n)."""
+    document = rng.choice(documents)
     while len(scenario.latencies_ms) < n:
+        original = document.text
         line = rng.choice(code_lines(original))
         content = original.split("\n")[line]
         column = len(content) - len(content.lstrip()) + 1
-        for end in range(column, len(content)):
+        for end in range(column, len(content) if not per_line else min(len(content), column + per_line)):
             if len(scenario.latencies_ms) >= n:
                 break
             editor.replace(document, cut(original, line, end))
             await editor.complete(document, line, end, scenario)
-    editor.replace(document, original)
+        editor.replace(document, original)
+        if per_line:
+            document = rng.choice(documents)
 
 
 async def settle(requests: list[Pending]) -> None:
@@ -327,6 +337,7 @@ async def run(
     threads: int | None,
     fim_dev: Path | None,
     completion: dict[str, int] | None = None,
+    per_line: int = 0,
 ) -> list[Scenario]:
     rng = random.Random(seed)
     client = await start(model, threads, completion)
@@ -350,7 +361,7 @@ async def run(
             if "multi-line" in scenarios:
                 await multi_line(editor, rng.choice(documents), rng, scenarios["multi-line"])
         if "typing" in scenarios:
-            await typing(editor, rng.choice(documents), rng, scenarios["typing"], n)
+            await typing(editor, documents, rng, scenarios["typing"], n, per_line)
         # The paced scenarios take turns, burst by burst on lines drawn from one generator: both see the same load
         # and neither finds the other's answers in the server's caches (run one after the other, the second would).
         paced = [(scenarios[name], name == "paced-cancel") for name in ("paced", "paced-cancel") if name in scenarios]
@@ -385,9 +396,16 @@ def main(argv: list[str] | None = None) -> int:
         "--scenario", nargs="+", choices=SCENARIOS, default=list(SCENARIOS), help="scenarios to run (default: all)"
     )
     parser.add_argument("--chars-per-s", type=float, default=8.0, help="typing speed of the paced scenarios")
+    parser.add_argument(
+        "--keystrokes-per-line",
+        type=int,
+        default=0,
+        help="typing: at most this many characters of a line, each line from a document drawn anew (default: whole "
+        "lines of one document)",
+    )
     args = parser.parse_args(argv)
-    if args.n < 1 or args.chars_per_s <= 0:
-        parser.error("--n and --chars-per-s must be positive")
+    if args.n < 1 or args.chars_per_s <= 0 or args.keystrokes_per_line < 0:
+        parser.error("--n and --chars-per-s must be positive, --keystrokes-per-line at least 0")
     if args.repairs is not None and not 0 <= args.repairs <= 4:
         parser.error("--repairs must be in 0..4 (the server's completion.repairs)")
     if args.first_steps is not None and args.first_steps < 0:
@@ -400,7 +418,17 @@ def main(argv: list[str] | None = None) -> int:
         if path is not None and model in EMBEDDED:
             path = str(Path(__file__).resolve().parents[1] / path)
         results[model] = asyncio.run(
-            run(path, args.n, args.seed, args.scenario, args.chars_per_s, args.threads, args.fim_dev, completion)
+            run(
+                path,
+                args.n,
+                args.seed,
+                args.scenario,
+                args.chars_per_s,
+                args.threads,
+                args.fim_dev,
+                completion,
+                args.keystrokes_per_line,
+            )
         )
     print(
         "| model | scenario | n | p50 ms | p95 ms | mean ms | items/request | without model call "
