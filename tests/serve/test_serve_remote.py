@@ -23,6 +23,10 @@ def test_remote_engine_round_trips_and_equals_local_engine(server, reference) ->
     info = remote.describe()
     assert info["max_canvas"] == server.app.limits.max_canvas and info["max_context"] > 0
     assert info["remote"] == server.url
+    # Editors size their requests by it, and quick-ask a diffusion box as they would the model in-process.
+    from fim.request import FimSettings
+
+    assert info["kind"] == "diffusion" and FimSettings().fitted(info).first_steps == FimSettings.first_steps
     options = SampleOptions(steps=6, threshold=0.8, temperature=1.2, seed=11)
     for session in ("doc", "doc"):  # the second request reuses the session's cache on both sides
         kwargs = dict(language="python", canvas_length=16, num_candidates=3, options=options)
