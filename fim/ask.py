@@ -16,6 +16,10 @@ cost; a request with nothing to show after the quick ask (no candidate parses, o
 cached: the second ask costs only its steps). The typical request then costs a quick one, the
 hard ones a quick one more (docs/speed.md, round 14).
 
+A caller that may stop wanting the answer (the language server, when the user types on) passes ``current``: it is
+asked before each follow-up (an escalation or a repair), and when it says no, the answer so far is returned
+(``abandoned``). Follow-ups are made only while nothing is worth showing, so stopping never drops a text.
+
 This works for every engine (the embedded models, a ``diffill serve`` box, the released coders' adapters): it needs
 nothing from them but ``complete``.
 """
@@ -23,7 +27,7 @@ nothing from them but ``complete``.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -44,6 +48,7 @@ class Answer:
     repairs: int = 0  # follow-up requests made
     repaired_from: str = ""  # the text the last follow-up continued from ("" when none was made)
     escalated: bool = False  # the quick first ask (``first_steps``) had nothing to show: asked again at full steps
+    abandoned: bool = False  # a follow-up was due when ``current`` said the answer was no longer wanted
 
 
 def _complete(
@@ -80,12 +85,14 @@ def ask_engine(
     chunks: Sequence[ContextChunk] = (),
     repairs: int = 0,
     first_steps: int = 0,
+    current: Callable[[], bool] | None = None,
 ) -> Answer:
     """The engine's raw candidates for a request, asked the way every caller must: the healed prefix
     (``model_prefix``; ``fim.validate`` strips the same whitespace) and the mode's line limit in the options (the
     editor shows no more lines). Chunks are passed only when there are some, so backends without cross-file support
     keep working. A single-line request starts at `first_steps` when that is fewer than the options' steps; up to
-    `repairs` follow-ups are made when no candidate parses (module docstring)."""
+    `repairs` follow-ups are made when no candidate parses; none once `current()` is false (module docstring)."""
+    wanted = current or (lambda: True)
     ask = functools.partial(
         _complete,
         engine,
@@ -97,6 +104,8 @@ def ask_engine(
     quick = request.mode is Mode.SINGLE_LINE and 0 < first_steps < options.steps
     completions = ask(replace(options, steps=first_steps) if quick else options, request)
     escalated = quick and not any_shown(request, [Candidate(c.text, c.score) for c in completions])
+    if escalated and not wanted():
+        return Answer(completions, abandoned=True)
     if escalated:
         completions = ask(options, request)
     tried: set[str] = set()
@@ -105,6 +114,8 @@ def ask_engine(
         head = repair_point(request, [Candidate(c.text, c.score) for c in completions])
         if head is None or head in tried:
             break
+        if not wanted():
+            return Answer(completions, len(tried), kept, escalated, abandoned=True)
         tried.add(head)
         kept = head
         follow = replace(request, prefix=request.prefix + head)

@@ -8,6 +8,7 @@ too, within the room ``fim`` left for them (``FimSettings.cross_file_tokens``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -39,6 +40,9 @@ class Job:
     cross_file: CrossFile | None = None
     workspace: Workspace | None = None
     calibration: Calibration = UNCALIBRATED  # the model's show-or-stay-silent fit (its describe()'s "calibration")
+    # Whether the request is still wanted (not superseded by a newer one or an edit): asked before each follow-up
+    # request (fim.ask), so a stale request frees the model sooner. None: always.
+    current: Callable[[], bool] | None = None
 
 
 def run(job: Job) -> list[str]:
@@ -62,6 +66,7 @@ def run(job: Job) -> list[str]:
         chunks=chunks,
         repairs=job.fim.repairs,
         first_steps=job.fim.first_steps,
+        current=job.current,
     )
     candidates = [Candidate(c.text, c.score) for c in answer.completions]
     ranked = postprocess(request, candidates, job.calibration, job.sampling.min_confidence)

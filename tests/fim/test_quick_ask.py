@@ -4,6 +4,8 @@ with their trained weights)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from engine.contract import SampleOptions
@@ -91,3 +93,58 @@ def test_benchmarks_ask_as_the_editor_does_and_never_quick_ask_an_autoregressive
     assert Asker.of(default_engine, GenConfig(SampleOptions(), first_steps=0)).config.first_steps == 0
     assert Asker.of(ar, config).config.first_steps == 0
     assert Asker.of(ar, GenConfig(SampleOptions(), first_steps=2)).config.first_steps == 0  # steps mean nothing
+
+
+def test_a_request_no_longer_wanted_makes_no_follow_up(default_engine) -> None:
+    """`current` is asked before the escalation (and any repair): once it says no, the quick answer comes back, marked
+    abandoned; while it says yes, nothing changes. Cases found as above."""
+    asked: list[str] = []
+
+    def stale() -> bool:
+        asked.append("stale")
+        return False
+
+    found = 0
+    for marked in (LOOP, PALINDROME):
+        request = request_at(marked)
+        for seed in range(4):
+            quick = ask_engine(default_engine, request, SampleOptions(steps=2, seed=seed), session_id="quick")
+            if any_shown(request, [Candidate(c.text, c.score) for c in quick.completions]):
+                continue
+            found += 1
+            asked.clear()
+            options = SampleOptions(steps=8, seed=seed)
+            answer = ask_engine(default_engine, request, options, first_steps=2, repairs=2, current=stale)
+            assert answer.abandoned and not answer.escalated and answer.repairs == 0 and asked == ["stale"]
+            assert [c.text for c in answer.completions] == [c.text for c in quick.completions]
+            wanted = ask_engine(default_engine, request, options, first_steps=2, current=lambda: True)
+            assert wanted.escalated and not wanted.abandoned
+    assert found >= 1
+
+
+def test_the_language_servers_pipeline_stops_a_stale_request_after_its_quick_ask(default_engine) -> None:
+    """A job whose request is no longer current returns what the quick ask shows (the pipeline's own sampler: seed
+    0), never a follow-up's."""
+    from lsprotocol import types
+
+    from fim.validate import postprocess
+    from lsp_server.cache import CompletionCache
+    from lsp_server.documents import Cursor, Snapshot
+    from lsp_server.pipeline import Job, run
+    from lsp_server.settings import CompletionSettings
+
+    settings = CompletionSettings(steps=8, min_confidence=0.0)
+    fim = FimSettings(first_steps=2)
+    for marked in (LOOP, PALINDROME):
+        text, offset = marked.replace("|", "", 1), marked.index("|")
+        request = build_request(text, offset, "python", fim, default_engine.count_tokens)
+        options = SampleOptions(steps=2, threshold=settings.threshold, temperature=settings.temperature)
+        quick = ask_engine(default_engine, request, options, session_id="quick").completions
+        shown = [c.text for c in postprocess(request, [Candidate(c.text, c.score) for c in quick], min_confidence=0.0)]
+        document = Snapshot("file:///t.py", 1, text, "python")
+        line = text.count("\n", 0, offset)
+        position = types.Position(line, offset - (text.rfind("\n", 0, offset) + 1))
+        job = Job(
+            default_engine, document, Cursor(line, offset, position, position, ""), fim, settings, CompletionCache()
+        )
+        assert run(dataclasses.replace(job, current=lambda: False)) == shown

@@ -125,6 +125,10 @@ def test_follow_ups_stop_at_the_limit_and_never_repeat_a_text(tiny_engine) -> No
     request = request_at(CONDITION)
     for options, _ in broken_cases(tiny_engine, request, GRID):
         assert ask_engine(tiny_engine, request, options, repairs=0).repairs == 0
+        plain = ask_engine(tiny_engine, request, options, session_id="plain")
+        stopped = ask_engine(tiny_engine, request, options, session_id="stopped", repairs=2, current=lambda: False)
+        assert stopped.abandoned and stopped.repairs == 0  # no longer wanted: no follow-up
+        assert [c.text for c in stopped.completions] == [c.text for c in plain.completions]
         for limit in (1, 2, 4):
             answer = ask_engine(tiny_engine, request, options, session_id=f"limit{limit}", repairs=limit)
             assert 1 <= answer.repairs <= limit
