@@ -4,8 +4,8 @@ In order, cheapest first: guards (open document, size, binary, language, positio
 (no model call) -> debounce (skipped for an explicit invoke) -> a turn at the model gate (`lsp_server.gate`),
 then a staleness check -> the pipeline in a worker thread (which checks again before each follow-up request:
 fim.ask) -> a last staleness check (an edit during the model call makes the answer stale). Never raises except
-`CancelledError` (a `$/cancelRequest`, which pygls turns into a RequestCancelled reply); a call cancelled while it runs keeps the gate until its thread returns, and its
-answer still fills the typed-prefix cache.
+`CancelledError` (a `$/cancelRequest`, which pygls turns into a RequestCancelled reply); a call cancelled while it
+runs keeps the gate until its thread returns, and its answer still fills the typed-prefix cache.
 """
 
 from __future__ import annotations
