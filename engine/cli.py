@@ -141,7 +141,7 @@ def cmd_complete(args: argparse.Namespace) -> int:
     else:
         print(f"# {request.mode} at {path}:{line}:{col}, {len(ranked)} of {len(raw)} candidates kept", file=sys.stderr)
         if answer.escalated:
-            quick = f"# no line parsed after {settings.first_steps} steps: asked again at {options.steps}"
+            quick = f"# nothing to show after {settings.first_steps} steps: asked again at {options.steps}"
             print(quick, file=sys.stderr)
         if answer.repairs:
             print(f"# repaired ({answer.repairs} follow-up requests), from {answer.repaired_from!r}", file=sys.stderr)
@@ -248,8 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--first-steps",
         type=int,
         default=None,
-        help="steps of a single-line request's quick first ask, asked again at --steps when nothing parses (diffusion "
-        "models; 0: one ask; default: FimSettings.first_steps)",
+        help="steps of a single-line request's quick first ask, asked again at --steps when it has nothing to "
+        "show (diffusion models; 0: one ask; default: FimSettings.first_steps)",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--repeat", type=int, default=1, help="run N times and report warm latency")

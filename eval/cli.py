@@ -81,8 +81,8 @@ def add_sampling_arguments(p: argparse.ArgumentParser, *, sweep: bool, seed: boo
     p.add_argument(
         "--first-steps",
         type=int,
-        help="diffusion: steps of a single-line request's quick first ask, asked again at full steps when nothing "
-        "parses (fim.ask; 0: one ask; default: FimSettings.first_steps)",
+        help="diffusion: steps of a single-line request's quick first ask, asked again at full steps when it has "
+        "nothing to show (fim.ask; 0: one ask; default: FimSettings.first_steps)",
     )
     p.add_argument(
         "--initial-canvas",

@@ -198,7 +198,7 @@ def markdown(points: Sequence[Point], meta: dict[str, Any]) -> str:
     if first := meta.get("first_steps"):
         follow += (
             f"; a diffusion point of more than {first} steps first asks at {first} steps and again at its own"
-            " when nothing parses"
+            " when nothing is worth showing"
         )
     lines += ["", f"Latency: engine.complete + post-processing per completion{follow}, cold context (no cache reuse)."]
     return "\n".join(lines) + "\n"

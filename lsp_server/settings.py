@@ -152,8 +152,8 @@ class CompletionSettings:
     # Follow-up requests when no single-line candidate parses, continuing from the part before the first syntax
     # error (fim.ask); 0: none.
     repairs: int = _setting(FimSettings.repairs, _int_in(0, 4))
-    # Steps of a single-line request's quick first ask, asked again at `steps` when none of its candidates parses
-    # (fim.ask; diffusion models only); 0: one ask at `steps`.
+    # Steps of a single-line request's quick first ask, asked again at `steps` when it has nothing to show
+    # (no candidate parses, or all that do are degenerate; fim.ask; diffusion models only); 0: one ask at `steps`.
     first_steps: int = _setting(FimSettings.first_steps, _int_in(0, 256))
     # Typing bursts arrive ~50-150 ms apart; waiting 75 ms skips most keystrokes the user has already passed.
     debounce_ms: int = _setting(75, _int_in(0, 5000))
