@@ -212,10 +212,14 @@ async def single_line(editor: Editor, document: Document, rng: random.Random, sc
     editor.replace(document, original)
 
 
+def openers(text: str) -> list[int]:
+    """The lines that open a block (where an editor asks for the block's body)."""
+    return [i for i, content in enumerate(text.split("\n")) if OPENER.match(content)]
+
+
 async def multi_line(editor: Editor, document: Document, rng: random.Random, scenario: Scenario | None) -> None:
-    lines = document.text.split("\n")
-    line = rng.choice([i for i, content in enumerate(lines) if OPENER.match(content)])
-    await editor.complete(document, line, len(lines[line]), scenario)
+    line = rng.choice(openers(document.text))
+    await editor.complete(document, line, len(document.text.split("\n")[line]), scenario)
 
 
 async def first_request(editor: Editor, texts: list[str], rng: random.Random, scenario: Scenario | None) -> None:
@@ -349,9 +353,12 @@ async def run(
             files = fim_dev_files(fim_dev)
             documents = [editor.open_text(f"file:///fim-dev/{path}", text) for path, text in sorted(files.items())]
         texts = [document.text for document in documents]
+        blocks = [document for document in documents if openers(document.text)]  # a multi-line request needs one
+        if not blocks:
+            raise ValueError("no document opens a block (def/class/if/... ending in ':'): nowhere to ask for one")
         for _ in range(WARMUP):
             await single_line(editor, rng.choice(documents), rng, None)
-            await multi_line(editor, rng.choice(documents), rng, None)
+            await multi_line(editor, rng.choice(blocks), rng, None)
         scenarios = {name: Scenario(name) for name in names}
         for _ in range(n if "first" in scenarios else 0):
             await first_request(editor, texts, rng, scenarios["first"])
@@ -359,7 +366,7 @@ async def run(
             if "single-line" in scenarios:
                 await single_line(editor, rng.choice(documents), rng, scenarios["single-line"])
             if "multi-line" in scenarios:
-                await multi_line(editor, rng.choice(documents), rng, scenarios["multi-line"])
+                await multi_line(editor, rng.choice(blocks), rng, scenarios["multi-line"])
         if "typing" in scenarios:
             await typing(editor, documents, rng, scenarios["typing"], n, per_line)
         # The paced scenarios take turns, burst by burst on lines drawn from one generator: both see the same load
