@@ -141,10 +141,11 @@ def cmd_complete(args: argparse.Namespace) -> int:
     else:
         print(f"# {request.mode} at {path}:{line}:{col}, {len(ranked)} of {len(raw)} candidates kept", file=sys.stderr)
         if answer.escalated:
-            quick = f"# nothing to show after {settings.first_steps} steps: asked again at {options.steps}"
+            quick = f"# nothing to show after {settings.first_steps} steps and repairs: asked again at {options.steps}"
             print(quick, file=sys.stderr)
         if answer.repairs:
-            print(f"# repaired ({answer.repairs} follow-up requests), from {answer.repaired_from!r}", file=sys.stderr)
+            where = f", the candidates continue {answer.repaired_from!r}" if answer.repaired_from else ""
+            print(f"# {answer.repairs} follow-up requests to repair a line{where}", file=sys.stderr)
         threshold = calibration.min_confidence
         for i, c in enumerate(ranked):
             quiet = "; an editor stays silent: below the model's minConfidence" if c.confidence < threshold else ""
@@ -242,14 +243,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--repairs",
         type=int,
         default=None,
-        help="follow-up requests when no candidate parses (default: FimSettings.repairs)",
+        help="follow-up requests when no candidate parses, at each step count asked (default: FimSettings.repairs)",
     )
     p.add_argument(
         "--first-steps",
         type=int,
         default=None,
-        help="steps of a single-line request's quick first ask, asked again at --steps when it has nothing to "
-        "show (diffusion models; 0: one ask; default: FimSettings.first_steps)",
+        help="steps of a single-line request's quick first ask and its repairs, asked again at --steps when it "
+        "still has nothing to show (diffusion models; 0: one ask; default: FimSettings.first_steps)",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--repeat", type=int, default=1, help="run N times and report warm latency")

@@ -76,13 +76,14 @@ def add_sampling_arguments(p: argparse.ArgumentParser, *, sweep: bool, seed: boo
     p.add_argument(
         "--repairs",
         type=int,
-        help="follow-up requests when no single-line candidate parses (fim.ask; default: FimSettings.repairs)",
+        help="follow-up requests when no single-line candidate parses, at each step count asked (fim.ask; default: "
+        "FimSettings.repairs)",
     )
     p.add_argument(
         "--first-steps",
         type=int,
-        help="diffusion: steps of a single-line request's quick first ask, asked again at full steps when it has "
-        "nothing to show (fim.ask; 0: one ask; default: FimSettings.first_steps)",
+        help="diffusion: steps of a single-line request's quick first ask and its repairs, asked again at full steps "
+        "when it still has nothing to show (fim.ask; 0: one ask; default: FimSettings.first_steps)",
     )
     p.add_argument(
         "--initial-canvas",

@@ -7,14 +7,14 @@ single-line request none of whose candidates parses is asked again, continuing f
 first syntax error (``fim.validate.repair_point``): that text joins the prefix (the session's context cache grows
 by its tokens, nothing is recomputed), the engine fills the rest of the line, and the text is put back in front
 of every new candidate, so the caller gets candidates for the request it made, and validates them as any others.
-Each follow-up is made only while no candidate parses, and never twice from the same text.
+Each follow-up is made only while no candidate parses, and never twice from the same text at the same steps.
 
 With ``first_steps`` (a diffusion engine's single-line requests), the first ask runs at that many denoising steps
 instead of the options' ``steps``: most lines parse after a few steps, and the editor shows them at a few steps'
-cost; a request with nothing to show after the quick ask (no candidate parses, or every one that does is degenerate:
-``fim.validate.any_shown``) is asked again at the full ``steps`` before any repair (the session's context is
-cached: the second ask costs only its steps). The typical request then costs a quick one, the
-hard ones a quick one more (docs/speed.md, round 14).
+cost. Its repairs run at the same few steps (a follow-up costs a quick ask); a request that still has nothing to show
+(no candidate parses, or every one that does is degenerate: ``fim.validate.any_shown``) is asked again at the full
+``steps``, with repairs of its own (the session's context is cached: the second ask costs only its steps). The
+typical request then costs a quick one, the hard ones a few quick ones more (docs/speed.md, rounds 14 and 15).
 
 A caller that may stop wanting the answer (the language server, when the user types on) passes ``current``: it is
 asked before each follow-up (an escalation or a repair), and when it says no, the answer so far is returned
@@ -45,9 +45,9 @@ class Answer:
     """The engine's candidates for a request (after any repair, still relative to its ``model_prefix``)."""
 
     completions: list[Completion]
-    repairs: int = 0  # follow-up requests made
-    repaired_from: str = ""  # the text the last follow-up continued from ("" when none was made)
-    escalated: bool = False  # the quick first ask (``first_steps``) had nothing to show: asked again at full steps
+    repairs: int = 0  # follow-up requests made (at the quick and the full steps together)
+    repaired_from: str = ""  # the text the candidates' follow-up continued from ("": they are a first ask's)
+    escalated: bool = False  # the quick ask (``first_steps``), repaired, had nothing to show: asked at full steps
     abandoned: bool = False  # a follow-up was due when ``current`` said the answer was no longer wanted
 
 
@@ -74,6 +74,31 @@ def _complete(
     )
 
 
+def _repaired(
+    ask: Callable[[SampleOptions, FimRequest], list[Completion]],
+    options: SampleOptions,
+    request: FimRequest,
+    repairs: int,
+    wanted: Callable[[], bool],
+) -> Answer:
+    """One ask at `options`, then up to `repairs` follow-ups at the same options while no candidate parses."""
+    completions = ask(options, request)
+    tried: set[str] = set()
+    kept = ""
+    while len(tried) < repairs:
+        head = repair_point(request, [Candidate(c.text, c.score) for c in completions])
+        if head is None or head in tried:
+            break
+        if not wanted():
+            return Answer(completions, len(tried), kept, abandoned=True)
+        tried.add(head)
+        kept = head
+        follow = replace(request, prefix=request.prefix + head)
+        lead = follow.model_prefix[len(request.model_prefix) :]  # the head as the engine's text continues it
+        completions = [replace(c, text=lead + c.text) for c in ask(options, follow)]
+    return Answer(completions, len(tried), kept)
+
+
 def ask_engine(
     engine: CompletionEngine,
     request: FimRequest,
@@ -91,7 +116,8 @@ def ask_engine(
     (``model_prefix``; ``fim.validate`` strips the same whitespace) and the mode's line limit in the options (the
     editor shows no more lines). Chunks are passed only when there are some, so backends without cross-file support
     keep working. A single-line request starts at `first_steps` when that is fewer than the options' steps; up to
-    `repairs` follow-ups are made when no candidate parses; none once `current()` is false (module docstring)."""
+    `repairs` follow-ups are made at each step count while no candidate parses; none once `current()` is false
+    (module docstring)."""
     wanted = current or (lambda: True)
     ask = functools.partial(
         _complete,
@@ -102,23 +128,10 @@ def ask_engine(
         chunks=chunks,
     )
     quick = request.mode is Mode.SINGLE_LINE and 0 < first_steps < options.steps
-    completions = ask(replace(options, steps=first_steps) if quick else options, request)
-    escalated = quick and not any_shown(request, [Candidate(c.text, c.score) for c in completions])
-    if escalated and not wanted():
-        return Answer(completions, abandoned=True)
-    if escalated:
-        completions = ask(options, request)
-    tried: set[str] = set()
-    kept = ""
-    while len(tried) < repairs:
-        head = repair_point(request, [Candidate(c.text, c.score) for c in completions])
-        if head is None or head in tried:
-            break
-        if not wanted():
-            return Answer(completions, len(tried), kept, escalated, abandoned=True)
-        tried.add(head)
-        kept = head
-        follow = replace(request, prefix=request.prefix + head)
-        lead = follow.model_prefix[len(request.model_prefix) :]  # the head as the engine's text continues it
-        completions = [replace(c, text=lead + c.text) for c in ask(options, follow)]
-    return Answer(completions, len(tried), kept, escalated)
+    answer = _repaired(ask, replace(options, steps=first_steps) if quick else options, request, repairs, wanted)
+    if not quick or answer.abandoned or any_shown(request, [Candidate(c.text, c.score) for c in answer.completions]):
+        return answer
+    if not wanted():
+        return replace(answer, abandoned=True)
+    full = _repaired(ask, options, request, repairs, wanted)
+    return replace(full, repairs=answer.repairs + full.repairs, escalated=True)

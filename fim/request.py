@@ -62,13 +62,14 @@ class FimSettings:
     # Tokens of cross-file context (fim.crossfile) the window leaves room for; 0: none.
     cross_file_tokens: int = 0
     # Follow-up requests for a single-line request none of whose candidates parses, each continuing from the part
-    # of a line before its first syntax error (fim.ask); 0: none. Two raise the share of HumanEval-Infilling
+    # of a line before its first syntax error (fim.ask): at the quick first ask's steps, and again at the full steps
+    # when the request is asked again; 0: none. Two raise the share of HumanEval-Infilling
     # single-line problems where the embedded model's line is shown from 79% to 88% (docs/speed.md, round 13).
     repairs: int = 2
-    # Denoising steps of a single-line request's first ask (fim.ask): when it has nothing to show, it is asked again
-    # at the sampler's full steps. Most lines parse after a few steps, so the typical request costs a
-    # few-step one (docs/speed.md, round 14). 0, or at least the full steps: one ask. Diffusion engines only
-    # (``fitted`` sets 0 for others: an autoregressive model's answer does not depend on steps).
+    # Denoising steps of a single-line request's first ask (fim.ask), and of its repairs: when it still has nothing
+    # to show, it is asked again at the sampler's full steps. Most lines parse after a few steps, so the typical
+    # request costs a few-step one (docs/speed.md, rounds 14 and 15). 0, or at least the full steps: one ask.
+    # Diffusion engines only (``fitted`` sets 0 for others: an autoregressive model's answer does not depend on steps).
     first_steps: int = 4
 
     def __post_init__(self) -> None:

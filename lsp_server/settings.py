@@ -150,10 +150,11 @@ class CompletionSettings:
     candidates: int | None = _setting(None, _optional(_int_in(1, 16)))
     max_lines: int = _setting(12, _int_in(1, 200))
     # Follow-up requests when no single-line candidate parses, continuing from the part before the first syntax
-    # error (fim.ask); 0: none.
+    # error (fim.ask; at the quick first ask's steps, then at `steps` if the request is asked again); 0: none.
     repairs: int = _setting(FimSettings.repairs, _int_in(0, 4))
-    # Steps of a single-line request's quick first ask, asked again at `steps` when it has nothing to show
-    # (no candidate parses, or all that do are degenerate; fim.ask; diffusion models only); 0: one ask at `steps`.
+    # Steps of a single-line request's quick first ask and its repairs, asked again at `steps` when it still has
+    # nothing to show (no candidate parses, or all that do are degenerate; fim.ask; diffusion models only); 0: one
+    # ask at `steps`.
     first_steps: int = _setting(FimSettings.first_steps, _int_in(0, 256))
     # Typing bursts arrive ~50-150 ms apart; waiting 75 ms skips most keystrokes the user has already passed.
     debounce_ms: int = _setting(75, _int_in(0, 5000))

@@ -42,8 +42,8 @@ def default_engine():
     return load_engine(None, device="cpu", threads=1, dtype="float32")
 
 
-def full_answer(engine, request: FimRequest, options: SampleOptions, session: str) -> list[str]:
-    return [c.text for c in ask_engine(engine, request, options, session_id=session).completions]
+def full_answer(engine, request: FimRequest, options: SampleOptions, session: str, repairs: int = 0) -> list[str]:
+    return [c.text for c in ask_engine(engine, request, options, session_id=session, repairs=repairs).completions]
 
 
 def test_the_quick_answer_stands_when_a_line_parses_and_is_asked_again_at_full_steps_when_none_does(
@@ -68,6 +68,40 @@ def test_the_quick_answer_stands_when_a_line_parses_and_is_asked_again_at_full_s
                 assert [c.text for c in answer.completions] == full_answer(default_engine, request, options, "full")
                 escalated += 1
     assert kept >= 1 and escalated >= 1, (kept, escalated)
+
+
+REPAIRABLE = (
+    LOOP,
+    PALINDROME,
+    "def mean(xs):\n    if not xs:\n        return 0\n    return sum(xs) / |\n",
+    "def count_words(text):\n    words = |\n    return len(words)\n",
+    "def first_even(xs):\n    for x in xs:\n        if |\n            return x\n",
+)
+
+
+def test_a_quick_answer_that_breaks_the_file_is_repaired_at_the_quick_steps_before_it_is_asked_again(
+    default_engine,
+) -> None:
+    """With repairs, the quick ask is repaired at its own steps first (a follow-up costs a quick ask); only when that
+    still shows nothing is the request asked again at the full steps, with its own repairs. Each case must equal
+    the branch its quick answer says, and a repair at the quick steps that ends the request must be found."""
+    repaired_quickly = escalated = 0
+    for marked in REPAIRABLE:
+        request = request_at(marked)
+        for seed in range(4):
+            options = SampleOptions(steps=8, seed=seed)
+            quick = ask_engine(default_engine, request, SampleOptions(steps=2, seed=seed), session_id="q", repairs=2)
+            answer = ask_engine(default_engine, request, options, session_id="a", first_steps=2, repairs=2)
+            if any_shown(request, [Candidate(c.text, c.score) for c in quick.completions]):
+                assert not answer.escalated and answer.repairs == quick.repairs
+                assert [c.text for c in answer.completions] == [c.text for c in quick.completions]
+                repaired_quickly += quick.repairs > 0
+            else:
+                full = ask_engine(default_engine, request, options, session_id="f", repairs=2)
+                assert answer.escalated and answer.repairs == quick.repairs + full.repairs
+                assert [c.text for c in answer.completions] == [c.text for c in full.completions]
+                escalated += 1
+    assert repaired_quickly >= 1 and escalated >= 1, (repaired_quickly, escalated)
 
 
 def test_no_quick_ask_for_multi_line_requests_or_when_the_steps_are_few_already(default_engine) -> None:
