@@ -150,6 +150,19 @@ class CompletionStats:
     queue_ms: float = 0.0  # time waiting for the model (the server's queue)
     batch_max: int = 1  # most requests that shared one step with this one
 
+    def then(self, later: CompletionStats) -> CompletionStats:
+        """This call and a `later` one made for the same editor request (its follow-ups: ``fim.ask``) as one:
+        computed tokens, times and steps add up; the prompt is this call's; the batch, the larger."""
+        return CompletionStats(
+            context_tokens=self.context_tokens,
+            computed_tokens=self.computed_tokens + later.computed_tokens,
+            prefill_ms=self.prefill_ms + later.prefill_ms,
+            sample_ms=self.sample_ms + later.sample_ms,
+            steps=self.steps + later.steps,
+            queue_ms=self.queue_ms + later.queue_ms,
+            batch_max=max(self.batch_max, later.batch_max),
+        )
+
 
 @dataclass(frozen=True)
 class CompletionResult:

@@ -73,8 +73,9 @@ class Scenario:
     items: int = 0
     served_without_model: int = 0
     model_calls: int = 0
-    # The engine's own times of requests that called the model (diffill/stats' lastCompletion): context prefill and
-    # sampling; the rest of a latency is the server's (windowing, post-processing, tree-sitter, the LSP round trip).
+    # The engine's own times of requests that called the model (diffill/stats' lastCompletion, all of a request's
+    # asks together): context prefill and sampling; the rest of a latency is the server's (windowing,
+    # post-processing, tree-sitter, the LSP round trip).
     prefill_ms: list[float] = field(default_factory=list)
     sample_ms: list[float] = field(default_factory=list)
 

@@ -40,7 +40,7 @@ from fim.request import FimRequest, FimSettings, Mode, build_request
 from fim.validate import Assessed, Candidate, assess, postprocess, select
 
 if TYPE_CHECKING:
-    from engine.contract import CompletionEngine, ContextChunk, SampleOptions
+    from engine.contract import CompletionEngine, CompletionStats, ContextChunk, SampleOptions
 
 
 @dataclass(frozen=True)
@@ -126,7 +126,7 @@ class Generation:
     tokens: int  # tokens the engine produced over all candidates of the timed request
     candidates: int
     accepted: int  # candidates post-processing kept
-    stats: dict[str, float] = field(default_factory=dict)  # LocalEngine.last_stats when there is one
+    stats: dict[str, float] = field(default_factory=dict)  # the engine's stats of the request's calls (fim.ask)
     repairs: int = 0  # follow-up requests made (fim.ask)
     escalated: bool = False  # the quick first ask had nothing to show: asked again at full steps (fim.ask)
     assessed: tuple[Assessed, ...] = ()  # every distinct post-processed text and its show-or-stay-silent signals
@@ -204,8 +204,7 @@ def task_of(session: str | None) -> str:
     return (session or "").split(":", 2)[-1]
 
 
-def _engine_stats(engine: CompletionEngine) -> dict[str, float]:
-    stats = engine.last_stats
+def _engine_stats(stats: CompletionStats | None) -> dict[str, float]:
     return {k: float(v) for k, v in dataclasses.asdict(stats).items()} if stats is not None else {}
 
 
@@ -238,7 +237,7 @@ def generate(
     assessed = assess(request, [Candidate(c.text, c.score) for c in raw], calibration)
     ranked = select(request, assessed, calibration.threshold(config.min_confidence))
     t2 = time.perf_counter()
-    stats = _engine_stats(engine) | (
+    stats = _engine_stats(answer.stats) | (
         {"chunks": float(len(chunks)), "collect_ms": (t0 - t_collect) * 1e3} if chunks_for else {}
     )
     top_raw = max(raw, key=lambda c: c.score).text if raw else ""

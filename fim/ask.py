@@ -35,7 +35,7 @@ from fim.request import FimRequest, Mode
 from fim.validate import Candidate, any_shown, repair_point
 
 if TYPE_CHECKING:  # types only: fim runs without the engine (and torch) imported
-    from engine.contract import Completion, CompletionEngine, ContextChunk, SampleOptions
+    from engine.contract import Completion, CompletionEngine, CompletionStats, ContextChunk, SampleOptions
 
 __all__ = ["Answer", "ask_engine"]
 
@@ -49,6 +49,8 @@ class Answer:
     repaired_from: str = ""  # the text the candidates' follow-up continued from ("": they are a first ask's)
     escalated: bool = False  # the quick ask (``first_steps``), repaired, had nothing to show: asked at full steps
     abandoned: bool = False  # a follow-up was due when ``current`` said the answer was no longer wanted
+    # The engine's stats of every call made, as one (``CompletionStats.then``); None when it keeps none.
+    stats: CompletionStats | None = None
 
 
 def _complete(
@@ -60,9 +62,10 @@ def _complete(
     canvas_length: int | None,
     session_id: str | None,
     chunks: Sequence[ContextChunk],
+    calls: list[CompletionStats],
 ) -> list[Completion]:
     extra = {"chunks": chunks} if chunks else {}
-    return engine.complete(
+    completions = engine.complete(
         request.model_prefix,
         request.suffix,
         language=request.language,
@@ -72,6 +75,9 @@ def _complete(
         session_id=session_id,
         **extra,
     )
+    if (stats := engine.last_stats) is not None:
+        calls.append(stats)
+    return completions
 
 
 def _repaired(
@@ -118,7 +124,7 @@ def ask_engine(
     keep working. A single-line request starts at `first_steps` when that is fewer than the options' steps; up to
     `repairs` follow-ups are made at each step count while no candidate parses; none once `current()` is false
     (module docstring)."""
-    wanted = current or (lambda: True)
+    calls: list[CompletionStats] = []
     ask = functools.partial(
         _complete,
         engine,
@@ -126,7 +132,21 @@ def ask_engine(
         canvas_length=canvas_length,
         session_id=session_id,
         chunks=chunks,
+        calls=calls,
     )
+    answer = _asked(ask, request, options, repairs, first_steps, current or (lambda: True))
+    return replace(answer, stats=functools.reduce(lambda first, later: first.then(later), calls) if calls else None)
+
+
+def _asked(
+    ask: Callable[[SampleOptions, FimRequest], list[Completion]],
+    request: FimRequest,
+    options: SampleOptions,
+    repairs: int,
+    first_steps: int,
+    wanted: Callable[[], bool],
+) -> Answer:
+    """The quick ask, its repairs and, when they have nothing to show, the full ask and its repairs."""
     quick = request.mode is Mode.SINGLE_LINE and 0 < first_steps < options.steps
     answer = _repaired(ask, replace(options, steps=first_steps) if quick else options, request, repairs, wanted)
     if not quick or answer.abandoned or any_shown(request, [Candidate(c.text, c.score) for c in answer.completions]):

@@ -108,11 +108,12 @@ async def _compute(
             ls.calibration,
             functools.partial(ls.is_current, document.uri, kind, generation, document.version),
         )
-        texts = await turn.run(functools.partial(pipeline.run, job))
+        ran = await turn.run(functools.partial(pipeline.run, job))
+        ls.last_completion = ran.stats
     if not ls.is_current(document.uri, kind, generation, document.version):
         ls.stats.stale += 1
         return None
-    return texts
+    return ran.texts
 
 
 async def suggest(ls: DiffillServer, uri: str, position: types.Position, *, kind: str, debounce: bool) -> Answer | None:

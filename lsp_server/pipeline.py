@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from fim.ask import ask_engine
 from fim.confidence import UNCALIBRATED, Calibration
@@ -24,9 +24,9 @@ from lsp_server.settings import CompletionSettings
 if TYPE_CHECKING:
     from pygls.workspace import Workspace
 
-    from engine.contract import CompletionEngine
+    from engine.contract import CompletionEngine, CompletionStats
 
-__all__ = ["Job", "run"]
+__all__ = ["Job", "Ran", "run"]
 
 
 @dataclass(frozen=True)
@@ -45,8 +45,13 @@ class Job:
     current: Callable[[], bool] | None = None
 
 
-def run(job: Job) -> list[str]:
-    """Ranked, validated completion texts for the job's cursor (possibly empty); stores them in the cache."""
+class Ran(NamedTuple):
+    texts: list[str]  # ranked, validated completion texts (possibly none)
+    stats: CompletionStats | None  # the engine's stats of every call the request made (fim.ask), as one
+
+
+def run(job: Job) -> Ran:
+    """The job's cursor's completions; their texts are stored in the cache."""
     from engine.contract import ContextChunk, SampleOptions
 
     document, cursor = job.document, job.cursor
@@ -72,4 +77,4 @@ def run(job: Job) -> list[str]:
     ranked = postprocess(request, candidates, job.calibration, job.sampling.min_confidence)
     texts = [c.text for c in ranked if c.text]
     job.cache.put(document.language_id, document.text, cursor.offset, texts)
-    return texts
+    return Ran(texts, answer.stats)

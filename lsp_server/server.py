@@ -43,7 +43,7 @@ from lsp_server.protocol import DiffillProtocol, serve
 from lsp_server.settings import SECTION, Settings, merge, parse_settings, section_of
 
 if TYPE_CHECKING:
-    from engine.contract import CompletionEngine
+    from engine.contract import CompletionEngine, CompletionStats
 
 __all__ = ["DiffillServer", "LoadState", "Stats"]
 
@@ -97,6 +97,7 @@ class DiffillServer(LanguageServer):
         self.settings = Settings()
         self.fim = FimSettings()
         self.engine: CompletionEngine | None = None
+        self.last_completion: CompletionStats | None = None  # the engine's stats of the last request's calls
         self.engine_info: dict[str, Any] = {}
         self.calibration = UNCALIBRATED  # the engine's show-or-stay-silent fit
         self.state = LoadState.IDLE
@@ -219,7 +220,7 @@ class DiffillServer(LanguageServer):
         self.protocol.notify(STATUS, self.status())
 
     def status(self) -> dict[str, Any]:
-        last = self.engine.last_stats if self.engine is not None else None  # tokens computed vs reused, timings
+        last = self.last_completion  # tokens computed vs reused, timings: all the last request's calls (fim.ask)
         return {
             "state": str(self.state),
             "error": self.load_error,
@@ -278,6 +279,7 @@ class DiffillServer(LanguageServer):
         self._load_generation += 1
         self._close(self.engine)
         self.engine, self.engine_info, self.calibration = None, {}, UNCALIBRATED
+        self.last_completion = None
         self.state, self.load_error = LoadState.LOADING, None
         self.loaded.clear()
         self.cache.clear()

@@ -92,14 +92,18 @@ def test_a_quick_answer_that_breaks_the_file_is_repaired_at_the_quick_steps_befo
             options = SampleOptions(steps=8, seed=seed)
             quick = ask_engine(default_engine, request, SampleOptions(steps=2, seed=seed), session_id="q", repairs=2)
             answer = ask_engine(default_engine, request, options, session_id="a", first_steps=2, repairs=2)
+            assert answer.stats is not None and quick.stats is not None
+            assert answer.stats.context_tokens == quick.stats.context_tokens  # the request's prompt: its first ask's
             if any_shown(request, [Candidate(c.text, c.score) for c in quick.completions]):
                 assert not answer.escalated and answer.repairs == quick.repairs
                 assert [c.text for c in answer.completions] == [c.text for c in quick.completions]
+                assert answer.stats.steps == quick.stats.steps  # every ask's steps, repairs included
                 repaired_quickly += quick.repairs > 0
             else:
                 full = ask_engine(default_engine, request, options, session_id="f", repairs=2)
                 assert answer.escalated and answer.repairs == quick.repairs + full.repairs
                 assert [c.text for c in answer.completions] == [c.text for c in full.completions]
+                assert full.stats is not None and answer.stats.steps == quick.stats.steps + full.stats.steps
                 escalated += 1
     assert repaired_quickly >= 1 and escalated >= 1, (repaired_quickly, escalated)
 
@@ -181,4 +185,4 @@ def test_the_language_servers_pipeline_stops_a_stale_request_after_its_quick_ask
         job = Job(
             default_engine, document, Cursor(line, offset, position, position, ""), fim, settings, CompletionCache()
         )
-        assert run(dataclasses.replace(job, current=lambda: False)) == shown
+        assert run(dataclasses.replace(job, current=lambda: False)).texts == shown
