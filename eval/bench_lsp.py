@@ -213,14 +213,15 @@ async def single_line(editor: Editor, document: Document, rng: random.Random, sc
     editor.replace(document, original)
 
 
-def openers(text: str) -> list[int]:
+def openers(lines: list[str]) -> list[int]:
     """The lines that open a block (where an editor asks for the block's body)."""
-    return [i for i, content in enumerate(text.split("\n")) if OPENER.match(content)]
+    return [i for i, content in enumerate(lines) if OPENER.match(content)]
 
 
 async def multi_line(editor: Editor, document: Document, rng: random.Random, scenario: Scenario | None) -> None:
-    line = rng.choice(openers(document.text))
-    await editor.complete(document, line, len(document.text.split("\n")[line]), scenario)
+    lines = document.text.split("\n")
+    line = rng.choice(openers(lines))
+    await editor.complete(document, line, len(lines[line]), scenario)
 
 
 async def first_request(editor: Editor, texts: list[str], rng: random.Random, scenario: Scenario | None) -> None:
@@ -354,7 +355,7 @@ async def run(
             files = fim_dev_files(fim_dev)
             documents = [editor.open_text(f"file:///fim-dev/{path}", text) for path, text in sorted(files.items())]
         texts = [document.text for document in documents]
-        blocks = [document for document in documents if openers(document.text)]  # a multi-line request needs one
+        blocks = [document for document in documents if openers(document.text.split("\n"))]  # where to ask for one
         if not blocks:
             raise ValueError("no document opens a block (def/class/if/... ending in ':'): nowhere to ask for one")
         for _ in range(WARMUP):

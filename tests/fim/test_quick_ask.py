@@ -42,8 +42,8 @@ def default_engine():
     return load_engine(None, device="cpu", threads=1, dtype="float32")
 
 
-def full_answer(engine, request: FimRequest, options: SampleOptions, session: str, repairs: int = 0) -> list[str]:
-    return [c.text for c in ask_engine(engine, request, options, session_id=session, repairs=repairs).completions]
+def full_answer(engine, request: FimRequest, options: SampleOptions, session: str) -> list[str]:
+    return [c.text for c in ask_engine(engine, request, options, session_id=session).completions]
 
 
 def test_the_quick_answer_stands_when_a_line_parses_and_is_asked_again_at_full_steps_when_none_does(
