@@ -135,11 +135,14 @@ def cmd_complete(args: argparse.Namespace) -> int:
             "raw": [{"text": c.text, "score": c.score} for c in raw],
             "repairs": answer.repairs,
             "escalated": answer.escalated,
+            "line": answer.line,
             "latency_ms": timings,
         }
         print(json.dumps(out, indent=2))
     else:
         print(f"# {request.mode} at {path}:{line}:{col}, {len(ranked)} of {len(raw)} candidates kept", file=sys.stderr)
+        if answer.line:
+            print("# the block had nothing to show: its first line was asked as a single-line request", file=sys.stderr)
         if answer.escalated:
             quick = f"# nothing to show after {settings.first_steps} steps and repairs: asked again at {options.steps}"
             print(quick, file=sys.stderr)

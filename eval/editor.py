@@ -129,6 +129,7 @@ class Generation:
     stats: dict[str, float] = field(default_factory=dict)  # the engine's stats of the request's calls (fim.ask)
     repairs: int = 0  # follow-up requests made (fim.ask)
     escalated: bool = False  # the quick first ask had nothing to show: asked again at full steps (fim.ask)
+    line: bool = False  # a multi-line request's block had nothing to show: its first line was asked (fim.ask)
     assessed: tuple[Assessed, ...] = ()  # every distinct post-processed text and its show-or-stay-silent signals
 
     def timing(self) -> dict[str, Any]:
@@ -142,6 +143,7 @@ class Generation:
             "accepted": self.accepted,
             "repairs": self.repairs,
             "escalated": self.escalated,
+            "line": self.line,
         }
         record["assessed"] = [
             {"text": a.text, "confidence": a.confidence, "rejected": a.rejected} | dataclasses.asdict(a.signals)
@@ -156,13 +158,7 @@ def make_request(
     request = fim_request(task.text, task.cursor, task.language, settings, count)
     mode = config.mode or task.mode
     if mode is not None and mode is not request.mode:
-        request = dataclasses.replace(
-            request,
-            mode=mode,
-            canvas_length=settings.canvas_length(mode),
-            num_candidates=settings.num_candidates(mode),
-            max_lines=settings.line_limit(mode),
-        )
+        request = dataclasses.replace(request, **settings.sizes(mode))
     canvas = config.canvas or request.canvas_length
     canvas = min(canvas, max_canvas) if max_canvas else canvas
     return dataclasses.replace(
@@ -257,6 +253,7 @@ def generate(
         stats=stats,
         repairs=answer.repairs,
         escalated=answer.escalated,
+        line=answer.line,
         assessed=tuple(assessed),
     )
 

@@ -16,6 +16,13 @@ cost. Its repairs run at the same few steps (a follow-up costs a quick ask); a r
 ``steps``, with repairs of its own (the session's context is cached: the second ask costs only its steps). The
 typical request then costs a quick one, the hard ones a few quick ones more (docs/speed.md, rounds 14 and 15).
 
+A multi-line request whose block has nothing to show (every candidate breaks the file or is degenerate: a few-step
+canvas of 64 tokens often writes ``balance = == 0``) is asked for its first line instead: the same request as a
+single-line one (``FimRequest.line_request``: the single-line canvas and candidates, at the cursor on a blank line,
+on a new line after the opener the cursor ends), with the quick first ask and the repairs of any single-line request,
+and each candidate cut to its first line. The editor then shows a line where it showed nothing (``line``; on
+HumanEval-Infilling's 208 multi-line-mode requests, docs/speed.md round 16).
+
 A caller that may stop wanting the answer (the language server, when the user types on) passes ``current``: it is
 asked before each follow-up (an escalation or a repair), and when it says no, the answer so far is returned
 (``abandoned``). Follow-ups are made only while nothing is worth showing, so stopping never drops a text.
@@ -32,6 +39,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from fim.request import FimRequest, Mode
+from fim.text import LINE_BREAK
 from fim.validate import Candidate, any_shown, repair_point
 
 if TYPE_CHECKING:  # types only: fim runs without the engine (and torch) imported
@@ -49,6 +57,9 @@ class Answer:
     repaired_from: str = ""  # the text the candidates' follow-up continued from ("": they are a first ask's)
     escalated: bool = False  # the quick ask (``first_steps``), repaired, had nothing to show: asked at full steps
     abandoned: bool = False  # a follow-up was due when ``current`` said the answer was no longer wanted
+    # A multi-line request whose block had nothing to show: the candidates are its first line's, asked as a single-line
+    # request (``FimRequest.line_request``, quick first ask and repairs included), each cut to its first line.
+    line: bool = False
     # The engine's stats of every call made, as one (``CompletionStats.then``); None when it keeps none.
     stats: CompletionStats | None = None
 
@@ -138,7 +149,37 @@ def ask_engine(
     return replace(answer, stats=functools.reduce(lambda first, later: first.then(later), calls) if calls else None)
 
 
+def _shown(request: FimRequest, answer: Answer) -> bool:
+    return any_shown(request, [Candidate(c.text, c.score) for c in answer.completions])
+
+
 def _asked(
+    ask: Callable[[SampleOptions, FimRequest], list[Completion]],
+    request: FimRequest,
+    options: SampleOptions,
+    repairs: int,
+    first_steps: int,
+    wanted: Callable[[], bool],
+) -> Answer:
+    """The request's answer and, when a multi-line one's block has nothing to show, its first line's instead."""
+    answer = _stepped(ask, request, options, repairs, first_steps, wanted)
+    line = request.line_request()
+    if line is None or answer.abandoned or _shown(request, answer):
+        return answer
+    if not wanted():
+        return replace(answer, abandoned=True)
+    fallback = _stepped(ask, line, options, repairs, first_steps, wanted)
+    lead = line.model_prefix[len(request.model_prefix) :]  # a line break when the cursor ends an opener
+    return replace(
+        fallback,
+        completions=[replace(c, text=lead + LINE_BREAK.split(c.text, maxsplit=1)[0]) for c in fallback.completions],
+        repairs=answer.repairs + fallback.repairs,
+        repaired_from=lead + fallback.repaired_from if fallback.repaired_from else "",
+        line=True,
+    )
+
+
+def _stepped(
     ask: Callable[[SampleOptions, FimRequest], list[Completion]],
     request: FimRequest,
     options: SampleOptions,
@@ -149,7 +190,7 @@ def _asked(
     """The quick ask, its repairs and, when they have nothing to show, the full ask and its repairs."""
     quick = request.mode is Mode.SINGLE_LINE and 0 < first_steps < options.steps
     answer = _repaired(ask, replace(options, steps=first_steps) if quick else options, request, repairs, wanted)
-    if not quick or answer.abandoned or any_shown(request, [Candidate(c.text, c.score) for c in answer.completions]):
+    if not quick or answer.abandoned or _shown(request, answer):
         return answer
     if not wanted():
         return replace(answer, abandoned=True)

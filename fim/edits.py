@@ -10,10 +10,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from fim.layout import CLOSERS, BlockSyntax, indent_unit, indent_width, make_indent
+from fim.layout import CLOSERS, DEFAULT_UNIT, BlockSyntax, indent_unit, indent_width, make_indent
 
 __all__ = [
-    "DEFAULT_UNIT",
     "Layout",
     "block_end_variants",
     "cut_points",
@@ -25,7 +24,6 @@ __all__ = [
 
 # A line made only of closing brackets and punctuation ends the block it dedents out of: `}`, `});`, `],`.
 _CLOSER_LINE = re.compile(r"[)\]}]+[;,)]*")
-DEFAULT_UNIT = " " * 4
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,8 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from fim.text import LINE_BREAK
+
 __all__ = [
     "CLOSERS",
     "TAB_WIDTH",
@@ -24,6 +26,8 @@ __all__ = [
 
 TAB_WIDTH = 4  # columns a tab counts for when comparing indentation
 CLOSERS = ")]}"
+DEFAULT_UNIT = " " * 4  # the indentation unit when neither the file nor the candidate shows one
+UNIT_SAMPLE_LINES = 200  # lines of prefix read to learn the indentation unit
 
 _BRACE_LANGUAGES = frozenset({"javascript", "typescript", "tsx", "go", "rust", "java", "c", "cpp"})
 
@@ -94,6 +98,13 @@ def indent_unit(lines: Iterable[str]) -> str | None:
     if not steps:
         return None
     return " " * min(steps.most_common(1)[0][0], 8)  # hanging indents are rarer than block levels
+
+
+def prefix_unit(prefix: str) -> str | None:
+    """The indentation unit the text before the cursor shows (its last ``UNIT_SAMPLE_LINES`` lines), None when it
+    shows none. The cursor's own indentation counts as a line, so a body's first line teaches the unit too."""
+    lines = LINE_BREAK.split(prefix)[-UNIT_SAMPLE_LINES:]
+    return indent_unit([*lines[:-1], lines[-1] + "x"])
 
 
 def make_indent(width: int, unit: str) -> str:

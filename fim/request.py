@@ -15,9 +15,11 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
+from typing import Any
 
 from fim.languages import normalize_language
-from fim.layout import CLOSERS, BlockSyntax, block_syntax, indent_width, leading_whitespace
+from fim.layout import CLOSERS, DEFAULT_UNIT, BlockSyntax, block_syntax, indent_width, leading_whitespace, prefix_unit
+from fim.text import LINE_BREAK
 
 __all__ = [
     "FimRequest",
@@ -107,14 +109,24 @@ class FimSettings:
             }
         return replace(self, **changes)
 
-    def canvas_length(self, mode: Mode) -> int:
-        return self.single_line_canvas if mode is Mode.SINGLE_LINE else self.multi_line_canvas
-
-    def num_candidates(self, mode: Mode) -> int:
-        return self.single_line_candidates if mode is Mode.SINGLE_LINE else self.multi_line_candidates
-
-    def line_limit(self, mode: Mode) -> int:
-        return 1 if mode is Mode.SINGLE_LINE else self.max_lines
+    def sizes(self, mode: Mode) -> dict[str, Any]:
+        """What a request in `mode` takes from these settings (``FimRequest``'s mode and size fields): a multi-line one
+        also the sizes of its single-line fallback (``FimRequest.line_request``)."""
+        if mode is Mode.SINGLE_LINE:
+            return {
+                "mode": mode,
+                "canvas_length": self.single_line_canvas,
+                "num_candidates": self.single_line_candidates,
+                "max_lines": 1,
+                "line_sizes": None,
+            }
+        return {
+            "mode": mode,
+            "canvas_length": self.multi_line_canvas,
+            "num_candidates": self.multi_line_candidates,
+            "max_lines": self.max_lines,
+            "line_sizes": (self.single_line_canvas, self.single_line_candidates),
+        }
 
 
 @dataclass(frozen=True)
@@ -130,6 +142,8 @@ class FimRequest:
     max_lines: int
     indent: str  # leading whitespace of the cursor line
     cursor_offset: int  # string index of the cursor in the original document
+    # A multi-line request's single-line fallback: the canvas and candidates of ``line_request``; None: none.
+    line_sizes: tuple[int, int] | None = None
 
     @property
     def healed(self) -> str:
@@ -148,6 +162,34 @@ class FimRequest:
     def model_prefix(self) -> str:
         """The prefix the engine is asked to continue: ``prefix`` without ``healed``."""
         return self.prefix[: len(self.prefix) - len(self.healed)]
+
+    @property
+    def newline(self) -> str:
+        """The document's line break (the first one in the window), "\n" when the window has none."""
+        match = LINE_BREAK.search(self.prefix) or LINE_BREAK.search(self.suffix)
+        return match.group() if match else "\n"
+
+    def line_request(self) -> FimRequest | None:
+        """The single-line request for the first line of this multi-line request's block, asked when the block has
+        nothing to show (``fim.ask``): at the cursor when its line is blank before it, else on a new line one level in
+        after the opener it ends. None for a single-line request or one without
+        ``line_sizes``."""
+        if self.mode is not Mode.MULTI_LINE or self.line_sizes is None:
+            return None
+        canvas, candidates = self.line_sizes
+        line_before = LINE_BREAK.split(self.prefix)[-1]
+        # After an opener, a new line one level in: the model continues indentation as on a blank line in the body.
+        unit = prefix_unit(self.prefix) or DEFAULT_UNIT
+        head = self.newline + leading_whitespace(line_before) + unit if line_before.strip() else ""
+        return replace(
+            self,
+            prefix=self.prefix + head,
+            mode=Mode.SINGLE_LINE,
+            canvas_length=canvas,
+            num_candidates=candidates,
+            max_lines=1,
+            line_sizes=None,
+        )
 
 
 def approx_tokens(text: str) -> int:
@@ -295,10 +337,7 @@ def build_request(
         prefix=prefix,
         suffix=suffix,
         language=language,
-        mode=mode,
-        canvas_length=settings.canvas_length(mode),
-        num_candidates=settings.num_candidates(mode),
-        max_lines=settings.line_limit(mode),
+        **settings.sizes(mode),
         indent=leading_whitespace(current),
         cursor_offset=lines.start(line) + column,
     )

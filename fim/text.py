@@ -13,18 +13,19 @@ from dataclasses import dataclass
 from itertools import accumulate
 
 __all__ = [
+    "LINE_BREAK",
     "OffsetMap",
     "index_to_utf16",
     "line_starts",
     "utf16_to_index",
 ]
 
-_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+LINE_BREAK = re.compile(r"\r\n|\r|\n")  # the line breaks LSP knows
 
 
 def line_starts(text: str) -> list[int]:
     """String index where each line begins; a text with n line breaks has n + 1 lines (LSP rules)."""
-    return [0, *(match.end() for match in _LINE_BREAK.finditer(text))]
+    return [0, *(match.end() for match in LINE_BREAK.finditer(text))]
 
 
 def offset_at(text: str, line: int, column: int) -> int | None:

@@ -28,7 +28,7 @@ from fim.confidence import UNCALIBRATED, Calibration, Context, Signals, degenera
 from fim.edits import Layout, block_end_variants, cut_points, drop_overlap, drop_repeated_lines, limit_lines
 from fim.edits import reindent as reindent_lines
 from fim.languages import get_parser
-from fim.layout import BlockSyntax, block_syntax, indent_unit
+from fim.layout import BlockSyntax, block_syntax, prefix_unit
 from fim.request import FimRequest, Mode
 from fim.syntax import SyntaxChecker, Verdict
 
@@ -36,7 +36,6 @@ __all__ = ["Assessed", "Candidate", "any_shown", "assess", "postprocess", "repai
 
 MAX_CHECKS = 8  # parses per candidate before giving up on it; cached verdicts are free
 _LINE_BREAK = re.compile(r"\r\n|\r")
-_UNIT_SAMPLE_LINES = 200  # lines of prefix read to learn the indentation unit
 
 
 @dataclass(frozen=True)
@@ -89,11 +88,9 @@ class _Validator:
 
     @classmethod
     def of(cls, request: FimRequest) -> _Validator:
-        lines = _normalize(request.prefix).split("\n")[-_UNIT_SAMPLE_LINES:]
-        # The cursor's own indentation counts as a line, so a body's first line teaches the unit too.
-        file_unit = indent_unit([*lines[:-1], lines[-1] + "x"])
+        line_before = _normalize(request.prefix).rsplit("\n", 1)[-1]
         parsable = get_parser(request.language) is not None
-        return cls(request, _normalize(request.suffix), lines[-1], file_unit, parsable=parsable)
+        return cls(request, _normalize(request.suffix), line_before, prefix_unit(request.prefix), parsable=parsable)
 
     def verdict(self, text: str) -> Verdict:
         if not self.parsable:
@@ -162,11 +159,6 @@ class _Validator:
         if self.request.mode is Mode.SINGLE_LINE:
             return self.first_accepted(self.single_line(text), nested=False)
         return self.first_accepted(self.multi_line(text), nested=True)
-
-
-def _document_newline(request: FimRequest) -> str:
-    match = re.search(r"\r\n|\r|\n", request.prefix) or re.search(r"\r\n|\r|\n", request.suffix)
-    return match.group() if match else "\n"
 
 
 def assess(
@@ -246,7 +238,7 @@ def repair_point(request: FimRequest, candidates: Sequence[Candidate]) -> str | 
 
 def select(request: FimRequest, assessed: Sequence[Assessed], min_confidence: float = 0.0) -> list[Candidate]:
     """The assessed texts worth showing (not degenerate, at least `min_confidence`), in the document's line ending."""
-    newline = _document_newline(request)
+    newline = request.newline
     return [
         Candidate(a.text.replace("\n", newline), a.signals.score, a.confidence)
         for a in assessed

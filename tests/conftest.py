@@ -36,6 +36,14 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory, small_tokenizer) -
     return save_checkpoint(tmp_path_factory.mktemp("tiny") / "model", model, small_tokenizer)
 
 
+@pytest.fixture(scope="session")
+def default_engine():
+    """The embedded default model with its trained weights, as the tests of the request path use it."""
+    from engine.api import load_engine
+
+    return load_engine(None, device="cpu", threads=1, dtype="float32")
+
+
 @pytest.fixture(scope="module", params=["dream", "open-dcoder", "coda", "a2d-qwen2", "a2d-qwen3", "llada"])
 def family_checkpoint(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
     """(family, checkpoint directory) of a tiny random model in each released family's exact on-disk layout."""

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import pytest
-
 from engine.contract import SampleOptions
 from eval.editor import Asker, GenConfig
 from fim.ask import ask_engine
@@ -33,13 +31,6 @@ def test_a_text_is_shown_when_its_line_parses_and_is_not_degenerate() -> None:
     assert not any_shown(request, [])
     unknown = request_at("x = |\ny = 2\n", "cobol")  # no grammar: any text on the line that is not degenerate
     assert any_shown(unknown, [Candidate("a + = 1")]) and not any_shown(unknown, [Candidate(" ")])
-
-
-@pytest.fixture(scope="module")
-def default_engine():
-    from engine.api import load_engine
-
-    return load_engine(None, device="cpu", threads=1, dtype="float32")
 
 
 def full_answer(engine, request: FimRequest, options: SampleOptions, session: str) -> list[str]:
@@ -109,7 +100,9 @@ def test_a_quick_answer_that_breaks_the_file_is_repaired_at_the_quick_steps_befo
 
 
 def test_no_quick_ask_for_multi_line_requests_or_when_the_steps_are_few_already(default_engine) -> None:
-    block = request_at(BLOCK)
+    block = dataclasses.replace(
+        request_at(BLOCK), line_sizes=None
+    )  # the block's own ask (its line: test_line_fallback)
     assert block.mode is Mode.MULTI_LINE
     options = SampleOptions(steps=4, seed=1)
     answer = ask_engine(default_engine, block, options, session_id="block", first_steps=2)
