@@ -145,7 +145,9 @@ def ask_engine(
         chunks=chunks,
         calls=calls,
     )
-    answer = _asked(ask, request, options, repairs, first_steps, current or (lambda: True))
+    wanted = current or (lambda: True)
+    stepped = functools.partial(_stepped, ask, options=options, repairs=repairs, first_steps=first_steps, wanted=wanted)
+    answer = _asked(stepped, request, wanted)
     return replace(answer, stats=functools.reduce(lambda first, later: first.then(later), calls) if calls else None)
 
 
@@ -153,22 +155,16 @@ def _shown(request: FimRequest, answer: Answer) -> bool:
     return any_shown(request, [Candidate(c.text, c.score) for c in answer.completions])
 
 
-def _asked(
-    ask: Callable[[SampleOptions, FimRequest], list[Completion]],
-    request: FimRequest,
-    options: SampleOptions,
-    repairs: int,
-    first_steps: int,
-    wanted: Callable[[], bool],
-) -> Answer:
-    """The request's answer and, when a multi-line one's block has nothing to show, its first line's instead."""
-    answer = _stepped(ask, request, options, repairs, first_steps, wanted)
+def _asked(stepped: Callable[[FimRequest], Answer], request: FimRequest, wanted: Callable[[], bool]) -> Answer:
+    """The request's answer (`stepped`: ``_stepped`` at the caller's options) and, when a multi-line one's block has
+    nothing to show, its first line's instead."""
+    answer = stepped(request)
     line = request.line_request()
     if line is None or answer.abandoned or _shown(request, answer):
         return answer
     if not wanted():
         return replace(answer, abandoned=True)
-    fallback = _stepped(ask, line, options, repairs, first_steps, wanted)
+    fallback = stepped(line)
     lead = line.model_prefix[len(request.model_prefix) :]  # a line break when the cursor ends an opener
     return replace(
         fallback,
@@ -182,6 +178,7 @@ def _asked(
 def _stepped(
     ask: Callable[[SampleOptions, FimRequest], list[Completion]],
     request: FimRequest,
+    *,
     options: SampleOptions,
     repairs: int,
     first_steps: int,
