@@ -19,9 +19,9 @@ typical request then costs a quick one, the hard ones a few quick ones more (doc
 A multi-line request whose block has nothing to show (every candidate breaks the file or is degenerate: a few-step
 canvas of 64 tokens often writes ``balance = == 0``) is asked for its first line instead: the same request as a
 single-line one (``FimRequest.line_request``: the single-line canvas and candidates, at the cursor on a blank line,
-on a new line after the opener the cursor ends), with the quick first ask and the repairs of any single-line request,
-and each candidate cut to its first line. The editor then shows a line where it showed nothing (``line``; on
-HumanEval-Infilling's 208 multi-line-mode requests, docs/speed.md round 16).
+one level in on a new line after the opener the cursor ends), with the quick first ask and the repairs of any
+single-line request, and each candidate cut to its first line. The editor then shows a line where it showed nothing
+(``line``; docs/speed.md round 16).
 
 A caller that may stop wanting the answer (the language server, when the user types on) passes ``current``: it is
 asked before each follow-up (an escalation or a repair), and when it says no, the answer so far is returned

@@ -172,15 +172,14 @@ class FimRequest:
     def line_request(self) -> FimRequest | None:
         """The single-line request for the first line of this multi-line request's block, asked when the block has
         nothing to show (``fim.ask``): at the cursor when its line is blank before it, else on a new line one level in
-        after the opener it ends. None for a single-line request or one without
-        ``line_sizes``."""
+        after the opener it ends. None for a single-line request or one without ``line_sizes``."""
         if self.mode is not Mode.MULTI_LINE or self.line_sizes is None:
             return None
         canvas, candidates = self.line_sizes
         line_before = LINE_BREAK.split(self.prefix)[-1]
-        # After an opener, a new line one level in: the model continues indentation as on a blank line in the body.
-        unit = prefix_unit(self.prefix) or DEFAULT_UNIT
-        head = self.newline + leading_whitespace(line_before) + unit if line_before.strip() else ""
+        head = ""
+        if line_before.strip():  # after an opener: the indentation a blank line in the body would have
+            head = self.newline + leading_whitespace(line_before) + (prefix_unit(self.prefix) or DEFAULT_UNIT)
         return replace(
             self,
             prefix=self.prefix + head,
