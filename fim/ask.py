@@ -133,8 +133,9 @@ def ask_engine(
     (``model_prefix``; ``fim.validate`` strips the same whitespace) and the mode's line limit in the options (the
     editor shows no more lines). Chunks are passed only when there are some, so backends without cross-file support
     keep working. A single-line request starts at `first_steps` when that is fewer than the options' steps; up to
-    `repairs` follow-ups are made at each step count while no candidate parses; none once `current()` is false
-    (module docstring)."""
+    `repairs` follow-ups are made at each step count while no candidate parses; a multi-line request with nothing to
+    show is asked for its first line (``FimRequest.line_request``); none of these once `current()` is false (module
+    docstring)."""
     calls: list[CompletionStats] = []
     ask = functools.partial(
         _complete,

@@ -146,6 +146,11 @@ class FimRequest:
     line_sizes: tuple[int, int] | None = None
 
     @property
+    def line_before(self) -> str:
+        """The cursor line's text before the cursor (the prefix after its last line break)."""
+        return self.prefix[max(self.prefix.rfind("\n"), self.prefix.rfind("\r")) + 1 :]
+
+    @property
     def healed(self) -> str:
         """Spaces and tabs typed after code at the end of the cursor's line (``total += |``), else "".
 
@@ -154,7 +159,7 @@ class FimRequest:
         ``model_prefix`` (without it), and the validator drops that much leading whitespace from each candidate
         (``fim.validate``): the text shown follows what the user typed. Indentation alone is left as it is.
         """
-        line = self.prefix[max(self.prefix.rfind("\n"), self.prefix.rfind("\r")) + 1 :]
+        line = self.line_before
         code = line.rstrip(" \t")
         return line[len(code) :] if code.strip() else ""
 
@@ -176,10 +181,9 @@ class FimRequest:
         if self.mode is not Mode.MULTI_LINE or self.line_sizes is None:
             return None
         canvas, candidates = self.line_sizes
-        line_before = LINE_BREAK.split(self.prefix)[-1]
         head = ""
-        if line_before.strip():  # after an opener: the indentation a blank line in the body would have
-            head = self.newline + leading_whitespace(line_before) + (prefix_unit(self.prefix) or DEFAULT_UNIT)
+        if self.line_before.strip():  # after an opener: the indentation a blank line in the body would have
+            head = self.newline + leading_whitespace(self.line_before) + (prefix_unit(self.prefix) or DEFAULT_UNIT)
         return replace(
             self,
             prefix=self.prefix + head,

@@ -88,9 +88,9 @@ class _Validator:
 
     @classmethod
     def of(cls, request: FimRequest) -> _Validator:
-        line_before = _normalize(request.prefix).rsplit("\n", 1)[-1]
         parsable = get_parser(request.language) is not None
-        return cls(request, _normalize(request.suffix), line_before, prefix_unit(request.prefix), parsable=parsable)
+        unit = prefix_unit(request.prefix)
+        return cls(request, _normalize(request.suffix), request.line_before, unit, parsable=parsable)
 
     def verdict(self, text: str) -> Verdict:
         if not self.parsable:

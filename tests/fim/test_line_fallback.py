@@ -138,12 +138,8 @@ def test_diffill_complete_says_when_it_showed_the_line(default_engine, tmp_path,
     path.write_text(marked.replace("|", "", 1), encoding="utf-8")
     row = marked[: marked.index("|")].count("\n")
     column = marked.index("|") - marked.rfind("\n", 0, marked.index("|"))
-    assert (
-        main(
-            ["complete", f"{path}:{row + 1}:{column}", "--json", "--threads", "1", "--dtype", "float32", "--seed", "1"]
-        )
-        == 0
-    )
+    flags = ["--json", "--threads", "1", "--dtype", "float32", "--seed", "1"]
+    assert main(["complete", f"{path}:{row + 1}:{column}", *flags]) == 0
     out = json.loads(capsys.readouterr().out)
     settings = FimSettings().fitted(default_engine.describe())  # as the command sizes its request
     request = request_at(marked, settings, default_engine)

@@ -100,9 +100,8 @@ def test_a_quick_answer_that_breaks_the_file_is_repaired_at_the_quick_steps_befo
 
 
 def test_no_quick_ask_for_multi_line_requests_or_when_the_steps_are_few_already(default_engine) -> None:
-    block = dataclasses.replace(
-        request_at(BLOCK), line_sizes=None
-    )  # the block's own ask (its line: test_line_fallback)
+    # The block's own ask (its line fallback: test_line_fallback).
+    block = dataclasses.replace(request_at(BLOCK), line_sizes=None)
     assert block.mode is Mode.MULTI_LINE
     options = SampleOptions(steps=4, seed=1)
     answer = ask_engine(default_engine, block, options, session_id="block", first_steps=2)

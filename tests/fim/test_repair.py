@@ -137,12 +137,10 @@ def test_follow_ups_stop_at_the_limit_and_never_repeat_a_text(tiny_engine) -> No
                 assert head is None or head == answer.repaired_from
 
 
-def test_the_embedded_model_shows_lines_after_repairs_where_it_showed_none() -> None:
+def test_the_embedded_model_shows_lines_after_repairs_where_it_showed_none(default_engine) -> None:
     """The default model at 1-2 steps on a rest-of-line request: where no candidate parses, repairs make lines that
     do, each starting with the part kept."""
-    from engine.api import load_engine
-
-    engine = load_engine(None, device="cpu", threads=1, dtype="float32")
+    engine = default_engine
     request = request_at(PALINDROME)
     assert request.mode is Mode.SINGLE_LINE
     repaired = 0
