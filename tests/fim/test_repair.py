@@ -140,12 +140,11 @@ def test_follow_ups_stop_at_the_limit_and_never_repeat_a_text(tiny_engine) -> No
 def test_the_embedded_model_shows_lines_after_repairs_where_it_showed_none(default_engine) -> None:
     """The default model at 1-2 steps on a rest-of-line request: where no candidate parses, repairs make lines that
     do, each starting with the part kept."""
-    engine = default_engine
     request = request_at(PALINDROME)
     assert request.mode is Mode.SINGLE_LINE
     repaired = 0
-    for options, head in broken_cases(engine, request, GRID):
-        answer = ask_engine(engine, request, options, session_id="repaired", repairs=2)
+    for options, head in broken_cases(default_engine, request, GRID):
+        answer = ask_engine(default_engine, request, options, session_id="repaired", repairs=2)
         assert answer.repairs >= 1
         shown = assess(request, [Candidate(c.text, c.score) for c in answer.completions])
         assert all(a.text.startswith(answer.repaired_from.rstrip()) for a in shown)
