@@ -63,20 +63,10 @@ def _encode(text: str) -> bytes:
     return text.encode("utf-8", "surrogatepass")
 
 
-@functools.lru_cache(maxsize=8)
-def _syntax_checker(request: FimRequest) -> SyntaxChecker:
-    """The request's checker (its base parse, ~2 ms on a 4 KB region), shared by the validators of one request:
-    ``repair_point`` (``fim.ask``) and then ``assess`` judge the same request's candidates. A checker does not change
-    once built; each validator keeps its own verdicts."""
-    parser = get_parser(request.language)
-    if parser is None:
-        raise LookupError(f"no grammar for {request.language}")
-    return SyntaxChecker(parser, _encode(request.prefix), _encode(request.suffix))
-
-
 @dataclass
 class _Validator:
-    """Per-request state: layout facts, the syntax checker (built on first use) and cached verdicts."""
+    """Per-request state: layout facts, the syntax checker (built on first use) and cached verdicts. One per request
+    (``of``), shared by everything that judges its candidates."""
 
     request: FimRequest
     suffix: str
@@ -86,11 +76,14 @@ class _Validator:
     verdicts: dict[str, Verdict] = field(default_factory=dict)
     parsable: bool = True
 
-    @classmethod
-    def of(cls, request: FimRequest) -> _Validator:
+    @staticmethod
+    @functools.lru_cache(maxsize=8)
+    def of(request: FimRequest) -> _Validator:
+        """The request's validator: ``repair_point`` and ``any_shown`` (``fim.ask``) and then the caller's ``assess``
+        judge the same request's candidates, so its base parse and each text's verdict are computed once."""
         parsable = get_parser(request.language) is not None
         unit = prefix_unit(request.prefix)
-        return cls(request, _normalize(request.suffix), request.line_before, unit, parsable=parsable)
+        return _Validator(request, _normalize(request.suffix), request.line_before, unit, parsable=parsable)
 
     def verdict(self, text: str) -> Verdict:
         if not self.parsable:
@@ -100,9 +93,13 @@ class _Validator:
         return self.verdicts[text]
 
     def _checker(self) -> SyntaxChecker:
-        """Built on first use: a request whose candidates are all empty never parses the document."""
+        """Built on first use (its base parse, ~2 ms on a 4 KB region): a request whose candidates are all empty never
+        parses the document."""
         if self.checker is None:
-            self.checker = _syntax_checker(self.request)
+            parser = get_parser(self.request.language)
+            if parser is None:
+                raise LookupError(f"no grammar for {self.request.language}")
+            self.checker = SyntaxChecker(parser, _encode(self.request.prefix), _encode(self.request.suffix))
         return self.checker
 
     def first_accepted(self, proposals: Iterator[str], nested: bool) -> str | None:

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 import pytest
 
 from fim.request import FimRequest, Mode, build_request
-from fim.validate import Candidate, postprocess
+from fim.syntax import SyntaxChecker
+from fim.validate import Candidate, any_shown, postprocess, repair_point
 
 
 def request_at(marked: str, language: str) -> FimRequest:
@@ -205,6 +206,23 @@ def test_ranking_puts_higher_scores_first_and_dedupes_identical_texts() -> None:
         [Candidate("a + 1", 0.2), Candidate("a + 2", 0.9), Candidate("a + 1", 0.5), Candidate("a +", 1.0)],
     )
     assert sorted((c.text, c.score) for c in ranked) == [("a + 1", 0.5), ("a + 2", 0.9)]
+
+
+def test_a_requests_candidates_are_parsed_once_by_everything_that_judges_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    """fim.ask asks repair_point and any_shown, then the caller postprocesses: the same verdicts, one parse each."""
+    parsed: list[bytes] = []
+    check = SyntaxChecker.check
+    monkeypatch.setattr(SyntaxChecker, "check", lambda self, text: parsed.append(text) or check(self, text))
+    request = request_at("def f(a):\n    y = |\n", "python")
+    candidates = [Candidate("a + (1", 0.5), Candidate("a + 2", 0.9)]
+    assert repair_point(request, candidates) is None  # a candidate parses: nothing to repair
+    assert any_shown(request, candidates)
+    first = len(parsed)
+    assert [c.text for c in postprocess(request, candidates)] == ["a + 2"]
+    assert len(parsed) == first > 0
+    other = request_at("def f(a):\n    y = |\n\n", "python")  # another request judges its own candidates
+    assert [c.text for c in postprocess(other, candidates)] == ["a + 2"]
+    assert len(parsed) > first
 
 
 def test_empty_candidates_and_empty_lists_give_nothing() -> None:
