@@ -34,7 +34,7 @@ from fim.syntax import SyntaxChecker, Verdict
 
 __all__ = ["Assessed", "Candidate", "any_shown", "assess", "postprocess", "repair_point", "select"]
 
-MAX_CHECKS = 8  # parses per candidate before giving up on it; cached verdicts are free
+MAX_CHECKS = 8  # parses per candidate before giving up on it; texts the same call judged already are free
 _LINE_BREAK = re.compile(r"\r\n|\r")
 
 
@@ -102,9 +102,12 @@ class _Validator:
             self.checker = SyntaxChecker(parser, _encode(self.request.prefix), _encode(self.request.suffix))
         return self.checker
 
-    def first_accepted(self, proposals: Iterator[str], nested: bool) -> str | None:
+    def first_accepted(self, proposals: Iterator[str], nested: bool, checked: set[str]) -> str | None:
         """The first proposal that adds no syntax error. When each proposal is a prefix of the one before
-        (`nested`), those still containing the position of an error seen earlier are skipped unchecked."""
+        (`nested`), those still containing the position of an error seen earlier are skipped unchecked. A proposal
+        counts against ``MAX_CHECKS`` unless it is in `checked`, the texts the calling ``assess`` or
+        ``repair_point`` judged already (and to which it is added): the verdicts are shared by every call on the
+        request, but what a call accepts does not depend on the calls before it."""
         checks = 0
         error_at: int | None = None
         for text in proposals:
@@ -112,7 +115,8 @@ class _Validator:
                 continue
             if checks >= MAX_CHECKS:
                 return None
-            checks += text not in self.verdicts
+            checks += text not in checked
+            checked.add(text)
             verdict = self.verdict(text)
             if verdict.ok:
                 return text
@@ -151,11 +155,11 @@ class _Validator:
         healed = len(self.request.healed)  # the model continued the prefix without it (FimRequest.healed)
         return _normalize(text[min(healed, len(text) - len(text.lstrip(" \t"))) :])
 
-    def finish(self, text: str) -> str | None:
+    def finish(self, text: str, checked: set[str]) -> str | None:
         text = self.inserted(text)
         if self.request.mode is Mode.SINGLE_LINE:
-            return self.first_accepted(self.single_line(text), nested=False)
-        return self.first_accepted(self.multi_line(text), nested=True)
+            return self.first_accepted(self.single_line(text), nested=False, checked=checked)
+        return self.first_accepted(self.multi_line(text), nested=True, checked=checked)
 
 
 def assess(
@@ -169,8 +173,9 @@ def assess(
     validator = _Validator.of(request)
     best: dict[str, float] = {}
     votes: dict[str, int] = {}
+    checked: set[str] = set()
     for candidate in candidates:
-        text = validator.finish(candidate.text)
+        text = validator.finish(candidate.text, checked)
         if text is not None:
             best[text] = max(candidate.score, best.get(text, candidate.score))
             votes[text] = votes.get(text, 0) + 1
@@ -221,9 +226,10 @@ def repair_point(request: FimRequest, candidates: Sequence[Candidate]) -> str | 
     if not validator.parsable:
         return None
     heads: list[str] = []
+    checked: set[str] = set()
     for candidate in sorted(candidates, key=lambda c: -c.score):
         text = validator.inserted(candidate.text)
-        if validator.first_accepted(validator.single_line(text), nested=False) is not None:
+        if validator.first_accepted(validator.single_line(text), nested=False, checked=checked) is not None:
             return None
         line = validator.line(text)
         verdict = validator.verdict(line)

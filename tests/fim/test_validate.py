@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from fim import validate
 from fim.request import FimRequest, Mode, build_request
 from fim.syntax import SyntaxChecker
 from fim.validate import Candidate, any_shown, postprocess, repair_point
@@ -223,6 +224,18 @@ def test_a_requests_candidates_are_parsed_once_by_everything_that_judges_them(mo
     other = request_at("def f(a):\n    y = |\n\n", "python")  # another request judges its own candidates
     assert [c.text for c in postprocess(other, candidates)] == ["a + 2"]
     assert len(parsed) > first
+
+
+def test_what_a_call_accepts_does_not_depend_on_the_calls_before_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Verdicts are shared, the parse budget is not: a block whose whole text breaks the file and whose budget allows
+    one parse is rejected every time, not accepted by a later call that finds the first verdict cached."""
+    monkeypatch.setattr(validate, "MAX_CHECKS", 1)
+    request = request_at(CASES["python"].body, "python")
+    candidates = [Candidate("\n    total = a + b\n    return (", 1.0)]
+    assert postprocess(request, candidates) == []
+    assert postprocess(request, candidates) == []
+    monkeypatch.setattr(validate, "MAX_CHECKS", 2)  # the cut to the first line is what a second parse accepts
+    assert [c.text for c in postprocess(request, candidates)] == ["\n    total = a + b"]
 
 
 def test_empty_candidates_and_empty_lists_give_nothing() -> None:
